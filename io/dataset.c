@@ -1,0 +1,202 @@
+/* Datasets (DESIGN.md §4): /X [N,d] inputs, /Y class labels or regression targets. Rank 0 reads
+   and checks everything a user would need to fix in a file, then shares it; writes are atomic. */
+#include <stdio.h>
+#include <string.h>
+#include "h5util.h"
+#include "tnio.h"
+
+#define ROOT "the root group"
+
+typedef struct {
+  const char *path;
+  TNDataset   ds;
+  PetscReal  *labels; /* classification: /Y as read, before the checks */
+} DatasetLoad;
+
+/* The `task` attribute wins; without it integer /Y means labels and float /Y targets. */
+static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array *Y, TNTask *task)
+{
+  PetscInt  index;
+  PetscBool given;
+  char      shape[96];
+
+  PetscFunctionBegin;
+  PetscCall(TNH5AttrReadChoice(file, path, ROOT, "task", TNTasks, &index, &given));
+  *task = given ? (TNTask)index : (Y->cls == H5T_INTEGER ? TN_TASK_CLASSIFICATION : TN_TASK_REGRESSION);
+  TNH5ShapeString(Y->rank, Y->dims, shape, sizeof(shape));
+  PetscCheck(*task == TN_TASK_REGRESSION || Y->rank == 1 || Y->dims[1] == 1, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: class labels /Y must be [N], it has shape %s%s", path, shape,
+             given ? "" : " (set the root attribute task = \"regression\" if these are targets)");
+  PetscFunctionReturn(0);
+}
+
+/* Labels may come as floats (task = classification): each must be a whole number >= 0. Rows
+   count from 0, as in h5py. */
+static PetscErrorCode LabelsCheck(const char *path, PetscInt N, const PetscReal *y, PetscInt *m)
+{
+  PetscReal max = 0;
+
+  PetscFunctionBegin;
+  for (PetscInt i = 0; i < N; i++) {
+    PetscCheck(!PetscIsInfOrNanReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in /Y at row %" PetscInt_FMT, path, i);
+    PetscCheck(y[i] == PetscFloorReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER,
+               "%s: label %g at row %" PetscInt_FMT " is not a whole number", path, (double)y[i], i);
+    /* %.0f: PETSc prints a whole number under %g as "-1." */
+    PetscCheck(y[i] >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " (labels must be >= 0)", path,
+               (double)y[i], i);
+    PetscCheck(y[i] < PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " is too large", path,
+               (double)y[i], i);
+    max = PetscMax(max, y[i]);
+  }
+  *m = (PetscInt)max + 1;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode FiniteCheck(const char *path, const char *name, const PetscReal *x, PetscInt rows, PetscInt cols)
+{
+  const PetscInt64 bad = TNH5FirstNonFinite(x, (PetscInt64)rows * cols);
+
+  PetscFunctionBegin;
+  PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s at row %" PetscInt64_FMT, path, name, bad / cols);
+  PetscFunctionReturn(0);
+}
+
+/* "data/train.h5" is called "train" when the file has no `name`. */
+static void DefaultName(const char *path, char *name, size_t len)
+{
+  const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  const char *dot  = strrchr(base, '.');
+  const int   n    = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+
+  snprintf(name, len, "%.*s", n, base);
+}
+
+static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
+{
+  const char *path = load->path;
+  TNH5Array   X, Y;
+  TNTask      task = TN_TASK_CLASSIFICATION;
+  PetscInt    N, d, ycols, m;
+  PetscBool   named;
+  char        name[sizeof(load->ds->name)], xs[96], ys[96];
+
+  PetscFunctionBegin;
+  PetscCall(TNH5ArrayInfo(file, path, "/X", &X));
+  PetscCall(TNH5ArrayInfo(file, path, "/Y", &Y));
+  PetscCheck(X.found, PETSC_COMM_SELF, TN_ERR_USER, "%s: no /X (the inputs, an [N,d] array)", path);
+  PetscCheck(Y.found, PETSC_COMM_SELF, TN_ERR_USER, "%s: no /Y (class labels [N] or targets [N,m])", path);
+  TNH5ShapeString(X.rank, X.dims, xs, sizeof(xs));
+  TNH5ShapeString(Y.rank, Y.dims, ys, sizeof(ys));
+  PetscCheck(X.rank == 2, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X must be 2-D [N,d], it has shape %s", path, xs);
+  PetscCheck(X.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X must hold float32 or float64 values", path);
+  PetscCheck(Y.rank == 1 || Y.rank == 2, PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y must be [N] or [N,m], it has shape %s", path, ys);
+  PetscCheck(Y.cls == H5T_INTEGER || Y.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: /Y must hold integer class labels or floating-point targets", path);
+  PetscCheck(Y.dims[0] == X.dims[0], PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y has %llu rows but /X has %llu", path,
+             (unsigned long long)Y.dims[0], (unsigned long long)X.dims[0]);
+  PetscCheck(X.dims[0] > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X and /Y have no rows (N = 0)", path);
+  PetscCheck(X.dims[1] > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X has no columns (d = 0)", path);
+  PetscCheck(Y.rank == 1 || Y.dims[1] > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y has no columns (m = 0)", path);
+  /* TNDataset indexes with PetscInt, which is 32-bit in this build */
+  PetscCheck((double)X.dims[0] * (double)PetscMax(X.dims[1], Y.rank == 2 ? Y.dims[1] : 1) <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: /X %s and /Y %s are too large for 32-bit PETSc indices", path, xs, ys);
+  N     = (PetscInt)X.dims[0];
+  d     = (PetscInt)X.dims[1];
+  ycols = Y.rank == 2 ? (PetscInt)Y.dims[1] : 1;
+  PetscCall(DatasetTask(file, path, &Y, &task));
+  PetscCall(TNH5AttrReadString(file, path, ROOT, "name", name, sizeof(name), &named));
+  if (!named) DefaultName(path, name, sizeof(name));
+
+  m = ycols;
+  if (task == TN_TASK_CLASSIFICATION) {
+    PetscCall(PetscMalloc1(N, &load->labels));
+    PetscCall(TNH5ArrayRead(file, path, "/Y", H5T_NATIVE_DOUBLE, load->labels));
+    PetscCall(LabelsCheck(path, N, load->labels, &m));
+  }
+  PetscCall(TNDatasetCreate(N, d, m, task, &load->ds));
+  PetscCall(PetscStrncpy(load->ds->name, name, sizeof(load->ds->name)));
+  PetscCall(TNH5ArrayRead(file, path, "/X", H5T_NATIVE_DOUBLE, load->ds->X));
+  PetscCall(FiniteCheck(path, "/X", load->ds->X, N, d));
+  if (task == TN_TASK_CLASSIFICATION) {
+    for (PetscInt i = 0; i < N; i++) load->ds->labels[i] = (PetscInt)load->labels[i];
+  } else {
+    PetscCall(TNH5ArrayRead(file, path, "/Y", H5T_NATIVE_DOUBLE, load->ds->Y));
+    PetscCall(FiniteCheck(path, "/Y", load->ds->Y, N, m));
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode DatasetRead(hid_t file, void *ctx)
+{
+  DatasetLoad   *load = (DatasetLoad *)ctx;
+  PetscErrorCode ierr;
+
+  PetscFunctionBegin;
+  /* a failed read frees what it made here, in one place */
+  ierr = DatasetReadValues(file, load);
+  PetscCall(PetscFree(load->labels));
+  if (ierr) PetscCall(TNDatasetDestroy(&load->ds));
+  PetscCall(ierr);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds)
+{
+  DatasetLoad load = {path, NULL, NULL};
+  PetscMPIInt rank, nx, ny;
+  PetscInt    shape[4] = {0, 0, 0, 0};
+  TNDataset   D;
+
+  PetscFunctionBegin;
+  PetscCall(TNH5RootRead(comm, path, DatasetRead, &load));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  D = load.ds;
+  if (!rank) {
+    shape[0] = D->N;
+    shape[1] = D->d;
+    shape[2] = D->m;
+    shape[3] = (PetscInt)D->task;
+  }
+  PetscCallMPI(MPI_Bcast(shape, 4, MPIU_INT, 0, comm));
+  if (rank) PetscCall(TNDatasetCreate(shape[0], shape[1], shape[2], (TNTask)shape[3], &D));
+  PetscCall(PetscMPIIntCast(D->N * D->d, &nx));
+  PetscCallMPI(MPI_Bcast(D->X, nx, MPIU_REAL, 0, comm));
+  if (D->task == TN_TASK_CLASSIFICATION) {
+    PetscCall(PetscMPIIntCast(D->N, &ny));
+    PetscCallMPI(MPI_Bcast(D->labels, ny, MPIU_INT, 0, comm));
+  } else {
+    PetscCall(PetscMPIIntCast(D->N * D->m, &ny));
+    PetscCallMPI(MPI_Bcast(D->Y, ny, MPIU_REAL, 0, comm));
+  }
+  PetscCallMPI(MPI_Bcast(D->name, (int)sizeof(D->name), MPI_CHAR, 0, comm));
+  *ds = D;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode DatasetFill(hid_t file, void *ctx)
+{
+  TNDataset      ds      = (TNDataset)ctx;
+  const hsize_t  xdims[] = {(hsize_t)ds->N, (hsize_t)ds->d}, ydims[] = {(hsize_t)ds->N, (hsize_t)ds->m};
+  PetscInt64    *labels;
+  PetscErrorCode ierr;
+
+  PetscFunctionBegin;
+  PetscCall(TNH5ArrayWrite(file, "X", H5T_NATIVE_DOUBLE, 2, xdims, ds->X));
+  if (ds->task == TN_TASK_CLASSIFICATION) {
+    PetscCall(PetscMalloc1(ds->N, &labels));
+    for (PetscInt i = 0; i < ds->N; i++) labels[i] = ds->labels[i];
+    ierr = TNH5ArrayWrite(file, "Y", H5T_NATIVE_INT64, 1, ydims, labels);
+    PetscCall(PetscFree(labels));
+    PetscCall(ierr);
+  } else PetscCall(TNH5ArrayWrite(file, "Y", H5T_NATIVE_DOUBLE, 2, ydims, ds->Y));
+  PetscCall(TNH5AttrWriteString(file, "task", TNTasks[ds->task]));
+  PetscCall(TNH5AttrWriteString(file, "name", ds->name));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds)
+{
+  PetscFunctionBegin;
+  PetscCall(TNH5RootWrite(comm, path, DatasetFill, ds));
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,172 @@
+/* Command drivers: option reading, input checks that span files (a data set against a model),
+   and what each command prints and writes. */
+#include "commands.h"
+#include "errors.h"
+#include "trainer.h"
+
+PetscErrorCode TNCommandTrain(MPI_Comm comm)
+{
+  TNTrainer t;
+  PetscBool help;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsHasHelp(NULL, &help));
+  PetscCall(TNTrainerCreate(comm, &t));
+  PetscCall(TNTrainerSetFromOptions(t));
+  if (help) {
+    /* list the block and adjoint solver options too, then stop */
+    TNBlockSolver bs;
+    PetscCall(TNBlockSolverCreate(4, &bs));
+    PetscCall(TNBlockSolverSetFromOptions(bs));
+    PetscCall(TNBlockSolverSetUp(bs, 1));
+    PetscCall(TNBlockSolverDestroy(&bs));
+  } else {
+    PetscCall(TNTrainerSetUp(t));
+    PetscCall(TNTrainerTrain(t));
+  }
+  PetscCall(TNTrainerDestroy(&t));
+  PetscFunctionReturn(0);
+}
+
+/* The data set must fit the model: input dimension, task, labels below the number of classes,
+   number of regression targets. */
+static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, TNDataset D, const char *model_path, TNModel M)
+{
+  const TNModelConfig *c = &M->cfg;
+
+  PetscFunctionBegin;
+  PetscCheck(D->d == c->d, comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d,
+             model_path, c->d);
+  PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path, TNTasks[D->task],
+             model_path, TNTasks[c->task]);
+  if (D->task == TN_TASK_CLASSIFICATION)
+    PetscCheck(D->m <= c->m, comm, TN_ERR_USER, "%s: label %" PetscInt_FMT " but the model %s has %" PetscInt_FMT " classes", data_path,
+               D->m - 1, model_path, c->m);
+  else
+    PetscCheck(D->m == c->m, comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample but the model %s has %" PetscInt_FMT " outputs",
+               data_path, D->m, model_path, c->m);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
+{
+  char             model_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "", output[PETSC_MAX_PATH_LEN] = "";
+  PetscBool        gradient = PETSC_FALSE, help;
+  PetscInt         chunk = 1024;
+  TNRegularization reg   = {0, 0};
+  TNModel          M     = NULL;
+  TNDataset        D     = NULL;
+  TNNetwork        net   = NULL;
+  TNGrid           grid;
+  PetscScalar     *grad = NULL;
+  PetscReal       *pred = NULL, loss, acc, R;
+  const char      *cmd  = predict ? "predict" : "evaluate";
+
+  PetscFunctionBegin;
+  TNErrorReadingOptions(PETSC_TRUE);
+  PetscOptionsBegin(comm, NULL, predict ? "thetanet predict" : "thetanet evaluate", "thetanet");
+  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", model_path, model_path, sizeof model_path, NULL));
+  PetscCall(PetscOptionsString("-data", "Data set (HDF5: /X, /Y) (required)", "", data_path, data_path, sizeof data_path, NULL));
+  PetscCall(PetscOptionsString("-output", predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes", "", output, output, sizeof output, NULL));
+  if (!predict) {
+    PetscCall(PetscOptionsBool("-gradient", "Also write /gradient = dJ/dparameters over the whole data set", "", gradient, &gradient, NULL));
+    PetscCall(PetscOptionsReal("-weight_decay", "alpha of the regulariser in J", "", reg.alpha, &reg.alpha, NULL));
+    PetscCall(PetscOptionsReal("-smooth", "beta of the regulariser in J", "", reg.beta, &reg.beta, NULL));
+  }
+  PetscCall(PetscOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
+  PetscOptionsEnd();
+  TNErrorReadingOptions(PETSC_FALSE);
+  PetscCall(PetscOptionsHasHelp(NULL, &help));
+  if (help) PetscFunctionReturn(0);
+  PetscCheck(model_path[0], comm, TN_ERR_USER, "%s needs -model FILE", cmd);
+  PetscCheck(data_path[0], comm, TN_ERR_USER, "%s needs -data FILE", cmd);
+  PetscCheck(!predict || output[0], comm, TN_ERR_USER, "predict needs -output FILE");
+  PetscCheck(chunk > 0, comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, chunk);
+  PetscCheck(reg.alpha >= 0 && reg.beta >= 0, comm, TN_ERR_USER, "-weight_decay and -smooth must be non-negative");
+  if (output[0]) PetscCall(TNOutputPathCheck(comm, "-output", output));
+
+  PetscCall(TNModelLoad(comm, model_path, &M));
+  PetscCall(TNDatasetLoad(comm, data_path, &D));
+  PetscCall(CheckDataAgainstModel(comm, data_path, D, model_path, M));
+  PetscCall(TNGridCreate(comm, 1, M->cfg.L, &grid));
+  chunk = PetscMax(1, PetscMin(chunk, (D->N + grid.data_size - 1) / grid.data_size));
+  PetscCall(TNNetworkCreate(M, chunk, &net));
+  PetscCall(TNNetworkSetFromOptions(net));
+  if (gradient) PetscCall(PetscCalloc1(M->nparams, &grad));
+  if (output[0]) PetscCall(PetscMalloc1(D->N * M->cfg.m, &pred));
+  PetscCall(TNEvaluateDataset(net, &grid, D, chunk, &loss, &acc, grad, pred));
+  PetscCall(TNModelRegularizer(M, reg.alpha, reg.beta, &R, grad));
+  if (!predict) {
+    PetscCall(PetscPrintf(comm, "evaluate %s: N %" PetscInt_FMT " loss %.6g", data_path, D->N, (double)loss));
+    if (D->task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(comm, " accuracy %.6g", (double)acc));
+    PetscCall(PetscPrintf(comm, " regularizer %.6g objective %.6g\n", (double)R, (double)(loss + R)));
+  }
+  if (output[0]) {
+    const char *names[3]  = {"loss", "regularizer", "accuracy"};
+    PetscReal   values[3] = {loss, R, acc};
+    PetscInt    nattr     = predict ? 0 : (D->task == TN_TASK_CLASSIFICATION ? 3 : 2);
+    PetscCall(TNEvaluationWrite(comm, output, M, D->N, pred, grad, nattr, names, values));
+    PetscCall(PetscPrintf(comm, "%s written to %s\n", predict ? "predictions" : "evaluation", output));
+  }
+  PetscCall(PetscFree(grad));
+  PetscCall(PetscFree(pred));
+  PetscCall(TNNetworkDestroy(&net));
+  PetscCall(TNGridDestroy(&grid));
+  PetscCall(TNDatasetDestroy(&D));
+  PetscCall(TNModelDestroy(&M));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNCommandInfo(MPI_Comm comm)
+{
+  char                 path[PETSC_MAX_PATH_LEN] = "";
+  TNModel              M;
+  const TNModelConfig *c;
+  PetscBool            help;
+
+  PetscFunctionBegin;
+  TNErrorReadingOptions(PETSC_TRUE);
+  PetscOptionsBegin(comm, NULL, "thetanet info", "thetanet");
+  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path, sizeof path, NULL));
+  PetscOptionsEnd();
+  TNErrorReadingOptions(PETSC_FALSE);
+  PetscCall(PetscOptionsHasHelp(NULL, &help));
+  if (help) PetscFunctionReturn(0);
+  PetscCheck(path[0], comm, TN_ERR_USER, "info needs -model FILE");
+  PetscCall(TNModelLoad(comm, path, &M));
+  c = &M->cfg;
+  PetscCall(PetscPrintf(comm, "model %s\n  task %s\n  input_dim %" PetscInt_FMT "\n  width %" PetscInt_FMT "\n  layers %" PetscInt_FMT "\n  outputs %" PetscInt_FMT "\n",
+                        path, TNTasks[c->task], c->d, c->n, c->L, c->m));
+  PetscCall(PetscPrintf(comm, "  theta %g\n  T %g\n  h %g\n  activation %s\n  opening_activation %s\n  antisymmetric %s\n  gamma %g\n  parameters %" PetscInt_FMT "\n",
+                        (double)c->theta, (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
+                        c->antisymmetric ? "yes" : "no", (double)c->gamma, M->nparams));
+  PetscCall(TNModelDestroy(&M));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNCommandRun(MPI_Comm comm, const char *cmd)
+{
+  PetscBool help, flg;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsHasHelp(NULL, &help));
+  if (!cmd) {
+    PetscCheck(help, comm, TN_ERR_USER, "no command given: use train, evaluate, predict or info (thetanet -help lists the options)");
+    PetscCall(TNCommandTrain(comm));
+    PetscCall(TNCommandEvaluate(comm, PETSC_FALSE));
+    PetscCall(TNCommandInfo(comm));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscStrcmp(cmd, "train", &flg));
+  if (flg) PetscCall(TNCommandTrain(comm));
+  else {
+    PetscBool evaluate, predict, info;
+    PetscCall(PetscStrcmp(cmd, "evaluate", &evaluate));
+    PetscCall(PetscStrcmp(cmd, "predict", &predict));
+    PetscCall(PetscStrcmp(cmd, "info", &info));
+    PetscCheck(evaluate || predict || info, comm, TN_ERR_USER, "unknown command '%s': use train, evaluate, predict or info", cmd);
+    if (info) PetscCall(TNCommandInfo(comm));
+    else PetscCall(TNCommandEvaluate(comm, predict));
+  }
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,47 @@
+/* Forward and backward propagation of a local batch through the whole network: opening layer,
+   theta-blocks, closing layer, loss. Blocks are reached through BlockStep/BlockAdjointStep. */
+#ifndef THETANET_NETWORK_H
+#define THETANET_NETWORK_H
+
+#include "thetanet.h"
+#include "blocksolver.h"
+
+typedef struct _n_TNNetwork *TNNetwork;
+
+/* Holds the states of up to max_batch samples (memory mode `store`). */
+PETSC_EXTERN PetscErrorCode TNNetworkCreate(TNModel, PetscInt max_batch, TNNetwork *);
+PETSC_EXTERN PetscErrorCode TNNetworkSetFromOptions(TNNetwork);
+PETSC_EXTERN PetscErrorCode TNNetworkDestroy(TNNetwork *);
+
+/* out = z (B x m) for the B rows of X (B x d). A block solve that misses its tolerance leaves
+   *ok = PETSC_FALSE and the failure recorded (TNNetworkGetFailure); the caller decides,
+   collectively, what to do. */
+PETSC_EXTERN PetscErrorCode TNNetworkForward(TNNetwork, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok);
+/* Adds dJ/dparams into grad (model layout) given dout = dJ/dz of the last forward batch. */
+PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout,
+                                              PetscScalar *grad, PetscBool *ok);
+/* A one-line description of the first failure since the last forward, e.g.
+   "block 3 forward solve did not converge: residual 2.1e-03". */
+PETSC_EXTERN const char *TNNetworkGetFailure(TNNetwork);
+
+/* The layer interface (what a parallel-in-depth solver drives): one theta-step of block j,
+   y_{j+1} = y_j + h[(1-theta)F_j(y_j) + theta F_j(y_{j+1})], returning Fj = F_j(y_j) and
+   Fn = F_j(y_{j+1}); and its adjoint lambda_j from lambda_{j+1}, adding block j's weight
+   gradient into grad. */
+PETSC_EXTERN PetscErrorCode TNNetworkBlockStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj, PetscScalar *yj1,
+                                               PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok);
+PETSC_EXTERN PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj,
+                                                      const PetscScalar *yj1, const PetscScalar *Fj, const PetscScalar *Fn,
+                                                      const PetscScalar *lambda_in, PetscScalar *lambda_out,
+                                                      PetscScalar *grad, PetscBool *ok);
+
+PETSC_EXTERN PetscErrorCode TNNetworkGetBlockSolver(TNNetwork, TNBlockSolver *);
+PETSC_EXTERN PetscErrorCode TNNetworkGetModel(TNNetwork, TNModel *);
+
+/* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
+   number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */
+PETSC_EXTERN void TNLossEvaluate(TNTask, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels,
+                                 const PetscReal *targets, PetscReal scale, PetscReal *loss_sum, PetscInt *correct,
+                                 PetscReal *dout);
+
+#endif

@@ -1,0 +1,527 @@
+/* Data-parallel training: one seeded global permutation per epoch, each global batch split
+   across the data ranks, one MPI_Allreduce per step over a buffer holding the whole gradient,
+   the loss statistics and a failure flag (so a rank whose block solve failed never leaves the
+   others waiting). */
+#include "trainer.h"
+#include "errors.h"
+#include "rng.h"
+#include <petsctime.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <math.h>
+#include <unistd.h>
+
+/* ---- process grid ---- */
+
+PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layers, TNGrid *g)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(g, sizeof(*g)));
+  g->world = world;
+  PetscCallMPI(MPI_Comm_size(world, &g->size));
+  PetscCallMPI(MPI_Comm_rank(world, &g->rank));
+  PetscCheck(depth_ranks >= 1, world, TN_ERR_USER, "-depth_ranks must be at least 1, got %" PetscInt_FMT, depth_ranks);
+  PetscCheck(g->size % depth_ranks == 0, world, TN_ERR_USER,
+             "-depth_ranks %" PetscInt_FMT " does not divide the %d ranks of the job", depth_ranks, g->size);
+  PetscCheck(layers >= depth_ranks, world, TN_ERR_USER, "-depth_ranks %" PetscInt_FMT " exceeds -layers %" PetscInt_FMT,
+             depth_ranks, layers);
+  PetscCheck(depth_ranks == 1, world, TN_ERR_USER,
+             "-depth_ranks %" PetscInt_FMT ": this version parallelises over data only (use -depth_ranks 1)", depth_ranks);
+  /* ranks r and r + depth_ranks share a depth position: data communicator by r / depth_ranks */
+  PetscCallMPI(MPI_Comm_split(world, g->rank % (PetscMPIInt)depth_ranks, g->rank, &g->data));
+  PetscCallMPI(MPI_Comm_split(world, g->rank / (PetscMPIInt)depth_ranks, g->rank, &g->depth));
+  PetscCallMPI(MPI_Comm_size(g->data, &g->data_size));
+  PetscCallMPI(MPI_Comm_rank(g->data, &g->data_rank));
+  PetscCallMPI(MPI_Comm_size(g->depth, &g->depth_size));
+  PetscCallMPI(MPI_Comm_rank(g->depth, &g->depth_rank));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNGridDestroy(TNGrid *g)
+{
+  PetscFunctionBegin;
+  if (g->data != MPI_COMM_NULL && g->data) PetscCallMPI(MPI_Comm_free(&g->data));
+  if (g->depth != MPI_COMM_NULL && g->depth) PetscCallMPI(MPI_Comm_free(&g->depth));
+  PetscFunctionReturn(0);
+}
+
+void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
+{
+  *start = (PetscInt)(((PetscInt64)N * r) / P);
+  *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
+}
+
+/* ---- trainer ---- */
+
+enum { PH_FORWARD, PH_BACKWARD, PH_ALLREDUCE, PH_UPDATE, PH_VALIDATE, PH_IO, PH_TOTAL, PH_COUNT };
+static const char *const phase_names[PH_COUNT] = {"forward", "backward", "allreduce", "update", "validate", "io", "total"};
+
+struct _n_TNTrainer {
+  MPI_Comm         comm;
+  TNGrid           grid;
+  TNModelConfig    cfg;
+  TNRegularization reg;
+  TNOptimizer      opt;
+  PetscInt         epochs, batch, depth_ranks;
+  PetscInt         seed;
+  char             train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
+  char             memory[16];
+  TNProblem        problem;
+  PetscBool        have_train, have_val;
+  TNDataset        train, val;
+  TNModel          model;
+  TNNetwork        net;
+  TNHistory        history;
+  PetscReal        phase[PH_COUNT];
+  PetscReal        train_seconds; /* training passes, epoch 1 excluded when there are more */
+  PetscInt64       train_samples;
+  char             start_time[64];
+  /* per-step buffers */
+  PetscScalar *reduce; /* gradient | loss_sum | correct | failed */
+  PetscReal   *Xb, *Yb, *out, *dout;
+  PetscInt    *Lb, *perm;
+};
+
+PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
+{
+  TNTrainer t;
+
+  PetscFunctionBegin;
+  PetscCall(PetscNew(&t));
+  t->comm              = comm;
+  t->cfg.n             = 16;
+  t->cfg.L             = 8;
+  t->cfg.theta         = 0.5;
+  t->cfg.T             = 5.0;
+  t->cfg.gamma         = 0.0;
+  t->cfg.act           = TN_ACT_TANH;
+  t->cfg.opening_act   = TN_ACT_NONE;
+  t->cfg.antisymmetric = PETSC_FALSE;
+  t->epochs            = 200;
+  t->batch             = 64;
+  t->seed              = 1;
+  t->depth_ranks       = 1;
+  t->opt.type          = TN_OPT_ADAM;
+  t->opt.lr            = 1e-2;
+  t->opt.momentum      = 0.9;
+  t->opt.beta1         = 0.9;
+  t->opt.beta2         = 0.999;
+  t->opt.eps           = 1e-8;
+  t->reg.alpha         = 0;
+  t->reg.beta          = 0;
+  t->problem           = TN_PROBLEM_SPIRALS;
+  PetscCall(PetscStrcpy(t->memory, "store"));
+  *out = t;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
+{
+  PetscBool have_problem, flg;
+
+  PetscFunctionBegin;
+  TNErrorReadingOptions(PETSC_TRUE);
+  PetscOptionsBegin(t->comm, NULL, "thetanet train: data", "thetanet");
+  PetscCall(PetscOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path, sizeof t->train_path, &t->have_train));
+  PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path, sizeof t->val_path, &t->have_val));
+  PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
+  PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output, sizeof t->output, NULL));
+  PetscOptionsEnd();
+
+  PetscOptionsBegin(t->comm, NULL, "thetanet train: model", "thetanet");
+  PetscCall(PetscOptionsInt("-width", "Width n of the blocks", "", t->cfg.n, &t->cfg.n, NULL));
+  PetscCall(PetscOptionsInt("-layers", "Number L of theta-blocks", "", t->cfg.L, &t->cfg.L, NULL));
+  PetscCall(PetscOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", t->cfg.theta, &t->cfg.theta, NULL));
+  PetscCall(PetscOptionsReal("-T", "Final time; the step is h = T/L", "", t->cfg.T, &t->cfg.T, NULL));
+  PetscCall(PetscOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)t->cfg.act, (PetscEnum *)&t->cfg.act, NULL));
+  PetscCall(PetscOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations, (PetscEnum)t->cfg.opening_act, (PetscEnum *)&t->cfg.opening_act, NULL));
+  PetscCall(PetscOptionsBool("-antisymmetric", "Blocks use A = W - W^T - gamma I", "", t->cfg.antisymmetric, &t->cfg.antisymmetric, NULL));
+  PetscCall(PetscOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", t->cfg.gamma, &t->cfg.gamma, NULL));
+  PetscOptionsEnd();
+
+  PetscOptionsBegin(t->comm, NULL, "thetanet train: optimiser", "thetanet");
+  PetscCall(PetscOptionsInt("-epochs", "Total number of epochs", "", t->epochs, &t->epochs, NULL));
+  PetscCall(PetscOptionsInt("-batch", "Global mini-batch size (split across the data ranks)", "", t->batch, &t->batch, NULL));
+  PetscCall(PetscOptionsReal("-lr", "Learning rate", "", t->opt.lr, &t->opt.lr, NULL));
+  PetscCall(PetscOptionsEnum("-optimizer", "Optimiser", "", TNOptimizerTypes, (PetscEnum)t->opt.type, (PetscEnum *)&t->opt.type, NULL));
+  PetscCall(PetscOptionsReal("-momentum", "Momentum of -optimizer momentum", "", t->opt.momentum, &t->opt.momentum, NULL));
+  PetscCall(PetscOptionsReal("-adam_beta1", "Adam first-moment decay", "", t->opt.beta1, &t->opt.beta1, NULL));
+  PetscCall(PetscOptionsReal("-adam_beta2", "Adam second-moment decay", "", t->opt.beta2, &t->opt.beta2, NULL));
+  PetscCall(PetscOptionsReal("-adam_eps", "Adam epsilon", "", t->opt.eps, &t->opt.eps, NULL));
+  PetscCall(PetscOptionsReal("-weight_decay", "alpha: weight decay of K, W_j, C", "", t->reg.alpha, &t->reg.alpha, NULL));
+  PetscCall(PetscOptionsReal("-smooth", "beta: depth smoothness of W_j and b_j", "", t->reg.beta, &t->reg.beta, NULL));
+  PetscCall(PetscOptionsInt("-seed", "Seed of the initialisation and the shuffling", "", t->seed, &t->seed, NULL));
+  PetscOptionsEnd();
+
+  PetscOptionsBegin(t->comm, NULL, "thetanet train: parallelism and memory", "thetanet");
+  PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks, &t->depth_ranks, NULL));
+  PetscCall(PetscOptionsString("-memory", "Memory mode: store (keep every state)", "", t->memory, t->memory, sizeof t->memory, NULL));
+  PetscOptionsEnd();
+  TNErrorReadingOptions(PETSC_FALSE);
+
+  PetscCheck(!(t->have_train && have_problem), t->comm, TN_ERR_USER, "-train and -problem exclude each other");
+  PetscCheck(!t->have_val || t->have_train, t->comm, TN_ERR_USER, "-val needs -train");
+  PetscCheck(t->cfg.n > 0, t->comm, TN_ERR_USER, "-width must be positive, got %" PetscInt_FMT, t->cfg.n);
+  PetscCheck(t->cfg.L > 0, t->comm, TN_ERR_USER, "-layers must be positive, got %" PetscInt_FMT, t->cfg.L);
+  PetscCheck(t->cfg.theta >= 0 && t->cfg.theta <= 1, t->comm, TN_ERR_USER, "-theta must lie in [0, 1], got %g", (double)t->cfg.theta);
+  PetscCheck(t->cfg.T > 0, t->comm, TN_ERR_USER, "-T must be positive, got %g", (double)t->cfg.T);
+  PetscCheck(t->cfg.gamma >= 0, t->comm, TN_ERR_USER, "-gamma must be non-negative, got %g", (double)t->cfg.gamma);
+  PetscCheck(t->cfg.act != TN_ACT_NONE, t->comm, TN_ERR_USER, "-act none is not allowed: the blocks need a nonlinearity");
+  PetscCheck(t->epochs > 0, t->comm, TN_ERR_USER, "-epochs must be positive, got %" PetscInt_FMT, t->epochs);
+  PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
+  PetscCheck(t->opt.lr > 0 && PetscIsNormalReal(t->opt.lr), t->comm, TN_ERR_USER, "-lr must be positive, got %g", (double)t->opt.lr);
+  PetscCheck(t->opt.momentum >= 0 && t->opt.momentum < 1, t->comm, TN_ERR_USER, "-momentum must lie in [0, 1), got %g", (double)t->opt.momentum);
+  PetscCheck(t->opt.beta1 >= 0 && t->opt.beta1 < 1 && t->opt.beta2 >= 0 && t->opt.beta2 < 1, t->comm, TN_ERR_USER, "-adam_beta1 and -adam_beta2 must lie in [0, 1)");
+  PetscCheck(t->opt.eps > 0, t->comm, TN_ERR_USER, "-adam_eps must be positive, got %g", (double)t->opt.eps);
+  PetscCheck(t->reg.alpha >= 0, t->comm, TN_ERR_USER, "-weight_decay must be non-negative, got %g", (double)t->reg.alpha);
+  PetscCheck(t->reg.beta >= 0, t->comm, TN_ERR_USER, "-smooth must be non-negative, got %g", (double)t->reg.beta);
+  PetscCall(PetscStrcmp(t->memory, "store", &flg));
+  PetscCheck(flg, t->comm, TN_ERR_USER, "-memory %s: this version keeps every state (use -memory store)", t->memory);
+  PetscCall(TNGridCreate(t->comm, t->depth_ranks, t->cfg.L, &t->grid));
+  if (t->output[0]) PetscCall(TNOutputPathCheck(t->comm, "-output", t->output));
+  PetscFunctionReturn(0);
+}
+
+/* Model, validation set and training set must agree. */
+static PetscErrorCode CheckData(TNTrainer t)
+{
+  PetscFunctionBegin;
+  if (!t->val) PetscFunctionReturn(0);
+  PetscCheck(t->val->d == t->train->d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " differs from %s's %" PetscInt_FMT,
+             t->val_path, t->val->d, t->train_path, t->train->d);
+  PetscCheck(t->val->task == t->train->task, t->comm, TN_ERR_USER, "%s: task %s differs from %s's %s", t->val_path,
+             TNTasks[t->val->task], t->train_path, TNTasks[t->train->task]);
+  if (t->train->task == TN_TASK_REGRESSION)
+    PetscCheck(t->val->m == t->train->m, t->comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample, %s has %" PetscInt_FMT,
+               t->val_path, t->val->m, t->train_path, t->train->m);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerSetUp(TNTrainer t)
+{
+  PetscInt  Bloc;
+  time_t    now = time(NULL);
+  struct tm tmv;
+
+  PetscFunctionBegin;
+  gmtime_r(&now, &tmv);
+  strftime(t->start_time, sizeof t->start_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  if (t->have_train) {
+    PetscCall(TNDatasetLoad(t->comm, t->train_path, &t->train));
+    if (t->have_val) PetscCall(TNDatasetLoad(t->comm, t->val_path, &t->val));
+  } else {
+    PetscCall(TNProblemCreate(t->problem, &t->train, &t->val));
+    PetscCall(PetscSNPrintf(t->train_path, sizeof t->train_path, "%s", TNProblems[t->problem]));
+    PetscCall(PetscSNPrintf(t->val_path, sizeof t->val_path, "%s", TNProblems[t->problem]));
+  }
+  PetscCall(CheckData(t));
+  t->cfg.d    = t->train->d;
+  t->cfg.m    = t->val && t->train->task == TN_TASK_CLASSIFICATION ? PetscMax(t->train->m, t->val->m) : t->train->m;
+  t->cfg.task = t->train->task;
+  PetscCheck(t->cfg.task != TN_TASK_CLASSIFICATION || t->cfg.m >= 2, t->comm, TN_ERR_USER,
+             "%s: classification needs at least two classes, the labels hold %" PetscInt_FMT, t->train_path, t->cfg.m);
+  PetscCall(TNModelCreate(&t->cfg, &t->model));
+  PetscCall(TNModelInitialize(t->model, t->seed));
+  /* the largest local slice of a global batch */
+  Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size;
+  PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
+  PetscCall(TNNetworkSetFromOptions(t->net));
+  PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
+  PetscCall(PetscMalloc1(t->model->nparams + 3, &t->reduce));
+  PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
+                         t->train->N, &t->perm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
+{
+  TNTrainer t = *tp;
+
+  PetscFunctionBegin;
+  if (!t) PetscFunctionReturn(0);
+  PetscCall(TNNetworkDestroy(&t->net));
+  PetscCall(TNModelDestroy(&t->model));
+  PetscCall(TNDatasetDestroy(&t->train));
+  PetscCall(TNDatasetDestroy(&t->val));
+  PetscCall(TNOptimizerDestroy(&t->opt));
+  PetscCall(TNHistoryDestroy(&t->history));
+  PetscCall(PetscFree(t->reduce));
+  PetscCall(PetscFree6(t->Xb, t->Yb, t->out, t->dout, t->Lb, t->perm));
+  PetscCall(TNGridDestroy(&t->grid));
+  PetscCall(PetscFree(t));
+  *tp = NULL;
+  PetscFunctionReturn(0);
+}
+
+/* Copy the rows idx[0..B) of D into the contiguous batch buffers. */
+static void GatherRows(TNDataset D, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels, PetscReal *Y)
+{
+  for (PetscInt s = 0; s < B; s++) {
+    const PetscInt i = idx[s];
+    for (PetscInt k = 0; k < D->d; k++) X[s * D->d + k] = D->X[i * D->d + k];
+    if (D->task == TN_TASK_CLASSIFICATION) labels[s] = D->labels[i];
+    else
+      for (PetscInt k = 0; k < D->m; k++) Y[s * D->m + k] = D->Y[i * D->m + k];
+  }
+}
+
+static PetscReal LossDivisor(TNDataset D, PetscInt N)
+{
+  return (PetscReal)N * (D->task == TN_TASK_REGRESSION ? D->m : 1);
+}
+
+PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, PetscReal *loss,
+                                 PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
+{
+  PetscInt    start, end, m;
+  PetscReal   sums[3] = {0, 0, 0}, *X, *Y, *out, *dout;
+  PetscInt   *labels, *idx;
+  PetscBool   ok = PETSC_TRUE;
+  const char *failure = NULL;
+
+  PetscFunctionBegin;
+  {
+    TNModel M;
+    PetscCall(TNNetworkGetModel(net, &M));
+    m = M->cfg.m;
+  }
+  TNGridSplit(D->N, grid->data_size, grid->data_rank, &start, &end);
+  PetscCall(PetscMalloc6(chunk * D->d, &X, chunk * m, &Y, chunk * m, &out, chunk * m, &dout, chunk, &labels, chunk, &idx));
+  for (PetscInt s0 = start; s0 < end && ok; s0 += chunk) {
+    const PetscInt B = PetscMin(chunk, end - s0);
+    PetscReal      l;
+    PetscInt       c;
+    for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s;
+    GatherRows(D, B, idx, X, labels, Y);
+    PetscCall(TNNetworkForward(net, B, X, out, &ok));
+    if (!ok) break;
+    TNLossEvaluate(D->task, B, m, out, labels, Y, 1.0 / LossDivisor(D, D->N), &l, &c, grad ? dout : NULL);
+    sums[0] += l;
+    sums[1] += c;
+    if (predictions) PetscCall(PetscArraycpy(predictions + s0 * m, out, B * m));
+    if (grad) PetscCall(TNNetworkBackward(net, B, X, dout, grad, &ok));
+  }
+  if (!ok) {
+    failure = TNNetworkGetFailure(net);
+    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s\n", failure));
+  }
+  sums[2] = ok ? 0 : 1;
+  PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPIU_REAL, MPI_SUM, grid->data));
+  PetscCheck(sums[2] == 0, grid->data, TN_ERR_RUNTIME, "%s", "");
+  if (grad) {
+    TNModel M;
+    PetscCall(TNNetworkGetModel(net, &M));
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, grad, (PetscMPIInt)M->nparams, MPIU_SCALAR, MPI_SUM, grid->data));
+  }
+  if (predictions) {
+    PetscMPIInt *counts, *displs;
+    PetscCall(PetscMalloc2(grid->data_size, &counts, grid->data_size, &displs));
+    for (PetscMPIInt r = 0; r < grid->data_size; r++) {
+      PetscInt a, b;
+      TNGridSplit(D->N, grid->data_size, r, &a, &b);
+      counts[r] = (PetscMPIInt)((b - a) * m);
+      displs[r] = (PetscMPIInt)(a * m);
+    }
+    PetscCallMPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, predictions, counts, displs, MPIU_REAL, grid->data));
+    PetscCall(PetscFree2(counts, displs));
+  }
+  *loss = sums[0] / LossDivisor(D, D->N);
+  if (accuracy) *accuracy = D->task == TN_TASK_CLASSIFICATION ? sums[1] / D->N : NAN;
+  PetscFunctionReturn(0);
+}
+
+/* One optimisation step on the global batch gidx[0..Bg). */
+static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *gidx, PetscInt Bg, PetscReal *loss_sum,
+                                PetscReal *correct)
+{
+  const PetscInt np = t->model->nparams;
+  PetscInt       a, b, B, c = 0;
+  PetscReal      l = 0, R, t0;
+  PetscBool      ok = PETSC_TRUE;
+
+  PetscFunctionBegin;
+  TNGridSplit(Bg, t->grid.data_size, t->grid.data_rank, &a, &b);
+  B = b - a;
+  GatherRows(t->train, B, gidx + a, t->Xb, t->Lb, t->Yb);
+  PetscCall(PetscArrayzero(t->reduce, np + 3));
+  if (B > 0) {
+    t0 = MPI_Wtime();
+    PetscCall(TNNetworkForward(t->net, B, t->Xb, t->out, &ok));
+    t->phase[PH_FORWARD] += MPI_Wtime() - t0;
+    if (ok) {
+      TNLossEvaluate(t->cfg.task, B, t->cfg.m, t->out, t->Lb, t->Yb, 1.0 / LossDivisor(t->train, Bg), &l, &c, t->dout);
+      t0 = MPI_Wtime();
+      PetscCall(TNNetworkBackward(t->net, B, t->Xb, t->dout, t->reduce, &ok));
+      t->phase[PH_BACKWARD] += MPI_Wtime() - t0;
+    }
+  }
+  if (!ok) PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n", epoch, batch, TNNetworkGetFailure(t->net)));
+  t->reduce[np]     = l;
+  t->reduce[np + 1] = c;
+  t->reduce[np + 2] = ok ? 0 : 1;
+  t0                = MPI_Wtime();
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 3), MPIU_SCALAR, MPI_SUM, t->grid.data));
+  t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
+  PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
+  PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME, "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch,
+             (double)t->reduce[np]);
+  *loss_sum += t->reduce[np];
+  *correct += t->reduce[np + 1];
+  t0 = MPI_Wtime();
+  PetscCall(TNModelRegularizer(t->model, t->reg.alpha, t->reg.beta, &R, t->reduce));
+  PetscCall(TNOptimizerStep(&t->opt, t->model->theta_buf, t->reduce));
+  t->phase[PH_UPDATE] += MPI_Wtime() - t0;
+  PetscFunctionReturn(0);
+}
+
+static void FormatDuration(PetscReal s, char *buf, size_t len)
+{
+  long v = (long)(s + 0.5);
+  if (v >= 3600) snprintf(buf, len, "%ldh%02ldm", v / 3600, (v / 60) % 60);
+  else if (v >= 60) snprintf(buf, len, "%ldm%02lds", v / 60, v % 60);
+  else snprintf(buf, len, "%lds", v);
+}
+
+static PetscReal PeakRSSMB(MPI_Comm comm)
+{
+  struct rusage ru;
+  double        mine, max = 0;
+
+  getrusage(RUSAGE_SELF, &ru);
+  mine = ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
+  MPI_Allreduce(&mine, &max, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return max;
+}
+
+/* Nonlinear and linear iterations per block solve since the last call, over all data ranks. */
+static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *krylov)
+{
+  TNBlockSolver bs;
+  PetscInt64    c[3];
+
+  PetscFunctionBegin;
+  PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
+  PetscCall(TNBlockSolverGetCounts(bs, &c[0], &c[1], &c[2]));
+  PetscCall(TNBlockSolverResetCounts(bs));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 3, MPIU_INT64, MPI_SUM, t->grid.data));
+  *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
+  *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
+  PetscFunctionReturn(0);
+}
+
+/* /config: what a reader needs to reproduce or tabulate the run. */
+static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
+{
+  char          v[16][64];
+  TNConfigEntry cfg[16];
+  PetscInt      k = 0;
+  TNTiming      timing;
+  PetscReal     t0 = MPI_Wtime();
+
+  PetscFunctionBegin;
+#define ENTRY(name, ...) \
+  do { \
+    PetscCall(PetscSNPrintf(v[k], sizeof v[k], __VA_ARGS__)); \
+    cfg[k].key   = name; \
+    cfg[k].value = v[k]; \
+    k++; \
+  } while (0)
+  ENTRY("grid", "%d x %d", t->grid.depth_size, t->grid.data_size);
+  ENTRY("depth_ranks", "%d", t->grid.depth_size);
+  ENTRY("data_ranks", "%d", t->grid.data_size);
+  ENTRY("start_time", "%s", t->start_time);
+  ENTRY("train", "%s", t->train_path);
+  ENTRY("val", "%s", t->val ? t->val_path : "");
+  ENTRY("width", "%" PetscInt_FMT, t->cfg.n);
+  ENTRY("layers", "%" PetscInt_FMT, t->cfg.L);
+  ENTRY("theta", "%.17g", (double)t->cfg.theta);
+  ENTRY("T", "%.17g", (double)t->cfg.T);
+  ENTRY("epochs", "%" PetscInt_FMT, t->epochs);
+  ENTRY("batch", "%" PetscInt_FMT, t->batch);
+  ENTRY("lr", "%.17g", (double)t->opt.lr);
+  ENTRY("optimizer", "%s", TNOptimizerTypes[t->opt.type]);
+  ENTRY("seed", "%" PetscInt_FMT, t->seed);
+  ENTRY("memory", "%s", t->memory);
+#undef ENTRY
+  timing.nphases = PH_COUNT;
+  for (PetscInt i = 0; i < PH_COUNT; i++) {
+    timing.names[i]   = phase_names[i];
+    timing.seconds[i] = t->phase[i];
+  }
+  PetscCall(TNResultsWrite(t->comm, t->output, t->model, &t->history, &timing, k, cfg));
+  t->phase[PH_IO] += MPI_Wtime() - t0;
+  PetscCall(PetscPrintf(t->comm, "results written to %s\n", t->output));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerTrain(TNTrainer t)
+{
+  const PetscInt N = t->train->N, nb = (N + t->batch - 1) / t->batch;
+  const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
+  PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0;
+  PetscReal      train_loss = NAN, val_loss = NAN, val_acc = NAN;
+  PetscBool      tty = (!t->grid.rank && isatty(STDOUT_FILENO)) ? PETSC_TRUE : PETSC_FALSE;
+  char           eta[32];
+
+  PetscFunctionBegin;
+  PetscCall(PetscPrintf(t->comm, "thetanet train: %s, N %" PetscInt_FMT ", d %" PetscInt_FMT ", %s with %" PetscInt_FMT " outputs; width %" PetscInt_FMT ", layers %" PetscInt_FMT ", theta %g, T %g, %" PetscInt_FMT " parameters; %d ranks (depth %d x data %d)\n",
+                        t->train_path, N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L, (double)t->cfg.theta,
+                        (double)t->cfg.T, t->model->nparams, t->grid.size, t->grid.depth_size, t->grid.data_size));
+  for (PetscInt e = 1; e <= t->epochs; e++) {
+    PetscReal e0 = MPI_Wtime(), loss_sum = 0, correct = 0, last_tty = e0, newton = 0, krylov = 0, now, tp;
+
+    TNPermutation((uint64_t)t->seed, (uint64_t)e, N, t->perm);
+    for (PetscInt k = 0; k < nb; k++) {
+      PetscCall(TrainStep(t, e, k + 1, t->perm + k * t->batch, PetscMin(t->batch, N - k * t->batch), &loss_sum, &correct));
+      if (tty && MPI_Wtime() - last_tty > 0.5) {
+        last_tty = MPI_Wtime();
+        printf("\r  epoch %" PetscInt_FMT "/%" PetscInt_FMT " batch %" PetscInt_FMT "/%" PetscInt_FMT " loss %.4f", e, t->epochs, k + 1, nb,
+               (double)(loss_sum / LossDivisor(t->train, PetscMin(N, (k + 1) * t->batch))));
+        fflush(stdout);
+      }
+    }
+    tp = MPI_Wtime() - e0;
+    if (e > 1 || t->epochs == 1) {
+      t->train_seconds += tp;
+      t->train_samples += N;
+    }
+    train_loss = loss_sum / LossDivisor(t->train, N);
+    PetscCall(SolverCounts(t, &newton, &krylov));
+    newton_all += newton;
+    krylov_all += krylov;
+    if (t->val) {
+      now = MPI_Wtime();
+      PetscCall(TNEvaluateDataset(t->net, &t->grid, t->val, chunk, &val_loss, &val_acc, NULL, NULL));
+      {
+        /* the per-epoch counts are the training solves' */
+        TNBlockSolver bs;
+        PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
+        PetscCall(TNBlockSolverResetCounts(bs));
+      }
+      t->phase[PH_VALIDATE] += MPI_Wtime() - now;
+    }
+    now = MPI_Wtime();
+    FormatDuration((now - start) / e * (t->epochs - e), eta, sizeof eta);
+    if (tty) printf("\r\033[K");
+    PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", e, t->epochs, (double)train_loss));
+    if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
+    if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
+    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.2fs eta %s\n", (double)t->opt.lr, (double)newton,
+                          (double)krylov, 0.0, (double)(now - e0), eta));
+    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, now - start, newton, krylov, 0.0));
+  }
+  t->phase[PH_TOTAL] = MPI_Wtime() - start;
+  {
+    const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, t->epochs > 1 ? t->epochs - 1 : 1);
+    PetscReal       sps  = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
+    PetscCall(PetscPrintf(t->comm,
+                          "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT " theta %g epochs %" PetscInt_FMT
+                          " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f peak_rss_mb %.1f\n",
+                          t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall,
+                          (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / t->epochs),
+                          (double)(krylov_all / t->epochs), 0.0, (double)rss));
+  }
+  if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
+  PetscFunctionReturn(0);
+}

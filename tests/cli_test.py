@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the thetanet program: runs it as a user would (under mpiexec where the
+case needs ranks) and reads the HDF5 files it writes back with h5py.
+
+usage: cli_test.py CASE --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+ARGS = None
+
+
+def run(cmd, ranks=1, timeout=600, env=None):
+    """Run thetanet with `cmd` options on `ranks` ranks; return (status, stdout, stderr)."""
+    full = [ARGS.thetanet] + cmd
+    if ranks > 1:
+        full = shlex.split(ARGS.mpiexec) + ["-n", str(ranks)] + full
+    e = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    if env:
+        e.update(env)
+    p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def train(tmp, name, ranks, extra):
+    out = os.path.join(tmp, name + ".h5")
+    status, so, se = run(["train", "-output", out] + extra, ranks)
+    check(status == 0, f"train {' '.join(extra)} on {ranks} ranks failed ({status}):\n{so}\n{se}")
+    return out, so
+
+
+def history(path):
+    with h5py.File(path, "r") as f:
+        return {k: f["history"][k][()] for k in f["history"]}
+
+
+def rel_diff(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
+def write_dataset(path, X, Y, **attrs):
+    with h5py.File(path, "w") as f:
+        if X is not None:
+            f["X"] = X
+        if Y is not None:
+            f["Y"] = Y
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+
+def spiral_like(n, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, 2))
+    Y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    return X, Y
+
+
+# ---- cases -------------------------------------------------------------------------------
+
+def case_data_parallel_explicit(tmp):
+    """theta = 0: the loss history does not depend on the number of data ranks (1e-10)."""
+    opts = ["-problem", "spirals", "-theta", "0", "-epochs", "3", "-batch", "50", "-width", "8", "-layers", "6"]
+    ref = history(train(tmp, "r1", 1, opts)[0])
+    for ranks in (2, 4):
+        h = history(train(tmp, f"r{ranks}", ranks, opts)[0])
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            d = rel_diff(h[key], ref[key])
+            print(f"{ranks} ranks {key}: max relative difference {d:.2e}")
+            check(d < 1e-10, f"{key} on {ranks} ranks differs by {d:.2e}")
+
+
+def case_data_parallel_implicit(tmp):
+    """theta = 0.5: rank counts agree to within the block solver's tolerance."""
+    opts = ["-problem", "spirals", "-theta", "0.5", "-epochs", "3", "-batch", "50", "-width", "8", "-layers", "6",
+            "-block_atol", "1e-12"]
+    ref = history(train(tmp, "r1", 1, opts)[0])
+    h = history(train(tmp, "r2", 2, opts)[0])
+    for key in ("train_loss", "val_loss"):
+        d = rel_diff(h[key], ref[key])
+        print(f"2 ranks {key}: max relative difference {d:.2e}")
+        check(d < 1e-8, f"{key} on 2 ranks differs by {d:.2e}")
+
+
+def case_default_spirals(tmp):
+    """The default job (train with no options, 2 ranks) reaches 95% validation accuracy."""
+    out, so = train(tmp, "default", 2, [])
+    h = history(out)
+    acc = h["val_accuracy"][-1]
+    print(so.splitlines()[-2])
+    print(f"final validation accuracy {acc:.4f}")
+    check(acc >= 0.95, f"default spirals job reached only {acc:.4f}")
+    check(any(l.startswith("summary ") for l in so.splitlines()), "no summary line")
+
+
+def case_results_file(tmp):
+    """The results file has the layout of DESIGN.md §4 and agrees with the printed lines."""
+    out, so = train(tmp, "res", 2, ["-problem", "peaks", "-epochs", "2", "-width", "6", "-layers", "3", "-T", "1"])
+    with h5py.File(out, "r") as f:
+        m = f["model"]
+        a = dict(m.attrs)
+        L, n, d, k = a["layers"], a["width"], a["input_dim"], a["outputs"]
+        check((L, n, d, k) == (3, 6, 2, 5), f"model attributes {a}")
+        shapes = {"opening/K": (n, d), "opening/b": (n,), "blocks/W": (L, n, n), "blocks/b": (L, n),
+                  "closing/C": (k, n), "closing/b": (k,)}
+        for name, shape in shapes.items():
+            check(m[name].shape == shape, f"/model/{name} has shape {m[name].shape}, expected {shape}")
+        for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its"):
+            check(f["history"][key].shape == (2,), f"/history/{key}")
+        check(f["timing"]["forward"].shape == (2,), "/timing/forward holds one entry per rank")
+        check(f["config"].attrs["ranks"] == 2, "/config ranks")
+        check("width" in f["config"].attrs, "/config lists the options")
+    summary = [l for l in so.splitlines() if l.startswith("summary ")][0].split()[1:]
+    fields = dict(zip(summary[::2], summary[1::2]))
+    for key in ("ranks", "depth_ranks", "data_ranks", "layers", "width", "theta", "epochs", "wall_s", "epoch_s",
+                "samples_per_s", "train_loss", "val_loss", "val_accuracy", "newton_its", "krylov_its", "mgrit_its",
+                "peak_rss_mb"):
+        check(key in fields, f"summary lacks {key}")
+    check(abs(float(fields["val_loss"]) - history(out)["val_loss"][-1]) < 1e-5, "summary val_loss != history")
+
+
+def case_commands(tmp):
+    """evaluate, evaluate -gradient, predict and info on a trained model and a data file."""
+    Xtr, Ytr = spiral_like(200, 1)
+    Xva, Yva = spiral_like(101, 2)
+    tr, va = os.path.join(tmp, "tr.h5"), os.path.join(tmp, "va.h5")
+    write_dataset(tr, Xtr.astype(np.float32), Ytr, name="quadrants")
+    write_dataset(va, Xva, Yva)
+    out, _ = train(tmp, "model", 2, ["-train", tr, "-val", va, "-epochs", "3", "-width", "5", "-layers", "4", "-T", "1",
+                                      "-weight_decay", "1e-3", "-smooth", "1e-3"])
+    val_loss = history(out)["val_loss"][-1]
+    ev = os.path.join(tmp, "eval.h5")
+    for ranks in (1, 2):
+        status, so, se = run(["evaluate", "-model", out, "-data", va, "-output", ev, "-gradient",
+                              "-weight_decay", "1e-3", "-smooth", "1e-3"], ranks)
+        check(status == 0, f"evaluate failed: {se}")
+        with h5py.File(ev, "r") as f:
+            check(f["predictions"].shape == (101, 2), "predictions shape")
+            check(abs(f.attrs["loss"] - val_loss) <= 1e-6 * abs(val_loss), f"evaluate loss {f.attrs['loss']} != {val_loss}")
+            acc = np.mean(np.argmax(f["predictions"][()], axis=1) == Yva)
+            check(abs(acc - f.attrs["accuracy"]) < 1e-12, "accuracy attribute matches predictions")
+            check(f["gradient/blocks/W"].shape == (4, 5, 5), "gradient layout")
+            g = f["gradient/blocks/W"][()]
+        if ranks == 1:
+            g1 = g
+        else:
+            check(np.max(np.abs(g - g1)) <= 1e-7 * np.max(np.abs(g1)), "gradient on 2 ranks != 1 rank")
+    pred = os.path.join(tmp, "pred.h5")
+    status, so, se = run(["predict", "-model", out, "-data", va, "-output", pred], 2)
+    check(status == 0, f"predict failed: {se}")
+    with h5py.File(pred, "r") as f, h5py.File(ev, "r") as g:
+        check(np.allclose(f["predictions"][()], g["predictions"][()], rtol=1e-7, atol=1e-9), "predict == evaluate")
+    status, so, se = run(["info", "-model", out])
+    check(status == 0 and "layers 4" in so and "width 5" in so, f"info output:\n{so}{se}")
+    status, so, se = run(["train", "-help"])
+    check(status == 0, "train -help")
+    for opt in ("-width", "-layers", "-theta", "-T", "-act", "-epochs", "-batch", "-lr", "-optimizer", "-weight_decay",
+                "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type"):
+        check(opt in so, f"train -help does not document {opt}")
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+def expect_usage_error(cmd, needle, ranks=1, tmp=None, keep=None):
+    """Exit status 2, one line on stderr starting 'thetanet:' that mentions needle, and the
+    file `keep` (an existing good output) untouched."""
+    before = open(keep, "rb").read() if keep else None
+    status, so, se = run(cmd, ranks, timeout=120)
+    lines = [l for l in se.splitlines() if l.startswith("thetanet:")]
+    ok = status == 2 and len(lines) == 1 and needle in lines[0] and "PETSC ERROR" not in se
+    if ranks == 1:
+        ok = ok and len(se.strip().splitlines()) == 1
+    if keep:
+        ok = ok and open(keep, "rb").read() == before
+    check(ok, f"{' '.join(cmd)} (ranks {ranks}): status {status}, stderr:\n{se}")
+    print(f"ok: {' '.join(cmd[:3])}... -> {lines[0]}")
+
+
+def case_bad_input(tmp):
+    p = lambda name: os.path.join(tmp, name)
+    X, Y = spiral_like(20, 3)
+    write_dataset(p("good.h5"), X, Y)
+    open(p("text.h5"), "w").write("this is not HDF5\n")
+    raw = open(p("good.h5"), "rb").read()
+    open(p("trunc.h5"), "wb").write(raw[: len(raw) // 2])
+    write_dataset(p("noX.h5"), None, Y)
+    write_dataset(p("noY.h5"), X, None)
+    write_dataset(p("X1d.h5"), X[:, 0], Y)
+    write_dataset(p("Y3d.h5"), X, np.zeros((20, 1, 1)))
+    write_dataset(p("nmismatch.h5"), X, Y[:19])
+    write_dataset(p("neg.h5"), X, np.where(np.arange(20) == 4, -1, Y))
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    write_dataset(p("nan.h5"), Xn, Y)
+    write_dataset(p("inf.h5"), X, np.where(np.arange(20) == 2, np.inf, 0.5))
+    write_dataset(p("empty.h5"), np.zeros((0, 2)), np.zeros((0,), dtype=np.int64))
+    write_dataset(p("d3.h5"), np.zeros((20, 3)), Y)
+    write_dataset(p("big.h5"), X, np.where(np.arange(20) == 5, 7, Y))
+    out = p("keep.h5")
+    open(out, "wb").write(b"a good file that must survive")
+    tr = ["train", "-epochs", "1", "-output", out]
+    expect_usage_error(tr + ["-train", p("missing.h5")], "missing.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("text.h5")], "text.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("trunc.h5")], "trunc.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("noX.h5")], "/X", keep=out)
+    expect_usage_error(tr + ["-train", p("noY.h5")], "/Y", keep=out)
+    expect_usage_error(tr + ["-train", p("X1d.h5")], "/X", keep=out)
+    expect_usage_error(tr + ["-train", p("Y3d.h5")], "/Y", keep=out)
+    expect_usage_error(tr + ["-train", p("nmismatch.h5")], "nmismatch.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("neg.h5")], "label", keep=out)
+    expect_usage_error(tr + ["-train", p("nan.h5")], "NaN", keep=out)
+    expect_usage_error(tr + ["-train", p("inf.h5")], "Inf", keep=out)
+    expect_usage_error(tr + ["-train", p("empty.h5")], "empty.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("good.h5"), "-val", p("d3.h5")], "d3.h5", keep=out)
+    expect_usage_error(tr + ["-train", p("nan.h5")], "NaN", ranks=2, keep=out)
+    for opt, val, needle in (("-width", "0", "-width"), ("-layers", "-1", "-layers"), ("-batch", "0", "-batch"),
+                             ("-epochs", "0", "-epochs"), ("-theta", "1.5", "-theta"), ("-theta", "-0.1", "-theta"),
+                             ("-act", "swish", "swish"), ("-optimizer", "lbfgs", "lbfgs"), ("-problem", "moons", "moons"),
+                             ("-width", "abc", "abc"), ("-lr", "0", "-lr"), ("-depth_ranks", "3", "-depth_ranks")):
+        expect_usage_error(["train", "-epochs", "1", opt, val, "-output", out], needle, keep=out)
+    expect_usage_error(["train", "-width", "0"], "-width", ranks=2)
+    expect_usage_error(["frobnicate"], "frobnicate")
+    expect_usage_error(["train", "-output", p("no/such/dir/r.h5")], "no/such/dir")
+
+    # a model whose arrays contradict its attributes, and data that does not fit a model
+    model, _ = train(tmp, "m", 1, ["-train", p("good.h5"), "-epochs", "1", "-width", "3", "-layers", "2"])
+    bad = p("badmodel.h5")
+    with h5py.File(model, "r") as f, h5py.File(bad, "w") as g:
+        f.copy("model", g)
+        del g["model/blocks/W"]
+        g["model/blocks/W"] = np.zeros((3, 3, 3))
+    expect_usage_error(["info", "-model", bad], "badmodel.h5")
+    expect_usage_error(["evaluate", "-model", bad, "-data", p("good.h5")], "badmodel.h5")
+    expect_usage_error(["evaluate", "-model", model, "-data", p("d3.h5")], "d3.h5")
+    expect_usage_error(["evaluate", "-model", model, "-data", p("big.h5")], "label")
+    expect_usage_error(["evaluate", "-model", p("missing.h5"), "-data", p("good.h5")], "missing.h5")
+    expect_usage_error(["predict", "-model", model, "-data", p("good.h5")], "-output")
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--thetanet", required=True)
+    ap.add_argument("--mpiexec", required=True)
+    ARGS = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="thetanet-test-") as tmp:
+        try:
+            CASES[ARGS.case](tmp)
+        except AssertionError as e:
+            print(f"FAILED: {e}", file=sys.stderr)
+            return 1
+    print("passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
