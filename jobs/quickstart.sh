@@ -10,5 +10,5 @@ cat <<MSG
 
 Results: $out
   $THETANET_BUILD/thetanet info -model $out
-  python3 -c "import h5py; f = h5py.File('$out'); print(f['history/val_accuracy'][-1])"
+  $THETANET_PYTHON -c "import h5py; f = h5py.File('$out'); print(f['history/val_accuracy'][-1])"
 MSG

@@ -21,10 +21,17 @@ if ((${#missing[@]})); then
 fi
 
 cmake -S "$THETANET_ROOT" -B "$THETANET_BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$THETANET_BUILD" -j "$(nproc)"
+log=$(mktemp)
+cmake --build "$THETANET_BUILD" -j "$(nproc)" >"$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
+grep -E "warning|error" "$log" || true
+rm -f "$log"
 
 # Open MPI refuses root unless told; one rank per core wants single-threaded BLAS.
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+# Debian's python3-h5py lives with /usr/bin/python3, which another python3 on PATH may shadow.
+THETANET_PYTHON=python3
+/usr/bin/python3 -c "import h5py" 2>/dev/null && THETANET_PYTHON=/usr/bin/python3
+export THETANET_PYTHON

@@ -9,9 +9,13 @@
 const char *const TNBlockMethods[] = {"auto", "newton", "newton_assembled", "anderson", "picard", "TNBlockMethod", "TN_BLOCK_", NULL};
 const char *const TNBlockGuesses[] = {"explicit", "linearized", "TNBlockGuess", "TN_GUESS_", NULL};
 
-/* Widths up to this use the assembled Jacobian with exact n x n block solves by default; wider
-   layers use Anderson (the n^3 per sample factorisation then costs more than the iterations). */
-#define TN_ASSEMBLED_MAX_WIDTH 8
+/* -block_method auto (measured with jobs/bench/block_methods.sh): up to this width Newton with
+   the assembled Jacobian and exact n x n block solves is fastest; wider layers use Picard
+   iterations (one GEMM each), with Newton-GMRES as fallback where Picard does not contract. */
+#define TN_ASSEMBLED_MAX_WIDTH 4
+/* Default tolerances: per-sample forward residual, relative adjoint residual. */
+#define TN_BLOCK_ATOL   1e-6
+#define TN_ADJOINT_RTOL 1e-6
 
 /* Solvers for one batch size; the last batch of an epoch and evaluation may differ in size,
    so a small cache of them is kept and each is created once. */
@@ -20,9 +24,10 @@ typedef struct {
   Vec          x, f, rhs, lam, mu;
   Mat          J;  /* MATSHELL: v -> v - h theta D.(A v) per sample */
   Mat          Jb; /* BAIJ block-diagonal copy of J, assembled methods only */
-  SNES         snes;
-  KSP          ksp; /* adjoint_ */
+  SNES         snes, snes_fb; /* block_, and the Newton fallback of -block_method auto */
+  KSP          ksp, ksp_fb;   /* adjoint_, and its GMRES fallback */
   PetscScalar *Z, *Fx, *D, *work, *xlast; /* Fx = F(xlast), Z = A xlast + b */
+  PetscScalar *guess;                     /* the initial guess, kept for a fallback solve */
   PetscInt64   last_use;
 } BatchSolver;
 
@@ -30,7 +35,8 @@ typedef struct {
 
 struct _n_TNBlockSolver {
   PetscInt      n;
-  TNBlockMethod method;
+  TNBlockMethod method;   /* resolved: never auto after SetFromOptions */
+  PetscBool     fallback; /* auto: retry a failed Picard solve with Newton-GMRES */
   TNBlockGuess  guess;
   PetscReal     atol;
   BatchSolver   cache[TN_BATCH_CACHE];
@@ -41,7 +47,7 @@ struct _n_TNBlockSolver {
   const PetscScalar  *r;
   PetscReal           last_maxres; /* largest per-sample residual of the last evaluation */
   PetscBool           have_last;   /* xlast holds a point of this solve */
-  PetscInt64          newton, krylov, solves;
+  PetscInt64          newton, krylov, solves, fallbacks;
 };
 
 void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
@@ -57,13 +63,12 @@ void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, 
       for (PetscInt i = 0; i < nout; i++) Z[s * nout + i] += bias[i];
 }
 
-void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *U, const PetscScalar *A,
-                          PetscScalar beta, PetscScalar *Out)
+void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
+                          const PetscScalar *A, PetscScalar beta, PetscScalar *Out)
 {
-  PetscBLASInt      M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
-  const PetscScalar one = 1.0;
+  PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
 
-  BLASgemm_("N", "N", &M, &N, &K, &one, A, &M, U, &K, &beta, Out, &M);
+  BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
 }
 
 void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,
@@ -234,28 +239,100 @@ static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out)
   ht = L->h * L->theta;
   PetscCall(VecGetArrayRead(v, &va));
   PetscCall(VecGetArrayWrite(out, &oa));
-  for (PetscInt i = 0; i < c->B * L->n; i++) c->work[i] = c->D[i] * va[i];
-  for (PetscInt i = 0; i < c->B * L->n; i++) oa[i] = va[i];
-  TNRowsApplyTranspose(c->B, L->n, L->n, c->work, L->A, 1.0, oa);
-  /* oa = v + (D.v) A; fix the sign and scale without a second pass over A */
-  for (PetscInt i = 0; i < c->B * L->n; i++) oa[i] = va[i] - ht * (oa[i] - va[i]);
+  for (PetscInt i = 0; i < c->B * L->n; i++) {
+    c->work[i] = c->D[i] * va[i];
+    oa[i]      = va[i];
+  }
+  TNRowsApplyTranspose(c->B, L->n, L->n, -ht, c->work, L->A, 1.0, oa);
   PetscCall(VecRestoreArrayWrite(out, &oa));
   PetscCall(VecRestoreArrayRead(v, &va));
   PetscFunctionReturn(0);
 }
 
-static PetscBool MethodAssembled(TNBlockMethod m)
+
+/* Forward solver of one kind, options prefix `prefix`. */
+static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBlockMethod method, const char *prefix, SNES *out)
 {
-  return m == TN_BLOCK_NEWTON_ASSEMBLED ? PETSC_TRUE : PETSC_FALSE;
+  SNES           snes;
+  SNESLineSearch ls;
+  KSP            ksp;
+  PC             pc;
+
+  PetscFunctionBegin;
+  PetscCall(SNESCreate(PETSC_COMM_SELF, &snes));
+  PetscCall(SNESSetOptionsPrefix(snes, prefix));
+  PetscCall(SNESSetFunction(snes, c->f, FormResidual, bs));
+  PetscCall(SNESSetJacobian(snes, c->J, method == TN_BLOCK_NEWTON_ASSEMBLED ? c->Jb : c->J, FormJacobian, bs));
+  PetscCall(SNESSetConvergenceTest(snes, ConvergedPerSample, bs, NULL));
+  PetscCall(SNESSetTolerances(snes, PETSC_DEFAULT, PETSC_DEFAULT, PETSC_DEFAULT, 100, 10000));
+  PetscCall(SNESGetKSP(snes, &ksp));
+  PetscCall(KSPGetPC(ksp, &pc));
+  /* The Jacobian is block diagonal over samples: full Newton steps keep the samples
+     independent, where a line search would pick one step length for the whole batch and let
+     one hard sample stall all the others. */
+  PetscCall(SNESGetLineSearch(snes, &ls));
+  PetscCall(SNESLineSearchSetType(ls, SNESLINESEARCHBASIC));
+  switch (method) {
+  case TN_BLOCK_NEWTON:
+    PetscCall(SNESSetType(snes, SNESNEWTONLS));
+    PetscCall(KSPSetType(ksp, KSPGMRES));
+    PetscCall(PCSetType(pc, PCNONE));
+    break;
+  case TN_BLOCK_NEWTON_ASSEMBLED:
+    PetscCall(SNESSetType(snes, SNESNEWTONLS));
+    PetscCall(KSPSetType(ksp, KSPPREONLY));
+    PetscCall(PCSetType(pc, PCPBJACOBI));
+    break;
+  case TN_BLOCK_ANDERSON:
+    PetscCall(SNESSetType(snes, SNESANDERSON));
+    PetscCall(PCSetType(pc, PCNONE));
+    break;
+  default:
+    /* Picard: x <- x - G(x) = r + h theta F(x). The per-sample test needs no global norms. */
+    PetscCall(SNESSetType(snes, SNESNRICHARDSON));
+    PetscCall(PCSetType(pc, PCNONE));
+    PetscCall(SNESGetLineSearch(snes, &ls));
+    PetscCall(SNESLineSearchSetComputeNorms(ls, PETSC_FALSE));
+    break;
+  }
+  PetscCall(SNESSetFromOptions(snes));
+  *out = snes;
+  PetscFunctionReturn(0);
+}
+
+/* Adjoint solver: Richardson pairs with Picard (both converge when the spectral radius of
+   h theta diag(D) A is below one, the same for the operator and its transpose), GMRES with
+   the Newton and Anderson solves, an exact pbjacobi block solve with the assembled Jacobian. */
+static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out)
+{
+  KSP ksp;
+  PC  pc;
+
+  PetscFunctionBegin;
+  PetscCall(KSPCreate(PETSC_COMM_SELF, &ksp));
+  PetscCall(KSPSetOptionsPrefix(ksp, prefix));
+  PetscCall(KSPSetOperators(ksp, c->J, method == TN_BLOCK_NEWTON_ASSEMBLED ? c->Jb : c->J));
+  PetscCall(KSPGetPC(ksp, &pc));
+  PetscCall(KSPSetTolerances(ksp, TN_ADJOINT_RTOL, 1e-50, PETSC_DEFAULT, 200));
+  if (method == TN_BLOCK_NEWTON_ASSEMBLED) {
+    PetscCall(KSPSetType(ksp, KSPPREONLY));
+    PetscCall(PCSetType(pc, PCPBJACOBI));
+  } else if (method == TN_BLOCK_PICARD) {
+    PetscCall(KSPSetType(ksp, KSPRICHARDSON));
+    PetscCall(PCSetType(pc, PCNONE));
+    PetscCall(KSPSetTolerances(ksp, TN_ADJOINT_RTOL, 1e-50, 1e3, 100));
+  } else {
+    PetscCall(KSPSetType(ksp, KSPGMRES));
+    PetscCall(PCSetType(pc, PCNONE));
+  }
+  PetscCall(KSPSetFromOptions(ksp));
+  *out = ksp;
+  PetscFunctionReturn(0);
 }
 
 static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscInt B)
 {
   const PetscInt n = bs->n, N = B * n;
-  SNESLineSearch ls;
-  KSP            sksp;
-  PC             pc;
-  Mat            P;
 
   PetscFunctionBegin;
   c->B = B;
@@ -264,65 +341,20 @@ static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscIn
   PetscCall(VecDuplicate(c->x, &c->rhs));
   PetscCall(VecDuplicate(c->x, &c->lam));
   PetscCall(VecDuplicate(c->x, &c->mu));
-  PetscCall(PetscMalloc5(N, &c->Z, N, &c->Fx, N, &c->D, PetscMax(N, n * n), &c->work, N, &c->xlast));
+  PetscCall(PetscMalloc6(N, &c->Z, N, &c->Fx, N, &c->D, PetscMax(N, n * n), &c->work, N, &c->xlast, N, &c->guess));
   PetscCall(MatCreateShell(PETSC_COMM_SELF, N, N, N, N, bs, &c->J));
   PetscCall(MatShellSetOperation(c->J, MATOP_MULT, (void (*)(void))JacobianMult));
   PetscCall(MatShellSetOperation(c->J, MATOP_MULT_TRANSPOSE, (void (*)(void))JacobianMultTranspose));
-  P = c->J;
-  if (MethodAssembled(bs->method)) {
+  if (bs->method == TN_BLOCK_NEWTON_ASSEMBLED) {
     PetscCall(MatCreateSeqBAIJ(PETSC_COMM_SELF, n, N, N, 1, NULL, &c->Jb));
     PetscCall(MatSetOption(c->Jb, MAT_ROW_ORIENTED, PETSC_TRUE));
-    P = c->Jb;
   }
-
-  PetscCall(SNESCreate(PETSC_COMM_SELF, &c->snes));
-  PetscCall(SNESSetOptionsPrefix(c->snes, "block_"));
-  PetscCall(SNESSetFunction(c->snes, c->f, FormResidual, bs));
-  PetscCall(SNESSetJacobian(c->snes, c->J, P, FormJacobian, bs));
-  PetscCall(SNESSetConvergenceTest(c->snes, ConvergedPerSample, bs, NULL));
-  PetscCall(SNESSetTolerances(c->snes, PETSC_DEFAULT, PETSC_DEFAULT, PETSC_DEFAULT, 100, 10000));
-  PetscCall(SNESGetLineSearch(c->snes, &ls));
-  PetscCall(SNESLineSearchSetType(ls, SNESLINESEARCHBASIC));
-  PetscCall(SNESGetKSP(c->snes, &sksp));
-  PetscCall(KSPGetPC(sksp, &pc));
-  switch (bs->method) {
-  case TN_BLOCK_NEWTON:
-    PetscCall(SNESSetType(c->snes, SNESNEWTONLS));
-    PetscCall(SNESLineSearchSetType(ls, SNESLINESEARCHBT));
-    PetscCall(KSPSetType(sksp, KSPGMRES));
-    PetscCall(PCSetType(pc, PCNONE));
-    break;
-  case TN_BLOCK_NEWTON_ASSEMBLED:
-    PetscCall(SNESSetType(c->snes, SNESNEWTONLS));
-    PetscCall(SNESLineSearchSetType(ls, SNESLINESEARCHBT));
-    PetscCall(KSPSetType(sksp, KSPPREONLY));
-    PetscCall(PCSetType(pc, PCPBJACOBI));
-    break;
-  case TN_BLOCK_ANDERSON:
-    PetscCall(SNESSetType(c->snes, SNESANDERSON));
-    PetscCall(PCSetType(pc, PCNONE));
-    break;
-  default:
-    PetscCall(SNESSetType(c->snes, SNESNRICHARDSON));
-    PetscCall(PCSetType(pc, PCNONE));
-    break;
+  PetscCall(ForwardSolverCreate(bs, c, bs->method, "block_", &c->snes));
+  PetscCall(AdjointSolverCreate(c, bs->method, "adjoint_", &c->ksp));
+  if (bs->fallback) {
+    PetscCall(ForwardSolverCreate(bs, c, TN_BLOCK_NEWTON, "block_fallback_", &c->snes_fb));
+    PetscCall(AdjointSolverCreate(c, TN_BLOCK_NEWTON, "adjoint_fallback_", &c->ksp_fb));
   }
-  PetscCall(SNESSetFromOptions(c->snes));
-
-  PetscCall(KSPCreate(PETSC_COMM_SELF, &c->ksp));
-  PetscCall(KSPSetOptionsPrefix(c->ksp, "adjoint_"));
-  PetscCall(KSPSetOperators(c->ksp, c->J, P));
-  PetscCall(KSPGetPC(c->ksp, &pc));
-  if (MethodAssembled(bs->method)) {
-    /* the assembled block-diagonal transpose is exact: one application solves it */
-    PetscCall(KSPSetType(c->ksp, KSPPREONLY));
-    PetscCall(PCSetType(pc, PCPBJACOBI));
-  } else {
-    PetscCall(KSPSetType(c->ksp, KSPGMRES));
-    PetscCall(PCSetType(pc, PCNONE));
-  }
-  PetscCall(KSPSetTolerances(c->ksp, 1e-10, 1e-50, PETSC_DEFAULT, 200));
-  PetscCall(KSPSetFromOptions(c->ksp));
   PetscFunctionReturn(0);
 }
 
@@ -339,7 +371,9 @@ static PetscErrorCode BatchSolverDestroy(BatchSolver *c)
   PetscCall(MatDestroy(&c->Jb));
   PetscCall(SNESDestroy(&c->snes));
   PetscCall(KSPDestroy(&c->ksp));
-  PetscCall(PetscFree5(c->Z, c->Fx, c->D, c->work, c->xlast));
+  PetscCall(SNESDestroy(&c->snes_fb));
+  PetscCall(KSPDestroy(&c->ksp_fb));
+  PetscCall(PetscFree6(c->Z, c->Fx, c->D, c->work, c->xlast, c->guess));
   PetscCall(PetscMemzero(c, sizeof(*c)));
   PetscFunctionReturn(0);
 }
@@ -374,7 +408,7 @@ PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
   bs->n      = width;
   bs->method = TN_BLOCK_AUTO;
   bs->guess  = TN_GUESS_EXPLICIT;
-  bs->atol   = 1e-10;
+  bs->atol   = TN_BLOCK_ATOL;
   *out       = bs;
   PetscFunctionReturn(0);
 }
@@ -391,7 +425,11 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
                              bs->atol, &bs->atol, NULL));
   PetscOptionsEnd();
   PetscCheck(bs->atol > 0, PETSC_COMM_WORLD, TN_ERR_USER, "-block_atol must be positive, got %g", (double)bs->atol);
-  if (bs->method == TN_BLOCK_AUTO) bs->method = bs->n <= TN_ASSEMBLED_MAX_WIDTH ? TN_BLOCK_NEWTON_ASSEMBLED : TN_BLOCK_ANDERSON;
+  bs->fallback = PETSC_FALSE;
+  if (bs->method == TN_BLOCK_AUTO) {
+    bs->method   = bs->n <= TN_ASSEMBLED_MAX_WIDTH ? TN_BLOCK_NEWTON_ASSEMBLED : TN_BLOCK_PICARD;
+    bs->fallback = bs->method == TN_BLOCK_PICARD ? PETSC_TRUE : PETSC_FALSE;
+  }
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++) PetscCall(BatchSolverDestroy(&bs->cache[i]));
   PetscFunctionReturn(0);
 }
@@ -449,6 +487,23 @@ static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, P
   PetscFunctionReturn(0);
 }
 
+/* One forward solve with snes from the guess in y; counts its iterations. */
+static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, PetscScalar *y, SNESConvergedReason *reason)
+{
+  PetscInt its, lits;
+
+  PetscFunctionBegin;
+  PetscCall(VecPlaceArray(c->x, y));
+  PetscCall(SNESSolve(snes, NULL, c->x));
+  PetscCall(VecResetArray(c->x));
+  PetscCall(SNESGetConvergedReason(snes, reason));
+  PetscCall(SNESGetIterationNumber(snes, &its));
+  PetscCall(SNESGetLinearSolveIterations(snes, &lits));
+  bs->newton += its;
+  bs->krylov += lits;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
                                   const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
                                   PetscReal *residual)
@@ -456,33 +511,45 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
   BatchSolver        *c;
   const PetscInt      N = B * L->n;
   SNESConvergedReason reason;
-  PetscInt            its, lits;
 
   PetscFunctionBegin;
   PetscCheck(L->n == bs->n, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "block width %" PetscInt_FMT " != solver width %" PetscInt_FMT, L->n, bs->n);
   if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
   PetscCall(BatchSolverGet(bs, B, &c));
-  bs->cur    = c;
-  bs->layer  = L;
+  bs->cur       = c;
+  bs->layer     = L;
   bs->r         = r;
   bs->have_last = PETSC_FALSE;
   /* explicit predictor y_j + h F(y_j), optionally refined by the linearised step */
   if (bs->guess == TN_GUESS_LINEARIZED) PetscCall(LinearizedGuess(bs, Fj, y));
   else
     for (PetscInt i = 0; i < N; i++) y[i] += L->h * Fj[i];
-  PetscCall(VecPlaceArray(c->x, y));
-  PetscCall(SNESSolve(c->snes, NULL, c->x));
-  PetscCall(SNESGetConvergedReason(c->snes, &reason));
-  PetscCall(SNESGetIterationNumber(c->snes, &its));
-  PetscCall(SNESGetLinearSolveIterations(c->snes, &lits));
-  bs->newton += its;
-  bs->krylov += lits;
+  if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
+  PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
+  if (reason <= 0 && bs->fallback) {
+    PetscCall(PetscArraycpy(y, c->guess, N));
+    PetscCall(ForwardRun(bs, c, c->snes_fb, y, &reason));
+    bs->fallbacks++;
+  }
   bs->solves++;
-  PetscCall(VecResetArray(c->x));
+  /* F(y_{j+1}) is the last residual evaluation's when that was at the solution */
   LayerAt(bs, y);
   PetscCall(PetscArraycpy(Fn, c->Fx, N));
   *converged = reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   *residual  = bs->last_maxres;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPConvergedReason *reason, PetscReal *residual)
+{
+  PetscInt its;
+
+  PetscFunctionBegin;
+  PetscCall(KSPSolveTranspose(ksp, c->lam, c->mu));
+  PetscCall(KSPGetConvergedReason(ksp, reason));
+  PetscCall(KSPGetIterationNumber(ksp, &its));
+  PetscCall(KSPGetResidualNorm(ksp, residual));
+  bs->krylov += its;
   PetscFunctionReturn(0);
 }
 
@@ -491,7 +558,6 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
 {
   BatchSolver       *c;
   KSPConvergedReason reason;
-  PetscInt           its;
 
   PetscFunctionBegin;
   if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
@@ -502,13 +568,13 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
   if (c->Jb) PetscCall(AssembleBlocks(bs, c->Jb));
   PetscCall(VecPlaceArray(c->lam, lambda));
   PetscCall(VecPlaceArray(c->mu, mu));
-  PetscCall(KSPSolveTranspose(c->ksp, c->lam, c->mu));
-  PetscCall(KSPGetConvergedReason(c->ksp, &reason));
-  PetscCall(KSPGetIterationNumber(c->ksp, &its));
-  PetscCall(KSPGetResidualNorm(c->ksp, residual));
+  PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
+  if (reason <= 0 && bs->fallback) {
+    PetscCall(AdjointRun(bs, c, c->ksp_fb, &reason, residual));
+    bs->fallbacks++;
+  }
   PetscCall(VecResetArray(c->lam));
   PetscCall(VecResetArray(c->mu));
-  bs->krylov += its;
   *converged = reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
 }
@@ -525,7 +591,7 @@ PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, Pets
 PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
 {
   PetscFunctionBegin;
-  bs->newton = bs->krylov = bs->solves = 0;
+  bs->newton = bs->krylov = bs->solves = bs->fallbacks = 0;
   PetscFunctionReturn(0);
 }
 

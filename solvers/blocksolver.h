@@ -46,7 +46,7 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverSolve(TNBlockSolver, const TNBlockLayer
 PETSC_EXTERN PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver, const TNBlockLayer *, PetscInt B, const PetscScalar *D,
                                                  const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
                                                  PetscReal *residual);
-/* Iterations since the last reset: nonlinear, linear (forward and adjoint), and solves done. */
+/* Iterations since the last reset: nonlinear, linear (forward and adjoint), and forward solves. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves);
 PETSC_EXTERN PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver);
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver, TNBlockMethod *);
@@ -55,11 +55,11 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver, TNBlockMethod 
 PETSC_EXTERN PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver, const TNBlockLayer *, PetscInt B, const PetscScalar *y,
                                                   PetscReal *jacobian_error, PetscReal *transpose_error);
 
-/* Batched row operations shared by the layer code: Z = Y A^T (+ bias), Out = U A + beta Out,
+/* Batched row operations shared by the layer code: Z = Y A^T (+ bias), Out = alpha U A + beta Out,
    G += alpha U^T Y. Y, U, Z, Out are B x cols row-major. */
 PETSC_EXTERN void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
                               const PetscScalar *bias, PetscScalar *Z);
-PETSC_EXTERN void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *U,
+PETSC_EXTERN void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
                                        const PetscScalar *A, PetscScalar beta, PetscScalar *Out);
 PETSC_EXTERN void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U,
                                  const PetscScalar *Y, PetscScalar *G);

@@ -19,20 +19,14 @@ static inline double ExpVec(double x)
   t = x * 1.4426950408889634 + shifter;
   k = t - shifter;
   r = (x - k * ln2_hi) - k * ln2_lo;
-  p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  /* Estrin's scheme: a short dependency chain keeps the SIMD units busy */
+  {
+    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    const double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6), p45 = 1.0 / 24 + r * (1.0 / 120), p67 = 1.0 / 720 + r * (1.0 / 5040);
+    const double p89 = 1.0 / 40320 + r * (1.0 / 362880), pab = 1.0 / 3628800 + r * (1.0 / 39916800);
+    const double pcd = 1.0 / 479001600 + r * (1.0 / 6227020800.0);
+    p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) + r8 * ((p89 + r2 * pab) + r4 * pcd);
+  }
   memcpy(&tb, &t, sizeof tb);
   sb = (tb - shifter_bits + 1023) << 52;
   memcpy(&t, &sb, sizeof t);

@@ -94,7 +94,7 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCall(TNNetworkSetFromOptions(net));
   if (gradient) PetscCall(PetscCalloc1(M->nparams, &grad));
   if (output[0]) PetscCall(PetscMalloc1(D->N * M->cfg.m, &pred));
-  PetscCall(TNEvaluateDataset(net, &grid, D, chunk, &loss, &acc, grad, pred));
+  PetscCall(TNEvaluateDataset(net, &grid, D, chunk, data_path, &loss, &acc, grad, pred));
   PetscCall(TNModelRegularizer(M, reg.alpha, reg.beta, &R, grad));
   if (!predict) {
     PetscCall(PetscPrintf(comm, "evaluate %s: N %" PetscInt_FMT " loss %.6g", data_path, D->N, (double)loss));

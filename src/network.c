@@ -193,7 +193,7 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
   if (w1 > 0) AddColumnSums(B, n, U1, g.b + j * n);
 
   if (lambda_out != mu) PetscCall(PetscArraycpy(lambda_out, mu, N));
-  if (w0 > 0) TNRowsApplyTranspose(B, n, n, U0, L.A, 1.0, lambda_out);
+  if (w0 > 0) TNRowsApplyTranspose(B, n, n, 1.0, U0, L.A, 1.0, lambda_out);
   PetscFunctionReturn(0);
 }
 
@@ -234,7 +234,7 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
   /* closing layer: dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
   TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + c->L * S, g.C);
   AddColumnSums(B, c->m, dout, g.c);
-  TNRowsApplyTranspose(B, c->m, c->n, dout, M->p.C, 0.0, net->lam);
+  TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->lam);
   for (PetscInt j = c->L - 1; j >= 0 && *ok; j--)
     PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->Y + j * S, net->Y + (j + 1) * S, net->FJ + j * S, net->FN ? net->FN + j * S : NULL,
                                         net->lam, net->lam, grad, ok));

@@ -13,29 +13,34 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer *opt, PetscInt nparams)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerStep(TNOptimizer *opt, PetscScalar *x, const PetscScalar *g)
+PetscErrorCode TNOptimizerStep(TNOptimizer *opt, PetscScalar *restrict x, const PetscScalar *restrict g)
 {
-  const PetscReal lr = opt->lr;
+  const PetscReal    lr = opt->lr;
+  const PetscInt     n  = opt->n;
+  PetscScalar *restrict m1 = opt->m1, *restrict m2 = opt->m2;
 
   PetscFunctionBegin;
   opt->step++;
   switch (opt->type) {
   case TN_OPT_SGD:
-    for (PetscInt i = 0; i < opt->n; i++) x[i] -= lr * g[i];
+    for (PetscInt i = 0; i < n; i++) x[i] -= lr * g[i];
     break;
-  case TN_OPT_MOMENTUM:
-    for (PetscInt i = 0; i < opt->n; i++) {
-      opt->m1[i] = opt->momentum * opt->m1[i] + g[i];
-      x[i] -= lr * opt->m1[i];
+  case TN_OPT_MOMENTUM: {
+    const PetscReal mu = opt->momentum;
+    for (PetscInt i = 0; i < n; i++) {
+      m1[i] = mu * m1[i] + g[i];
+      x[i] -= lr * m1[i];
     }
-    break;
+  } break;
   case TN_OPT_ADAM: {
-    const PetscReal c1 = 1 - PetscPowReal(opt->beta1, (PetscReal)opt->step);
-    const PetscReal c2 = 1 - PetscPowReal(opt->beta2, (PetscReal)opt->step);
-    for (PetscInt i = 0; i < opt->n; i++) {
-      opt->m1[i] = opt->beta1 * opt->m1[i] + (1 - opt->beta1) * g[i];
-      opt->m2[i] = opt->beta2 * opt->m2[i] + (1 - opt->beta2) * g[i] * g[i];
-      x[i] -= lr * (opt->m1[i] / c1) / (PetscSqrtReal(opt->m2[i] / c2) + opt->eps);
+    /* bias corrections folded into the step size and epsilon */
+    const PetscReal b1 = opt->beta1, b2 = opt->beta2;
+    const PetscReal c1 = 1 - PetscPowReal(b1, (PetscReal)opt->step), c2 = 1 - PetscPowReal(b2, (PetscReal)opt->step);
+    const PetscReal step = lr / c1, sc2 = 1 / c2, eps = opt->eps;
+    for (PetscInt i = 0; i < n; i++) {
+      m1[i] = b1 * m1[i] + (1 - b1) * g[i];
+      m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i];
+      x[i] -= step * m1[i] / (PetscSqrtReal(m2[i] * sc2) + eps);
     }
   } break;
   }

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <math.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* ---- process grid ---- */
@@ -67,7 +68,7 @@ struct _n_TNTrainer {
   char             train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char             memory[16];
   TNProblem        problem;
-  PetscBool        have_train, have_val;
+  PetscBool        have_train, have_val, progress;
   TNDataset        train, val;
   TNModel          model;
   TNNetwork        net;
@@ -92,7 +93,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->cfg.n             = 16;
   t->cfg.L             = 8;
   t->cfg.theta         = 0.5;
-  t->cfg.T             = 5.0;
+  t->cfg.T             = 2.0;
   t->cfg.gamma         = 0.0;
   t->cfg.act           = TN_ACT_TANH;
   t->cfg.opening_act   = TN_ACT_NONE;
@@ -111,6 +112,9 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->reg.beta          = 0;
   t->problem           = TN_PROBLEM_SPIRALS;
   PetscCall(PetscStrcpy(t->memory, "store"));
+  /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
+     terminal is only trusted outside one. */
+  t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_PROCID")) ? PETSC_TRUE : PETSC_FALSE;
   *out = t;
   PetscFunctionReturn(0);
 }
@@ -126,6 +130,7 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path, sizeof t->val_path, &t->have_val));
   PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
   PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output, sizeof t->output, NULL));
+  PetscCall(PetscOptionsBool("-progress", "Progress line within each epoch (default: stdout is a terminal, not under mpiexec)", "", t->progress, &t->progress, NULL));
   PetscOptionsEnd();
 
   PetscOptionsBegin(t->comm, NULL, "thetanet train: model", "thetanet");
@@ -270,7 +275,7 @@ static PetscReal LossDivisor(TNDataset D, PetscInt N)
   return (PetscReal)N * (D->task == TN_TASK_REGRESSION ? D->m : 1);
 }
 
-PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, PetscReal *loss,
+PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where, PetscReal *loss,
                                  PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
 {
   PetscInt    start, end, m;
@@ -303,7 +308,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
   }
   if (!ok) {
     failure = TNNetworkGetFailure(net);
-    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s\n", failure));
+    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s: %s\n", where, failure));
   }
   sums[2] = ok ? 0 : 1;
   PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
@@ -461,7 +466,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
   PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0;
   PetscReal      train_loss = NAN, val_loss = NAN, val_acc = NAN;
-  PetscBool      tty = (!t->grid.rank && isatty(STDOUT_FILENO)) ? PETSC_TRUE : PETSC_FALSE;
+  PetscBool      tty = (!t->grid.rank && t->progress) ? PETSC_TRUE : PETSC_FALSE;
   char           eta[32];
 
   PetscFunctionBegin;
@@ -492,7 +497,9 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     krylov_all += krylov;
     if (t->val) {
       now = MPI_Wtime();
-      PetscCall(TNEvaluateDataset(t->net, &t->grid, t->val, chunk, &val_loss, &val_acc, NULL, NULL));
+      char where[64];
+      PetscCall(PetscSNPrintf(where, sizeof where, "epoch %" PetscInt_FMT " validation", e));
+      PetscCall(TNEvaluateDataset(t->net, &t->grid, t->val, chunk, where, &val_loss, &val_acc, NULL, NULL));
       {
         /* the per-epoch counts are the training solves' */
         TNBlockSolver bs;
@@ -507,7 +514,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", e, t->epochs, (double)train_loss));
     if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
     if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
-    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.2fs eta %s\n", (double)t->opt.lr, (double)newton,
+    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3gs eta %s\n", (double)t->opt.lr, (double)newton,
                           (double)krylov, 0.0, (double)(now - e0), eta));
     PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, now - start, newton, krylov, 0.0));
   }

@@ -36,8 +36,9 @@ PETSC_EXTERN PetscErrorCode TNTrainerSetUp(TNTrainer);
 PETSC_EXTERN PetscErrorCode TNTrainerTrain(TNTrainer);
 PETSC_EXTERN PetscErrorCode TNTrainerDestroy(TNTrainer *);
 /* Loss statistics of a data set under the model: mean loss, accuracy (classification), and when
-   grad != NULL the gradient of the mean loss; summed over the data communicator. */
-PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, PetscReal *loss,
+   grad != NULL the gradient of the mean loss; summed over the data communicator. A failed block
+   solve is reported as "thetanet: <where>: <failure>". */
+PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, const char *where, PetscReal *loss,
                                               PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions);
 
 #endif
