@@ -4,6 +4,20 @@
 #include "errors.h"
 #include "trainer.h"
 
+/* Options nobody has read by the time the work starts are most likely misspelled: say so
+   before hours of compute, not after. */
+static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd)
+{
+  PetscInt N;
+  char   **names, **values;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsLeftGet(NULL, &N, &names, &values));
+  for (PetscInt i = 0; i < N; i++) PetscCall(PetscFPrintf(comm, PETSC_STDERR, "thetanet: warning: option -%s is not used by %s (misspelled?)\n", names[i], cmd));
+  PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNCommandTrain(MPI_Comm comm)
 {
   TNTrainer t;
@@ -22,6 +36,7 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
     PetscCall(TNBlockSolverDestroy(&bs));
   } else {
     PetscCall(TNTrainerSetUp(t));
+    PetscCall(WarnUnusedOptions(comm, "train"));
     PetscCall(TNTrainerTrain(t));
   }
   PetscCall(TNTrainerDestroy(&t));
@@ -92,6 +107,12 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   chunk = PetscMax(1, PetscMin(chunk, (D->N + grid.data_size - 1) / grid.data_size));
   PetscCall(TNNetworkCreate(M, chunk, &net));
   PetscCall(TNNetworkSetFromOptions(net));
+  {
+    TNBlockSolver bs;
+    PetscCall(TNNetworkGetBlockSolver(net, &bs));
+    PetscCall(TNBlockSolverSetUp(bs, chunk));
+  }
+  PetscCall(WarnUnusedOptions(comm, cmd));
   if (gradient) PetscCall(PetscCalloc1(M->nparams, &grad));
   if (output[0]) PetscCall(PetscMalloc1(D->N * M->cfg.m, &pred));
   PetscCall(TNEvaluateDataset(net, &grid, D, chunk, data_path, &loss, &acc, grad, pred));
@@ -133,6 +154,7 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   if (help) PetscFunctionReturn(0);
   PetscCheck(path[0], comm, TN_ERR_USER, "info needs -model FILE");
+  PetscCall(WarnUnusedOptions(comm, "info"));
   PetscCall(TNModelLoad(comm, path, &M));
   c = &M->cfg;
   PetscCall(PetscPrintf(comm, "model %s\n  task %s\n  input_dim %" PetscInt_FMT "\n  width %" PetscInt_FMT "\n  layers %" PetscInt_FMT "\n  outputs %" PetscInt_FMT "\n",

@@ -231,6 +231,12 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
   PetscCall(TNNetworkSetFromOptions(t->net));
+  {
+    /* make the solvers now, so their options are read before training starts */
+    TNBlockSolver bs;
+    PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
+    PetscCall(TNBlockSolverSetUp(bs, Bloc));
+  }
   PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
   PetscCall(PetscMalloc1(t->model->nparams + 3, &t->reduce));
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
@@ -514,7 +520,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", e, t->epochs, (double)train_loss));
     if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
     if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
-    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3gs eta %s\n", (double)t->opt.lr, (double)newton,
+    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3fs eta %s\n", (double)t->opt.lr, (double)newton,
                           (double)krylov, 0.0, (double)(now - e0), eta));
     PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, now - start, newton, krylov, 0.0));
   }

@@ -164,6 +164,8 @@ def case_commands(tmp):
         check(np.allclose(f["predictions"][()], g["predictions"][()], rtol=1e-7, atol=1e-9), "predict == evaluate")
     status, so, se = run(["info", "-model", out])
     check(status == 0 and "layers 4" in so and "width 5" in so, f"info output:\n{so}{se}")
+    status, so, se = run(["train", "-problem", "sine", "-epochs", "1", "-widht", "3"])
+    check(status == 0 and "warning: option -widht is not used" in se, f"misspelled option not reported:\n{se}")
     status, so, se = run(["train", "-help"])
     check(status == 0, "train -help")
     for opt in ("-width", "-layers", "-theta", "-T", "-act", "-epochs", "-batch", "-lr", "-optimizer", "-weight_decay",
