@@ -58,6 +58,7 @@ void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, 
 
   /* row-major Z = Y A^T is column-major Z^T = A Y^T */
   BLASgemm_("T", "N", &M, &N, &K, &one, A, &K, Y, &K, &zero, Z, &M);
+  (void)PetscLogFlops(2.0 * M * N * K);
   if (bias)
     for (PetscInt s = 0; s < B; s++)
       for (PetscInt i = 0; i < nout; i++) Z[s * nout + i] += bias[i];
@@ -69,6 +70,7 @@ void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar a
   PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
 
   BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
+  (void)PetscLogFlops(2.0 * M * N * K);
 }
 
 void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,
@@ -79,6 +81,7 @@ void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, con
 
   if (!B) return;
   BLASgemm_("N", "T", &M, &N, &K, &alpha, Y, &M, U, &N, &one, G, &M);
+  (void)PetscLogFlops(2.0 * M * N * K);
 }
 
 /* F = s(A y + b) for the rows of y, keeping Z = A y + b. */

@@ -30,7 +30,7 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
   if (help) {
     /* list the block and adjoint solver options too, then stop */
     TNBlockSolver bs;
-    PetscCall(TNBlockSolverCreate(4, &bs));
+    PetscCall(TNBlockSolverCreate(TNTrainerGetWidth(t), &bs));
     PetscCall(TNBlockSolverSetFromOptions(bs));
     PetscCall(TNBlockSolverSetUp(bs, 1));
     PetscCall(TNBlockSolverDestroy(&bs));

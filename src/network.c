@@ -2,7 +2,7 @@
    adjoint (DESIGN.md §1). Batches are row-major B x width, so every layer is one GEMM. */
 #include "network.h"
 #include "activation.h"
-#include <petsclog.h>
+#include "events.h"
 
 struct _n_TNNetwork {
   TNModel       model;
@@ -17,24 +17,6 @@ struct _n_TNNetwork {
   char          failure[256];
 };
 
-static PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_BLOCK, TN_EVENT_ADJOINT;
-
-static PetscErrorCode RegisterEvents(void)
-{
-  static PetscBool registered = PETSC_FALSE;
-  PetscClassId     id;
-
-  PetscFunctionBegin;
-  if (registered) PetscFunctionReturn(0);
-  PetscCall(PetscClassIdRegister("thetanet", &id));
-  PetscCall(PetscLogEventRegister("TNForward", id, &TN_EVENT_FORWARD));
-  PetscCall(PetscLogEventRegister("TNBackward", id, &TN_EVENT_BACKWARD));
-  PetscCall(PetscLogEventRegister("TNBlockSolve", id, &TN_EVENT_BLOCK));
-  PetscCall(PetscLogEventRegister("TNAdjointSolve", id, &TN_EVENT_ADJOINT));
-  registered = PETSC_TRUE;
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out)
 {
   TNNetwork            net;
@@ -43,7 +25,7 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
 
   PetscFunctionBegin;
   PetscCheck(max_batch > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "batch must be positive");
-  PetscCall(RegisterEvents());
+  PetscCall(TNEventsRegister());
   PetscCall(PetscNew(&net));
   net->model = model;
   net->Bmax  = max_batch;

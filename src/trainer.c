@@ -5,6 +5,7 @@
 #include "trainer.h"
 #include "errors.h"
 #include "rng.h"
+#include "events.h"
 #include <petsctime.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -211,9 +212,14 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscFunctionBegin;
   gmtime_r(&now, &tmv);
   strftime(t->start_time, sizeof t->start_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  PetscCall(TNEventsRegister());
   if (t->have_train) {
+    PetscReal t0 = MPI_Wtime();
+    PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
     PetscCall(TNDatasetLoad(t->comm, t->train_path, &t->train));
     if (t->have_val) PetscCall(TNDatasetLoad(t->comm, t->val_path, &t->val));
+    PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
+    t->phase[PH_IO] += MPI_Wtime() - t0;
   } else {
     PetscCall(TNProblemCreate(t->problem, &t->train, &t->val));
     PetscCall(PetscSNPrintf(t->train_path, sizeof t->train_path, "%s", TNProblems[t->problem]));
@@ -242,6 +248,11 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
                          t->train->N, &t->perm));
   PetscFunctionReturn(0);
+}
+
+PetscInt TNTrainerGetWidth(TNTrainer t)
+{
+  return t->cfg.n;
 }
 
 PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
@@ -372,7 +383,9 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   t->reduce[np + 1] = c;
   t->reduce[np + 2] = ok ? 0 : 1;
   t0                = MPI_Wtime();
+  PetscCall(PetscLogEventBegin(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 3), MPIU_SCALAR, MPI_SUM, t->grid.data));
+  PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
   PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
   PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME, "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch,
@@ -380,8 +393,10 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   *loss_sum += t->reduce[np];
   *correct += t->reduce[np + 1];
   t0 = MPI_Wtime();
+  PetscCall(PetscLogEventBegin(TN_EVENT_UPDATE, 0, 0, 0, 0));
   PetscCall(TNModelRegularizer(t->model, t->reg.alpha, t->reg.beta, &R, t->reduce));
   PetscCall(TNOptimizerStep(&t->opt, t->model->theta_buf, t->reduce));
+  PetscCall(PetscLogEventEnd(TN_EVENT_UPDATE, 0, 0, 0, 0));
   t->phase[PH_UPDATE] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
@@ -428,7 +443,6 @@ static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   TNConfigEntry cfg[16];
   PetscInt      k = 0;
   TNTiming      timing;
-  PetscReal     t0 = MPI_Wtime();
 
   PetscFunctionBegin;
 #define ENTRY(name, ...) \
@@ -460,8 +474,9 @@ static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
     timing.names[i]   = phase_names[i];
     timing.seconds[i] = t->phase[i];
   }
+  PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(TNResultsWrite(t->comm, t->output, t->model, &t->history, &timing, k, cfg));
-  t->phase[PH_IO] += MPI_Wtime() - t0;
+  PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(PetscPrintf(t->comm, "results written to %s\n", t->output));
   PetscFunctionReturn(0);
 }

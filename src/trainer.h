@@ -35,6 +35,7 @@ PETSC_EXTERN PetscErrorCode TNTrainerSetFromOptions(TNTrainer);
 PETSC_EXTERN PetscErrorCode TNTrainerSetUp(TNTrainer);
 PETSC_EXTERN PetscErrorCode TNTrainerTrain(TNTrainer);
 PETSC_EXTERN PetscErrorCode TNTrainerDestroy(TNTrainer *);
+PETSC_EXTERN PetscInt       TNTrainerGetWidth(TNTrainer);
 /* Loss statistics of a data set under the model: mean loss, accuracy (classification), and when
    grad != NULL the gradient of the mean loss; summed over the data communicator. A failed block
    solve is reported as "thetanet: <where>: <failure>". */
