@@ -4,6 +4,8 @@
 #include "activation.h"
 #include "events.h"
 
+const char *const TNMemoryModes[] = {"store", "reversible", "checkpoint", "TNMemoryMode", "TN_MEMORY_", NULL};
+
 struct _n_TNNetwork {
   TNModel       model;
   PetscInt      Bmax;
@@ -64,6 +66,25 @@ PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs)
 {
   PetscFunctionBegin;
   *bs = net->solver;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt stride, PetscReal tol)
+{
+  PetscFunctionBegin;
+  (void)net;
+  (void)stride;
+  (void)tol;
+  PetscCheck(mode == TN_MEMORY_STORE, PETSC_COMM_SELF, TN_ERR_USER, "-memory %s: this version keeps every state (use -memory store)",
+             TNMemoryModes[mode]);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkGetReconstructionError(TNNetwork net, PetscReal *error)
+{
+  PetscFunctionBegin;
+  (void)net;
+  *error = 0;
   PetscFunctionReturn(0);
 }
 

@@ -8,9 +8,20 @@
 
 typedef struct _n_TNNetwork *TNNetwork;
 
+/* What the forward pass keeps for the backward pass (DESIGN.md §1, memory modes). */
+typedef enum { TN_MEMORY_STORE, TN_MEMORY_REVERSIBLE, TN_MEMORY_CHECKPOINT } TNMemoryMode;
+PETSC_EXTERN const char *const TNMemoryModes[];
+
 /* Holds the states of up to max_batch samples (memory mode `store`). */
 PETSC_EXTERN PetscErrorCode TNNetworkCreate(TNModel, PetscInt max_batch, TNNetwork *);
 PETSC_EXTERN PetscErrorCode TNNetworkSetFromOptions(TNNetwork);
+/* store: every state; reversible: only y_L, the others rebuilt backwards by solving
+   y_j + h(1-theta)F_j(y_j) = y_{j+1} - h theta F_j(y_{j+1}); checkpoint: every stride-th state,
+   the others recomputed segment by segment (stride 0: about sqrt(L)). tol: reconstruction
+   error of y_0 above which reversible mode warns. */
+PETSC_EXTERN PetscErrorCode TNNetworkSetMemory(TNNetwork, TNMemoryMode, PetscInt stride, PetscReal tol);
+/* Largest reconstruction error of y_0 (max norm) since the last call, reversible mode. */
+PETSC_EXTERN PetscErrorCode TNNetworkGetReconstructionError(TNNetwork, PetscReal *error);
 PETSC_EXTERN PetscErrorCode TNNetworkDestroy(TNNetwork *);
 
 /* out = z (B x m) for the B rows of X (B x d). A block solve that misses its tolerance leaves

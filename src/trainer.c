@@ -67,7 +67,9 @@ struct _n_TNTrainer {
   PetscInt         epochs, batch, depth_ranks;
   PetscInt         seed;
   char             train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
-  char             memory[16];
+  TNMemoryMode     memory;
+  PetscInt         memory_stride;
+  PetscReal        memory_tol;
   TNProblem        problem;
   PetscBool        have_train, have_val, progress;
   TNDataset        train, val;
@@ -112,7 +114,9 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->reg.alpha         = 0;
   t->reg.beta          = 0;
   t->problem           = TN_PROBLEM_SPIRALS;
-  PetscCall(PetscStrcpy(t->memory, "store"));
+  t->memory            = TN_MEMORY_STORE;
+  t->memory_stride     = 0;
+  t->memory_tol        = 1e-6;
   /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
      terminal is only trusted outside one. */
   t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_PROCID")) ? PETSC_TRUE : PETSC_FALSE;
@@ -122,7 +126,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
 
 PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
 {
-  PetscBool have_problem, flg;
+  PetscBool have_problem;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
@@ -161,7 +165,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
 
   PetscOptionsBegin(t->comm, NULL, "thetanet train: parallelism and memory", "thetanet");
   PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks, &t->depth_ranks, NULL));
-  PetscCall(PetscOptionsString("-memory", "Memory mode: store (keep every state)", "", t->memory, t->memory, sizeof t->memory, NULL));
+  PetscCall(PetscOptionsEnum("-memory", "What the forward pass keeps: store (every state), reversible (y_L only), checkpoint (every -memory_stride-th)", "",
+                             TNMemoryModes, (PetscEnum)t->memory, (PetscEnum *)&t->memory, NULL));
+  PetscCall(PetscOptionsInt("-memory_stride", "States between checkpoints of -memory checkpoint (0: about sqrt(layers))", "", t->memory_stride, &t->memory_stride, NULL));
+  PetscCall(PetscOptionsReal("-memory_tol", "Reconstruction error of y_0 above which -memory reversible warns", "", t->memory_tol, &t->memory_tol, NULL));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
 
@@ -181,8 +188,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(t->opt.eps > 0, t->comm, TN_ERR_USER, "-adam_eps must be positive, got %g", (double)t->opt.eps);
   PetscCheck(t->reg.alpha >= 0, t->comm, TN_ERR_USER, "-weight_decay must be non-negative, got %g", (double)t->reg.alpha);
   PetscCheck(t->reg.beta >= 0, t->comm, TN_ERR_USER, "-smooth must be non-negative, got %g", (double)t->reg.beta);
-  PetscCall(PetscStrcmp(t->memory, "store", &flg));
-  PetscCheck(flg, t->comm, TN_ERR_USER, "-memory %s: this version keeps every state (use -memory store)", t->memory);
+  PetscCheck(t->memory_stride >= 0, t->comm, TN_ERR_USER, "-memory_stride must be non-negative, got %" PetscInt_FMT, t->memory_stride);
+  PetscCheck(t->memory_tol > 0, t->comm, TN_ERR_USER, "-memory_tol must be positive, got %g", (double)t->memory_tol);
   PetscCall(TNGridCreate(t->comm, t->depth_ranks, t->cfg.L, &t->grid));
   if (t->output[0]) PetscCall(TNOutputPathCheck(t->comm, "-output", t->output));
   PetscFunctionReturn(0);
@@ -237,6 +244,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
   PetscCall(TNNetworkSetFromOptions(t->net));
+  PetscCall(TNNetworkSetMemory(t->net, t->memory, t->memory_stride, t->memory_tol));
   {
     /* make the solvers now, so their options are read before training starts */
     TNBlockSolver bs;
@@ -467,7 +475,7 @@ static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   ENTRY("lr", "%.17g", (double)t->opt.lr);
   ENTRY("optimizer", "%s", TNOptimizerTypes[t->opt.type]);
   ENTRY("seed", "%" PetscInt_FMT, t->seed);
-  ENTRY("memory", "%s", t->memory);
+  ENTRY("memory", "%s", TNMemoryModes[t->memory]);
 #undef ENTRY
   timing.nphases = PH_COUNT;
   for (PetscInt i = 0; i < PH_COUNT; i++) {
