@@ -5,6 +5,7 @@
 
 #include <hdf5.h>
 #include "thetanet.h"
+#include "tnio.h"
 
 /* Runs fn(ctx) on rank 0 of comm alone, quietly; its error code and message are then raised on
    every rank of comm (printed once, by rank 0), so a bad file never leaves the others waiting. */
@@ -55,6 +56,10 @@ PETSC_INTERN PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscI
 PETSC_INTERN PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value);
 /* Writers of groups and arrays: a failure is PETSC_ERR_FILE_WRITE (disk full), not a user error. */
 PETSC_INTERN PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group);
+/* Between TNH5CollectiveSet(PETSC_TRUE, writer) and TNH5CollectiveSet(PETSC_FALSE, ...), every
+   rank of a file opened with MPI-IO calls each writer below; arrays are written collectively and
+   only ranks with writer set contribute their data (all ranks' attributes must agree). */
+PETSC_INTERN void TNH5CollectiveSet(PetscBool on, PetscBool writer);
 /* A contiguous array of memtype (also its type in the file) under loc; buf may be NULL when empty. */
 PETSC_INTERN PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
                                            const void *buf);
@@ -81,4 +86,7 @@ PETSC_INTERN PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel
 PETSC_INTERN PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg,
                                                 PetscScalar *params);
 
+/* /history of a results file or checkpoint, and its reader (every column, validated). */
+PETSC_INTERN PetscErrorCode TNH5HistoryWrite(hid_t file, const TNHistory *h);
+PETSC_INTERN PetscErrorCode TNH5HistoryRead(hid_t file, const char *path, TNHistory *h);
 #endif

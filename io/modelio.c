@@ -374,9 +374,21 @@ PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value)
   PetscFunctionReturn(0);
 }
 
+/* Collective writes (a checkpoint in a file opened with MPI-IO): every rank creates every
+   dataset, only the writer puts data in it. */
+static struct {
+  PetscBool on, writer;
+} Collective = {PETSC_FALSE, PETSC_TRUE};
+
+void TNH5CollectiveSet(PetscBool on, PetscBool writer)
+{
+  Collective.on     = on;
+  Collective.writer = on ? writer : PETSC_TRUE;
+}
+
 PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[], const void *buf)
 {
-  hid_t   space, dset = H5I_INVALID_HID;
+  hid_t   space, dset = H5I_INVALID_HID, dxpl = H5P_DEFAULT;
   herr_t  status = -1;
   hsize_t count  = 1;
 
@@ -384,8 +396,14 @@ PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int ra
   for (int i = 0; i < rank; i++) count *= dims[i];
   space = H5Screate_simple(rank, dims, NULL);
   if (space >= 0) dset = H5Dcreate2(loc, name, memtype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (dset >= 0 && Collective.on) {
+    dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    if (!Collective.writer) H5Sselect_none(space);
+  }
   /* HDF5 refuses a NULL buffer even for nothing to write */
-  if (dset >= 0) status = count ? H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : 0;
+  if (dset >= 0) status = count ? H5Dwrite(dset, memtype, space, space, dxpl, Collective.writer ? buf : (const void *)&count) : 0;
+  if (dxpl != H5P_DEFAULT) H5Pclose(dxpl);
   if (dset >= 0) H5Dclose(dset);
   if (space >= 0) H5Sclose(space);
   PetscCall(WriteCheck(status, loc, "array", name));

@@ -55,7 +55,7 @@ PetscErrorCode TNHistoryDestroy(TNHistory *h)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode HistoryWrite(hid_t file, const TNHistory *h)
+PetscErrorCode TNH5HistoryWrite(hid_t file, const TNHistory *h)
 {
   const hsize_t n[] = {h ? (hsize_t)h->n : 0};
   PetscInt64   *epoch;
@@ -70,6 +70,38 @@ static PetscErrorCode HistoryWrite(hid_t file, const TNHistory *h)
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++)
     PetscCall(TNH5ArrayWrite(g, HistoryColumns[k].name, H5T_NATIVE_DOUBLE, 1, n, h ? *HistoryColumn(h, k) : NULL));
   H5Gclose(g);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNH5HistoryRead(hid_t file, const char *path, TNHistory *h)
+{
+  TNH5Array  a;
+  PetscInt64 *epoch;
+  PetscReal  *col[TN_HISTORY_COLUMNS];
+  hsize_t    n;
+
+  PetscFunctionBegin;
+  PetscCall(TNH5ArrayInfo(file, path, "/history/epoch", &a));
+  PetscCheck(a.found && a.rank == 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: /history/epoch missing or not 1-D", path);
+  n = a.dims[0];
+  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) {
+    char name[64];
+    snprintf(name, sizeof name, "/history/%s", HistoryColumns[k].name);
+    PetscCall(TNH5ArrayInfo(file, path, name, &a));
+    PetscCheck(a.found && a.rank == 1 && a.dims[0] == n, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s missing or not of length %d", path, name, (int)n);
+  }
+  PetscCall(PetscMalloc1(n + 1, &epoch));
+  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscMalloc1(n + 1, &col[k]));
+  PetscCall(TNH5ArrayRead(file, path, "/history/epoch", H5T_NATIVE_INT64, epoch));
+  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) {
+    char name[64];
+    snprintf(name, sizeof name, "/history/%s", HistoryColumns[k].name);
+    PetscCall(TNH5ArrayRead(file, path, name, H5T_NATIVE_DOUBLE, col[k]));
+  }
+  for (hsize_t i = 0; i < n; i++)
+    PetscCall(TNHistoryAppend(h, (PetscInt)epoch[i], col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i]));
+  PetscCall(PetscFree(epoch));
+  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscFree(col[k]));
   PetscFunctionReturn(0);
 }
 
@@ -167,7 +199,7 @@ static PetscErrorCode ResultsFill(hid_t file, void *ctx)
 
   PetscFunctionBegin;
   PetscCall(TNH5ModelWrite(file, "model", r->model, r->model->theta_buf));
-  PetscCall(HistoryWrite(file, r->history));
+  PetscCall(TNH5HistoryWrite(file, r->history));
   PetscCall(TimingWrite(file, r));
   PetscCall(ConfigWrite(file, r));
   PetscFunctionReturn(0);

@@ -57,6 +57,28 @@ PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, T
                                               PetscInt nattr, const char *const attr_names[],
                                               const PetscReal attr_values[]);
 
+/* Where a checkpoint stands in the run: epochs done, and batches of the next epoch already taken
+   when it was written within an epoch (on a signal), with that epoch's loss sums so far. */
+typedef struct {
+  PetscInt  epoch, batch, seed;
+  PetscReal loss_sum, correct, wall_time;
+} TNCheckpointState;
+
+struct TNOptimizerS;
+/* Collective on comm: writes /model, /optimizer (attributes type, step and hyper-parameters; the
+   moments m1, m2 in the model layout), /history and /state (attributes epoch, batch, seed,
+   rng_epoch, rng_batch, loss_sum, correct, wall_time, and complete = 1 last) with MPI-IO to
+   "<path>.tmp", then syncs and renames it over path. Ranks with writer unset take part without
+   data (they hold replicas of what the writer writes). */
+PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
+                                              const struct TNOptimizerS *opt, const TNHistory *history,
+                                              const TNCheckpointState *state);
+/* Collective on comm: reads a checkpoint written by any number of ranks; refuses (TN_ERR_USER) a
+   file that is missing, not HDF5, truncated, incomplete or inconsistent. opt->type must be unset
+   (it comes from the file); opt is set up and filled, history appended to. */
+PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, struct TNOptimizerS *opt,
+                                             TNHistory *history, TNCheckpointState *state);
+
 /* Refuse (TN_ERR_USER) an output path whose directory does not exist or is not writable, before
    any work is done. */
 PETSC_EXTERN PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *path);

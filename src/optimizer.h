@@ -8,7 +8,7 @@
 typedef enum { TN_OPT_SGD, TN_OPT_MOMENTUM, TN_OPT_ADAM } TNOptimizerType;
 PETSC_EXTERN const char *const TNOptimizerTypes[];
 
-typedef struct {
+typedef struct TNOptimizerS {
   TNOptimizerType type;
   PetscReal       lr, momentum, beta1, beta2, eps;
   PetscInt64      step;   /* updates taken */

@@ -7,6 +7,7 @@
 #include "rng.h"
 #include "events.h"
 #include <petsctime.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <math.h>
@@ -67,6 +68,10 @@ struct _n_TNTrainer {
   PetscInt         epochs, batch, depth_ranks;
   PetscInt         seed;
   char             train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
+  char             checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
+  PetscInt         checkpoint_every;
+  PetscBool        have_restart;
+  TNCheckpointState resume; /* where training starts: a restart's checkpoint state, else zero */
   TNMemoryMode     memory;
   PetscInt         memory_stride;
   PetscReal        memory_tol;
@@ -81,7 +86,7 @@ struct _n_TNTrainer {
   PetscInt64       train_samples;
   char             start_time[64];
   /* per-step buffers */
-  PetscScalar *reduce; /* gradient | loss_sum | correct | failed */
+  PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled */
   PetscReal   *Xb, *Yb, *out, *dout;
   PetscInt    *Lb, *perm;
 };
@@ -135,6 +140,9 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path, sizeof t->val_path, &t->have_val));
   PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
   PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output, sizeof t->output, NULL));
+  PetscCall(PetscOptionsString("-checkpoint", "Checkpoint file (HDF5), written every -checkpoint_every epochs, at the end, and on SIGTERM or SIGUSR1", "", t->checkpoint, t->checkpoint, sizeof t->checkpoint, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_every", "Epochs between checkpoints (0: only at the end and on a signal)", "", t->checkpoint_every, &t->checkpoint_every, NULL));
+  PetscCall(PetscOptionsString("-restart", "Continue from this checkpoint up to -epochs (model and optimiser come from it)", "", t->restart, t->restart, sizeof t->restart, &t->have_restart));
   PetscCall(PetscOptionsBool("-progress", "Progress line within each epoch (default: stdout is a terminal, not under mpiexec)", "", t->progress, &t->progress, NULL));
   PetscOptionsEnd();
 
@@ -190,7 +198,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(t->reg.beta >= 0, t->comm, TN_ERR_USER, "-smooth must be non-negative, got %g", (double)t->reg.beta);
   PetscCheck(t->memory_stride >= 0, t->comm, TN_ERR_USER, "-memory_stride must be non-negative, got %" PetscInt_FMT, t->memory_stride);
   PetscCheck(t->memory_tol > 0, t->comm, TN_ERR_USER, "-memory_tol must be positive, got %g", (double)t->memory_tol);
+  PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER, "-checkpoint_every must be non-negative, got %" PetscInt_FMT, t->checkpoint_every);
+  PetscCheck(!t->checkpoint_every || t->checkpoint[0], t->comm, TN_ERR_USER, "-checkpoint_every needs -checkpoint FILE");
   PetscCall(TNGridCreate(t->comm, t->depth_ranks, t->cfg.L, &t->grid));
+  if (t->checkpoint[0]) PetscCall(TNOutputPathCheck(t->comm, "-checkpoint", t->checkpoint));
   if (t->output[0]) PetscCall(TNOutputPathCheck(t->comm, "-output", t->output));
   PetscFunctionReturn(0);
 }
@@ -207,6 +218,59 @@ static PetscErrorCode CheckData(TNTrainer t)
   if (t->train->task == TN_TASK_REGRESSION)
     PetscCheck(t->val->m == t->train->m, t->comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample, %s has %" PetscInt_FMT,
                t->val_path, t->val->m, t->train_path, t->train->m);
+  PetscFunctionReturn(0);
+}
+
+typedef struct {
+  const char *option;
+  PetscBool   differs;
+} OptionCheck;
+
+/* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
+   options given on the command line must agree with them (-lr and -epochs may change). */
+static PetscErrorCode RestartLoad(TNTrainer t)
+{
+  const TNModelConfig want = t->cfg;
+  const TNOptimizerType opt_type = t->opt.type;
+  const PetscReal       lr = t->opt.lr;
+  TNModelConfig        *c;
+  PetscBool             set;
+  OptionCheck           checks[10];
+  PetscInt nchecks = 0;
+
+  PetscFunctionBegin;
+  PetscCall(TNCheckpointRead(t->comm, t->restart, &t->model, &t->opt, &t->history, &t->resume));
+  c = &t->model->cfg;
+#define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
+  CHECK_OPTION("-width", want.n != c->n);
+  CHECK_OPTION("-layers", want.L != c->L);
+  CHECK_OPTION("-theta", want.theta != c->theta);
+  CHECK_OPTION("-T", want.T != c->T);
+  CHECK_OPTION("-act", want.act != c->act);
+  CHECK_OPTION("-opening_act", want.opening_act != c->opening_act);
+  CHECK_OPTION("-antisymmetric", want.antisymmetric != c->antisymmetric);
+  CHECK_OPTION("-gamma", want.gamma != c->gamma);
+  CHECK_OPTION("-optimizer", opt_type != t->opt.type);
+  CHECK_OPTION("-seed", t->seed != t->resume.seed);
+#undef CHECK_OPTION
+  for (PetscInt i = 0; i < nchecks; i++) {
+    PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
+    PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER, "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option, t->restart);
+  }
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-lr", &set));
+  if (set) t->opt.lr = lr;
+  t->seed = t->resume.seed;
+  PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the checkpoint %s takes %" PetscInt_FMT, t->train_path,
+             t->cfg.d, t->restart, c->d);
+  PetscCheck(c->task == t->cfg.task, t->comm, TN_ERR_USER, "%s: a %s data set but the checkpoint %s does %s", t->train_path, TNTasks[t->cfg.task],
+             t->restart, TNTasks[c->task]);
+  PetscCheck(t->cfg.task == TN_TASK_CLASSIFICATION ? t->cfg.m <= c->m : t->cfg.m == c->m, t->comm, TN_ERR_USER,
+             "%s: %" PetscInt_FMT " outputs needed but the checkpoint %s has %" PetscInt_FMT, t->train_path, t->cfg.m, t->restart, c->m);
+  PetscCheck(t->resume.batch <= (t->train->N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
+             "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives", t->restart, t->resume.batch, t->batch);
+  t->cfg = *c;
+  PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ")\n",
+                        t->restart, t->resume.epoch, t->resume.batch, t->opt.step));
   PetscFunctionReturn(0);
 }
 
@@ -238,8 +302,12 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   t->cfg.task = t->train->task;
   PetscCheck(t->cfg.task != TN_TASK_CLASSIFICATION || t->cfg.m >= 2, t->comm, TN_ERR_USER,
              "%s: classification needs at least two classes, the labels hold %" PetscInt_FMT, t->train_path, t->cfg.m);
-  PetscCall(TNModelCreate(&t->cfg, &t->model));
-  PetscCall(TNModelInitialize(t->model, t->seed));
+  if (t->have_restart) PetscCall(RestartLoad(t));
+  else {
+    PetscCall(TNModelCreate(&t->cfg, &t->model));
+    PetscCall(TNModelInitialize(t->model, t->seed));
+    PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
+  }
   /* the largest local slice of a global batch */
   Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
@@ -251,8 +319,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
     PetscCall(TNBlockSolverSetUp(bs, Bloc));
   }
-  PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
-  PetscCall(PetscMalloc1(t->model->nparams + 3, &t->reduce));
+  PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
                          t->train->N, &t->perm));
   PetscFunctionReturn(0);
@@ -362,8 +429,17 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
 }
 
 /* One optimisation step on the global batch gidx[0..Bg). */
+/* Set by SIGTERM or SIGUSR1 when checkpoints are written; the ranks agree on it through the
+   step's allreduce, so all of them stop after the same step. */
+static volatile sig_atomic_t tn_signal = 0;
+
+static void OnSignal(int sig)
+{
+  tn_signal = sig;
+}
+
 static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *gidx, PetscInt Bg, PetscReal *loss_sum,
-                                PetscReal *correct)
+                                PetscReal *correct, PetscBool *stop)
 {
   const PetscInt np = t->model->nparams;
   PetscInt       a, b, B, c = 0;
@@ -374,7 +450,7 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   TNGridSplit(Bg, t->grid.data_size, t->grid.data_rank, &a, &b);
   B = b - a;
   GatherRows(t->train, B, gidx + a, t->Xb, t->Lb, t->Yb);
-  PetscCall(PetscArrayzero(t->reduce, np + 3));
+  PetscCall(PetscArrayzero(t->reduce, np + 4));
   if (B > 0) {
     t0 = MPI_Wtime();
     PetscCall(TNNetworkForward(t->net, B, t->Xb, t->out, &ok));
@@ -390,9 +466,10 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   t->reduce[np]     = l;
   t->reduce[np + 1] = c;
   t->reduce[np + 2] = ok ? 0 : 1;
+  t->reduce[np + 3] = tn_signal ? 1 : 0;
   t0                = MPI_Wtime();
   PetscCall(PetscLogEventBegin(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 3), MPIU_SCALAR, MPI_SUM, t->grid.data));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 4), MPIU_SCALAR, MPI_SUM, t->grid.data));
   PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
   PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
@@ -400,6 +477,7 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
              (double)t->reduce[np]);
   *loss_sum += t->reduce[np];
   *correct += t->reduce[np + 1];
+  *stop = t->reduce[np + 3] > 0 ? PETSC_TRUE : PETSC_FALSE;
   t0 = MPI_Wtime();
   PetscCall(PetscLogEventBegin(TN_EVENT_UPDATE, 0, 0, 0, 0));
   PetscCall(TNModelRegularizer(t->model, t->reg.alpha, t->reg.beta, &R, t->reduce));
@@ -441,6 +519,19 @@ static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *kr
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 3, MPIU_INT64, MPI_SUM, t->grid.data));
   *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
   *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode CheckpointWrite(TNTrainer t, const TNCheckpointState *st)
+{
+  PetscReal t0 = MPI_Wtime();
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
+  /* data ranks hold replicas: the first one writes */
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.data_rank == 0 ? PETSC_TRUE : PETSC_FALSE, t->model, &t->opt, &t->history, st));
+  PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
+  t->phase[PH_IO] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
 
@@ -496,18 +587,36 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0;
   PetscReal      train_loss = NAN, val_loss = NAN, val_acc = NAN;
   PetscBool      tty = (!t->grid.rank && t->progress) ? PETSC_TRUE : PETSC_FALSE;
-  char           eta[32];
+  char           eta[32], recon[32] = "";
 
   PetscFunctionBegin;
   PetscCall(PetscPrintf(t->comm, "thetanet train: %s, N %" PetscInt_FMT ", d %" PetscInt_FMT ", %s with %" PetscInt_FMT " outputs; width %" PetscInt_FMT ", layers %" PetscInt_FMT ", theta %g, T %g, %" PetscInt_FMT " parameters; %d ranks (depth %d x data %d)\n",
                         t->train_path, N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L, (double)t->cfg.theta,
                         (double)t->cfg.T, t->model->nparams, t->grid.size, t->grid.depth_size, t->grid.data_size));
-  for (PetscInt e = 1; e <= t->epochs; e++) {
-    PetscReal e0 = MPI_Wtime(), loss_sum = 0, correct = 0, last_tty = e0, newton = 0, krylov = 0, now, tp;
+  /* Only the trapezoidal step reversed is the same method backwards in depth; for other theta the
+     reverse step amplifies what the forward solves leave behind. */
+  if (t->memory == TN_MEMORY_REVERSIBLE && t->cfg.theta != 0.5)
+    PetscCall(PetscFPrintf(t->comm, PETSC_STDERR,
+                           "thetanet: warning: -memory reversible with -theta %g: the reversal is symmetric only for theta 0.5, so the rebuilt states may drift (see recon on the epoch lines)\n",
+                           (double)t->cfg.theta));
+  if (t->checkpoint[0]) {
+    signal(SIGTERM, OnSignal);
+    signal(SIGUSR1, OnSignal);
+  }
+  for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
+    const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
+    PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, now, tp;
+    PetscBool stop = PETSC_FALSE;
 
     TNPermutation((uint64_t)t->seed, (uint64_t)e, N, t->perm);
-    for (PetscInt k = 0; k < nb; k++) {
-      PetscCall(TrainStep(t, e, k + 1, t->perm + k * t->batch, PetscMin(t->batch, N - k * t->batch), &loss_sum, &correct));
+    for (PetscInt k = resumed ? t->resume.batch : 0; k < nb; k++) {
+      PetscCall(TrainStep(t, e, k + 1, t->perm + k * t->batch, PetscMin(t->batch, N - k * t->batch), &loss_sum, &correct, &stop));
+      if (stop) {
+        const TNCheckpointState st = {e - 1, k + 1, t->seed, loss_sum, correct, t->resume.wall_time + MPI_Wtime() - start};
+        PetscCall(CheckpointWrite(t, &st));
+        SETERRQ(t->comm, TN_ERR_RUNTIME, "stopped by a signal in epoch %" PetscInt_FMT " after batch %" PetscInt_FMT "; checkpoint written to %s (continue with -restart %s)", e, k + 1,
+                t->checkpoint, t->checkpoint);
+      }
       if (tty && MPI_Wtime() - last_tty > 0.5) {
         last_tty = MPI_Wtime();
         printf("\r  epoch %" PetscInt_FMT "/%" PetscInt_FMT " batch %" PetscInt_FMT "/%" PetscInt_FMT " loss %.4f", e, t->epochs, k + 1, nb,
@@ -516,7 +625,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       }
     }
     tp = MPI_Wtime() - e0;
-    if (e > 1 || t->epochs == 1) {
+    if (e > t->resume.epoch + 1 || t->epochs == t->resume.epoch + 1) {
       t->train_seconds += tp;
       t->train_samples += N;
     }
@@ -524,6 +633,15 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(SolverCounts(t, &newton, &krylov));
     newton_all += newton;
     krylov_all += krylov;
+    if (t->memory == TN_MEMORY_REVERSIBLE) {
+      PetscReal err;
+      PetscCall(TNNetworkGetReconstructionError(t->net, &err));
+      PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, t->grid.data));
+      PetscCall(PetscSNPrintf(recon, sizeof recon, " recon %.1e", (double)err));
+      if (!(err <= t->memory_tol))
+        PetscCall(PetscFPrintf(t->comm, PETSC_STDERR, "thetanet: warning: epoch %" PetscInt_FMT ": reconstruction error of y_0 %.1e exceeds -memory_tol %g\n", e,
+                               (double)err, (double)t->memory_tol));
+    }
     if (t->val) {
       now = MPI_Wtime();
       char where[64];
@@ -538,25 +656,30 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       t->phase[PH_VALIDATE] += MPI_Wtime() - now;
     }
     now = MPI_Wtime();
-    FormatDuration((now - start) / e * (t->epochs - e), eta, sizeof eta);
+    FormatDuration((now - start) / (e - t->resume.epoch) * (t->epochs - e), eta, sizeof eta);
     if (tty) printf("\r\033[K");
     PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", e, t->epochs, (double)train_loss));
     if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
     if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
-    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3fs eta %s\n", (double)t->opt.lr, (double)newton,
-                          (double)krylov, 0.0, (double)(now - e0), eta));
-    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, now - start, newton, krylov, 0.0));
+    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3fs eta %s%s\n", (double)t->opt.lr, (double)newton,
+                          (double)krylov, 0.0, (double)(now - e0), eta, recon));
+    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, t->resume.wall_time + now - start, newton, krylov, 0.0));
+    if (t->checkpoint[0] && (e == t->epochs || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
+      const TNCheckpointState st = {e, 0, t->seed, 0, 0, t->resume.wall_time + MPI_Wtime() - start};
+      PetscCall(CheckpointWrite(t, &st));
+    }
   }
   t->phase[PH_TOTAL] = MPI_Wtime() - start;
   {
-    const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, t->epochs > 1 ? t->epochs - 1 : 1);
+    const PetscInt  run = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
+    const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
     PetscReal       sps  = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
     PetscCall(PetscPrintf(t->comm,
                           "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT " theta %g epochs %" PetscInt_FMT
                           " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f peak_rss_mb %.1f\n",
                           t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall,
-                          (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / t->epochs),
-                          (double)(krylov_all / t->epochs), 0.0, (double)rss));
+                          (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / run),
+                          (double)(krylov_all / run), 0.0, (double)rss));
   }
   if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
   PetscFunctionReturn(0);
