@@ -4,6 +4,7 @@
 #include <string.h>
 #include "h5util.h"
 #include "tnio.h"
+#include "errors.h"
 
 #define ROOT "the root group"
 
@@ -32,32 +33,32 @@ static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array 
 
 /* Labels may come as floats (task = classification): each must be a whole number >= 0. Rows
    count from 0, as in h5py. */
-static PetscErrorCode LabelsCheck(const char *path, PetscInt N, const PetscReal *y, PetscInt *m)
+static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N, const PetscReal *y, PetscInt *m)
 {
   PetscReal max = 0;
 
   PetscFunctionBegin;
   for (PetscInt i = 0; i < N; i++) {
-    PetscCheck(!PetscIsInfOrNanReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in /Y at row %" PetscInt_FMT, path, i);
+    PetscCheck(!PetscIsInfOrNanReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in /Y at row %" PetscInt_FMT, path, offset + i);
     PetscCheck(y[i] == PetscFloorReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER,
-               "%s: label %g at row %" PetscInt_FMT " is not a whole number", path, (double)y[i], i);
+               "%s: label %g at row %" PetscInt_FMT " is not a whole number", path, (double)y[i], offset + i);
     /* %.0f: PETSc prints a whole number under %g as "-1." */
     PetscCheck(y[i] >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " (labels must be >= 0)", path,
-               (double)y[i], i);
+               (double)y[i], offset + i);
     PetscCheck(y[i] < PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " is too large", path,
-               (double)y[i], i);
+               (double)y[i], offset + i);
     max = PetscMax(max, y[i]);
   }
   *m = (PetscInt)max + 1;
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode FiniteCheck(const char *path, const char *name, const PetscReal *x, PetscInt rows, PetscInt cols)
+static PetscErrorCode FiniteCheck(const char *path, const char *name, PetscInt offset, const PetscReal *x, PetscInt rows, PetscInt cols)
 {
   const PetscInt64 bad = TNH5FirstNonFinite(x, (PetscInt64)rows * cols);
 
   PetscFunctionBegin;
-  PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s at row %" PetscInt64_FMT, path, name, bad / cols);
+  PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s at row %" PetscInt64_FMT, path, name, offset + bad / cols);
   PetscFunctionReturn(0);
 }
 
@@ -71,14 +72,18 @@ static void DefaultName(const char *path, char *name, size_t len)
   snprintf(name, len, "%.*s", n, base);
 }
 
-static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
+/* What a data file holds, checked before any value is read. */
+typedef struct {
+  PetscInt N, d, ycols;
+  TNTask   task;
+  char     name[256];
+} DatasetShape;
+
+static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShape *shape)
 {
-  const char *path = load->path;
-  TNH5Array   X, Y;
-  TNTask      task = TN_TASK_CLASSIFICATION;
-  PetscInt    N, d, ycols, m;
-  PetscBool   named;
-  char        name[sizeof(load->ds->name)], xs[96], ys[96];
+  TNH5Array X, Y;
+  PetscBool named;
+  char      xs[96], ys[96];
 
   PetscFunctionBegin;
   PetscCall(TNH5ArrayInfo(file, path, "/X", &X));
@@ -100,28 +105,42 @@ static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
   /* TNDataset indexes with PetscInt, which is 32-bit in this build */
   PetscCheck((double)X.dims[0] * (double)PetscMax(X.dims[1], Y.rank == 2 ? Y.dims[1] : 1) <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
              "%s: /X %s and /Y %s are too large for 32-bit PETSc indices", path, xs, ys);
-  N     = (PetscInt)X.dims[0];
-  d     = (PetscInt)X.dims[1];
-  ycols = Y.rank == 2 ? (PetscInt)Y.dims[1] : 1;
-  PetscCall(DatasetTask(file, path, &Y, &task));
-  PetscCall(TNH5AttrReadString(file, path, ROOT, "name", name, sizeof(name), &named));
-  if (!named) DefaultName(path, name, sizeof(name));
+  shape->N     = (PetscInt)X.dims[0];
+  shape->d     = (PetscInt)X.dims[1];
+  shape->ycols = Y.rank == 2 ? (PetscInt)Y.dims[1] : 1;
+  PetscCall(DatasetTask(file, path, &Y, &shape->task));
+  PetscCall(TNH5AttrReadString(file, path, ROOT, "name", shape->name, sizeof(shape->name), &named));
+  if (!named) DefaultName(path, shape->name, sizeof(shape->name));
+  PetscFunctionReturn(0);
+}
 
-  m = ycols;
+static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
+{
+  const char  *path = load->path;
+  DatasetShape shape;
+  TNTask       task;
+  PetscInt     N, d, m;
+
+  PetscFunctionBegin;
+  PetscCall(DatasetShapeRead(file, path, &shape));
+  N    = shape.N;
+  d    = shape.d;
+  task = shape.task;
+  m    = shape.ycols;
   if (task == TN_TASK_CLASSIFICATION) {
     PetscCall(PetscMalloc1(N, &load->labels));
     PetscCall(TNH5ArrayRead(file, path, "/Y", H5T_NATIVE_DOUBLE, load->labels));
-    PetscCall(LabelsCheck(path, N, load->labels, &m));
+    PetscCall(LabelsCheck(path, 0, N, load->labels, &m));
   }
   PetscCall(TNDatasetCreate(N, d, m, task, &load->ds));
-  PetscCall(PetscStrncpy(load->ds->name, name, sizeof(load->ds->name)));
+  PetscCall(PetscStrncpy(load->ds->name, shape.name, sizeof(load->ds->name)));
   PetscCall(TNH5ArrayRead(file, path, "/X", H5T_NATIVE_DOUBLE, load->ds->X));
-  PetscCall(FiniteCheck(path, "/X", load->ds->X, N, d));
+  PetscCall(FiniteCheck(path, "/X", 0, load->ds->X, N, d));
   if (task == TN_TASK_CLASSIFICATION) {
     for (PetscInt i = 0; i < N; i++) load->ds->labels[i] = (PetscInt)load->labels[i];
   } else {
     PetscCall(TNH5ArrayRead(file, path, "/Y", H5T_NATIVE_DOUBLE, load->ds->Y));
-    PetscCall(FiniteCheck(path, "/Y", load->ds->Y, N, m));
+    PetscCall(FiniteCheck(path, "/Y", 0, load->ds->Y, N, m));
   }
   PetscFunctionReturn(0);
 }
@@ -198,5 +217,117 @@ PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds)
 {
   PetscFunctionBegin;
   PetscCall(TNH5RootWrite(comm, path, DatasetFill, ds));
+  PetscFunctionReturn(0);
+}
+
+/* ---- sharded loading ---- */
+
+typedef struct {
+  const char   *path;
+  DatasetShape *shape;
+} ShapeJob;
+
+static PetscErrorCode ShapeRead(hid_t file, void *ctx)
+{
+  ShapeJob *job = (ShapeJob *)ctx;
+
+  PetscFunctionBegin;
+  PetscCall(DatasetShapeRead(file, job->path, job->shape));
+  PetscFunctionReturn(0);
+}
+
+/* Rows [start, start+count) of a 1-D or 2-D array (cols columns), read collectively as doubles. */
+static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf)
+{
+  const hsize_t off[2] = {start, 0}, cnt[2] = {count, cols};
+  hid_t         dset = H5Dopen2(file, name, H5P_DEFAULT), fspace, mspace, dxpl;
+  herr_t        status;
+  int           rank;
+
+  if (dset < 0) return -1;
+  fspace = H5Dget_space(dset);
+  rank   = H5Sget_simple_extent_ndims(fspace);
+  mspace = H5Screate_simple(rank, cnt, NULL);
+  dxpl   = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, cnt, NULL);
+  status = H5Dread(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, buf);
+  H5Pclose(dxpl);
+  H5Sclose(mspace);
+  H5Sclose(fspace);
+  H5Dclose(dset);
+  return status;
+}
+
+typedef struct {
+  const char *path;
+  TNDataset   D;
+  PetscReal  *labels;
+  PetscInt    m;
+} ShardCheck;
+
+static PetscErrorCode ShardValuesCheck(void *ctx)
+{
+  ShardCheck *c = (ShardCheck *)ctx;
+  TNDataset   D = c->D;
+
+  PetscFunctionBegin;
+  PetscCall(FiniteCheck(c->path, "/X", D->offset, D->X, D->Nlocal, D->d));
+  if (D->task == TN_TASK_CLASSIFICATION) {
+    PetscCall(LabelsCheck(c->path, D->offset, D->Nlocal, c->labels, &c->m));
+    for (PetscInt i = 0; i < D->Nlocal; i++) D->labels[i] = (PetscInt)c->labels[i];
+  } else PetscCall(FiniteCheck(c->path, "/Y", D->offset, D->Y, D->Nlocal, D->m));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds)
+{
+  DatasetShape shape;
+  ShapeJob     job = {path, &shape};
+  ShardCheck   check;
+  PetscMPIInt  size, rank;
+  PetscInt     start, end;
+  TNDataset    D;
+  hid_t        fapl, file;
+  herr_t       status;
+  PetscBool    ok;
+
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(&shape, sizeof shape));
+  PetscCall(TNH5RootRead(comm, path, ShapeRead, &job));
+  PetscCallMPI(MPI_Bcast(&shape, sizeof shape, MPI_BYTE, 0, comm));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  TNGridSplit(shape.N, size, rank, &start, &end);
+  PetscCall(TNDatasetCreate(end - start, shape.d, shape.ycols, shape.task, &D));
+  D->N      = shape.N;
+  D->offset = start;
+  PetscCall(PetscStrncpy(D->name, shape.name, sizeof D->name));
+  check = (ShardCheck){path, D, NULL, 0};
+  if (shape.task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(D->Nlocal + 1, &check.labels));
+
+  fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+  file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  status = file >= 0 ? 0 : -1;
+  if (!status) status = ReadRows(file, "/X", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)D->d, D->X);
+  if (!status)
+    status = ReadRows(file, "/Y", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)shape.ycols, shape.task == TN_TASK_CLASSIFICATION ? check.labels : D->Y);
+  if (file >= 0) H5Fclose(file);
+  PetscCall(TNAllAgree(comm, status >= 0 ? PETSC_TRUE : PETSC_FALSE, &ok));
+  if (ok) {
+    PetscErrorCode ierr = TNH5AllCall(comm, ShardValuesCheck, &check);
+    if (ierr) {
+      PetscCall(PetscFree(check.labels));
+      PetscCall(TNDatasetDestroy(&D));
+    }
+    PetscCall(ierr);
+  }
+  PetscCall(PetscFree(check.labels));
+  if (!ok) PetscCall(TNDatasetDestroy(&D));
+  PetscCheck(ok, comm, TN_ERR_USER, "%s: reading its rows with MPI-IO failed", path);
+  if (shape.task == TN_TASK_CLASSIFICATION) PetscCallMPI(MPI_Allreduce(&check.m, &D->m, 1, MPIU_INT, MPI_MAX, comm));
+  *ds = D;
   PetscFunctionReturn(0);
 }

@@ -11,6 +11,9 @@
    every rank of comm (printed once, by rank 0), so a bad file never leaves the others waiting. */
 PETSC_INTERN PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx);
 
+/* Runs fn(ctx) on every rank of comm, quietly; if it failed anywhere, the error of the lowest
+   failing rank is raised on every rank (printed once, by rank 0). */
+PETSC_INTERN PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx);
 /* The usual reader: rank 0 of comm opens path (TNH5FileOpen) and runs read(file, ctx); any error
    reaches every rank of comm. read frees what it made before failing. */
 PETSC_INTERN PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx);

@@ -42,6 +42,29 @@ PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *c
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx)
+{
+  PetscMPIInt rank, size, first;
+  int         code = 0;
+  char        msg[1024] = "", *specific = NULL;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCall(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  code = fn(ctx);
+  PetscCall(PetscPopErrorHandler());
+  if (code) PetscCall(PetscErrorMessage(code, NULL, &specific));
+  if (specific) PetscCall(PetscStrncpy(msg, specific, sizeof(msg)));
+  /* the lowest failing rank speaks: with contiguous shards, the first bad row */
+  first = code ? rank : size;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Bcast(&code, 1, MPI_INT, first, comm));
+  PetscCallMPI(MPI_Bcast(msg, (int)sizeof(msg), MPI_CHAR, first, comm));
+  SETERRQ(comm, code, "%s", msg);
+}
+
 /* -------- reading -------- */
 
 /* The library's own error stack would print HDF5 traces next to our one-line messages. */

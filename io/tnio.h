@@ -11,6 +11,11 @@
    optional root attributes `task` and `name`. Rejects: a missing or non-HDF5 file, missing /X or
    /Y, wrong ranks or shapes, N of X and Y differing, N = 0, negative labels, NaN or Inf. */
 PETSC_EXTERN PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds);
+/* Collective on comm, for data sets larger than a node: rank 0 checks the layout, then rank r
+   of P reads only its contiguous block of rows (TNGridSplit) with a collective hyperslab read and
+   checks its values; an error anywhere reaches every rank. D->N is the whole set's size, D->Nlocal
+   and D->offset say which rows this rank holds. */
+PETSC_EXTERN PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds);
 /* Rank 0 writes /X, /Y (int64 labels or float64 targets) and the `task`/`name` attributes. */
 PETSC_EXTERN PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds);
 

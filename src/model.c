@@ -157,11 +157,31 @@ PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, 
   D->N    = N;
   D->d    = d;
   D->m    = m;
-  D->task = task;
+  D->task   = task;
+  D->Nlocal = N;
+  D->offset = 0;
   PetscCall(PetscMalloc1(N * d, &D->X));
   if (task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(N, &D->labels));
   else PetscCall(PetscMalloc1(N * m, &D->Y));
   *ds = D;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
+{
+  PetscMPIInt size, rank;
+  PetscInt    start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
+
+  PetscFunctionBegin;
+  PetscCheck(D->Nlocal == D->N, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "data set is sharded already");
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  TNGridSplit(D->N, size, rank, &start, &end);
+  PetscCall(PetscArraymove(D->X, D->X + start * D->d, (end - start) * D->d));
+  if (D->labels) PetscCall(PetscArraymove(D->labels, D->labels + start, end - start));
+  if (D->Y) PetscCall(PetscArraymove(D->Y, D->Y + start * w, (end - start) * w));
+  D->offset = start;
+  D->Nlocal = end - start;
   PetscFunctionReturn(0);
 }
 
@@ -174,4 +194,10 @@ PetscErrorCode TNDatasetDestroy(TNDataset *ds)
   PetscCall(PetscFree((*ds)->Y));
   PetscCall(PetscFree(*ds));
   PetscFunctionReturn(0);
+}
+
+void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
+{
+  *start = (PetscInt)(((PetscInt64)N * r) / P);
+  *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
 }

@@ -66,7 +66,8 @@ PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscRe
    regression N x m targets. */
 typedef struct _n_TNDataset *TNDataset;
 struct _n_TNDataset {
-  PetscInt   N, d, m; /* m: classes (max label + 1) or targets */
+  PetscInt   N, d, m;        /* m: classes (max label + 1) or targets */
+  PetscInt   Nlocal, offset; /* rows held here: offset..offset+Nlocal-1 (all N unless sharded) */
   TNTask     task;
   PetscReal *X;
   PetscInt  *labels; /* classification: N labels in [0, m) */
@@ -74,7 +75,12 @@ struct _n_TNDataset {
   char       name[256];
 };
 
+/* [start, end) of the rows of N that rank r of P holds: contiguous, sizes differing by at most 1. */
+PETSC_EXTERN void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end);
+
 PETSC_EXTERN PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask, TNDataset *);
 PETSC_EXTERN PetscErrorCode TNDatasetDestroy(TNDataset *);
+/* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
+PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
 
 #endif

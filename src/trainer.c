@@ -48,12 +48,6 @@ PetscErrorCode TNGridDestroy(TNGrid *g)
   PetscFunctionReturn(0);
 }
 
-void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
-{
-  *start = (PetscInt)(((PetscInt64)N * r) / P);
-  *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
-}
-
 /* ---- trainer ---- */
 
 enum { PH_FORWARD, PH_BACKWARD, PH_ALLREDUCE, PH_UPDATE, PH_VALIDATE, PH_IO, PH_TOTAL, PH_COUNT };
@@ -76,7 +70,7 @@ struct _n_TNTrainer {
   PetscInt         memory_stride;
   PetscReal        memory_tol;
   TNProblem        problem;
-  PetscBool        have_train, have_val, progress;
+  PetscBool        have_train, have_val, progress, sharded;
   TNDataset        train, val;
   TNModel          model;
   TNNetwork        net;
@@ -138,6 +132,13 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscOptionsBegin(t->comm, NULL, "thetanet train: data", "thetanet");
   PetscCall(PetscOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path, sizeof t->train_path, &t->have_train));
   PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path, sizeof t->val_path, &t->have_val));
+  {
+    const char *const layouts[] = {"replicated", "sharded", "TNDataLayout", "TN_DATA_", NULL};
+    PetscEnum         layout    = (PetscEnum)t->sharded;
+    PetscCall(PetscOptionsEnum("-data_layout", "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows", "",
+                               layouts, layout, &layout, NULL));
+    t->sharded = layout ? PETSC_TRUE : PETSC_FALSE;
+  }
   PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
   PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output, sizeof t->output, NULL));
   PetscCall(PetscOptionsString("-checkpoint", "Checkpoint file (HDF5), written every -checkpoint_every epochs, at the end, and on SIGTERM or SIGUSR1", "", t->checkpoint, t->checkpoint, sizeof t->checkpoint, NULL));
@@ -286,13 +287,18 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscCall(TNEventsRegister());
   if (t->have_train) {
     PetscReal t0 = MPI_Wtime();
+    PetscErrorCode (*load)(MPI_Comm, const char *, TNDataset *) = t->sharded ? TNDatasetLoadSharded : TNDatasetLoad;
     PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
-    PetscCall(TNDatasetLoad(t->comm, t->train_path, &t->train));
-    if (t->have_val) PetscCall(TNDatasetLoad(t->comm, t->val_path, &t->val));
+    PetscCall(load(t->grid.data, t->train_path, &t->train));
+    if (t->have_val) PetscCall(load(t->grid.data, t->val_path, &t->val));
     PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
     t->phase[PH_IO] += MPI_Wtime() - t0;
   } else {
     PetscCall(TNProblemCreate(t->problem, &t->train, &t->val));
+    if (t->sharded) {
+      PetscCall(TNDatasetShard(t->train, t->grid.data));
+      PetscCall(TNDatasetShard(t->val, t->grid.data));
+    }
     PetscCall(PetscSNPrintf(t->train_path, sizeof t->train_path, "%s", TNProblems[t->problem]));
     PetscCall(PetscSNPrintf(t->val_path, sizeof t->val_path, "%s", TNProblems[t->problem]));
   }
@@ -308,8 +314,8 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     PetscCall(TNModelInitialize(t->model, t->seed));
     PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
   }
-  /* the largest local slice of a global batch */
-  Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size;
+  /* the largest local batch: a slice of a global batch, or of a shard */
+  Bloc = (PetscMin(t->batch, t->train->N) + t->grid.data_size - 1) / t->grid.data_size + 1;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
   PetscCall(TNNetworkSetFromOptions(t->net));
   PetscCall(TNNetworkSetMemory(t->net, t->memory, t->memory_stride, t->memory_tol));
@@ -321,7 +327,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   }
   PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
-                         t->train->N, &t->perm));
+                         t->train->Nlocal, &t->perm));
   PetscFunctionReturn(0);
 }
 
@@ -388,7 +394,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
     const PetscInt B = PetscMin(chunk, end - s0);
     PetscReal      l;
     PetscInt       c;
-    for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s;
+    for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s - D->offset;
     GatherRows(D, B, idx, X, labels, Y);
     PetscCall(TNNetworkForward(net, B, X, out, &ok));
     if (!ok) break;
@@ -429,6 +435,44 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
 }
 
 /* One optimisation step on the global batch gidx[0..Bg). */
+/* The epoch's order of the rows: one global permutation of all N rows (replicated: the math does
+   not depend on the number of ranks), or each shard's own permutation of its rows (sharded). */
+static void EpochPermutation(TNTrainer t, PetscInt epoch)
+{
+  uint64_t seed = (uint64_t)t->seed;
+
+  if (t->sharded) seed = TNHash64(seed) ^ TNHash64((uint64_t)t->train->offset + 1);
+  TNPermutation(seed, (uint64_t)epoch, t->train->Nlocal, t->perm);
+}
+
+/* Step k of nb: this rank's rows perm[a .. a+B) and the global batch size Bg. Replicated, the
+   global batch perm[k*batch ..] is split among the data ranks; sharded, every rank takes the
+   k-th of nb near-equal slices of its shard. */
+static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscInt *B, PetscInt *Bg)
+{
+  const PetscInt N = t->train->N;
+
+  if (!t->sharded) {
+    PetscInt lo, hi;
+    *Bg = PetscMin(t->batch, N - k * t->batch);
+    TNGridSplit(*Bg, t->grid.data_size, t->grid.data_rank, &lo, &hi);
+    *a = k * t->batch + lo;
+    *B = hi - lo;
+    return;
+  }
+  *Bg = 0;
+  for (PetscMPIInt r = 0; r < t->grid.data_size; r++) {
+    PetscInt lo, hi, s0, s1;
+    TNGridSplit(N, t->grid.data_size, r, &lo, &hi);
+    TNGridSplit(hi - lo, (PetscMPIInt)nb, (PetscMPIInt)k, &s0, &s1);
+    *Bg += s1 - s0;
+    if (r == t->grid.data_rank) {
+      *a = s0;
+      *B = s1 - s0;
+    }
+  }
+}
+
 /* Set by SIGTERM or SIGUSR1 when checkpoints are written; the ranks agree on it through the
    step's allreduce, so all of them stop after the same step. */
 static volatile sig_atomic_t tn_signal = 0;
@@ -438,18 +482,17 @@ static void OnSignal(int sig)
   tn_signal = sig;
 }
 
-static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *gidx, PetscInt Bg, PetscReal *loss_sum,
+/* One optimisation step: this rank's B rows idx (local indices) of a global batch of Bg. */
+static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *idx, PetscInt B, PetscInt Bg, PetscReal *loss_sum,
                                 PetscReal *correct, PetscBool *stop)
 {
   const PetscInt np = t->model->nparams;
-  PetscInt       a, b, B, c = 0;
+  PetscInt       c = 0;
   PetscReal      l = 0, R, t0;
   PetscBool      ok = PETSC_TRUE;
 
   PetscFunctionBegin;
-  TNGridSplit(Bg, t->grid.data_size, t->grid.data_rank, &a, &b);
-  B = b - a;
-  GatherRows(t->train, B, gidx + a, t->Xb, t->Lb, t->Yb);
+  GatherRows(t->train, B, idx, t->Xb, t->Lb, t->Yb);
   PetscCall(PetscArrayzero(t->reduce, np + 4));
   if (B > 0) {
     t0 = MPI_Wtime();
@@ -608,9 +651,11 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, now, tp;
     PetscBool stop = PETSC_FALSE;
 
-    TNPermutation((uint64_t)t->seed, (uint64_t)e, N, t->perm);
+    EpochPermutation(t, e);
     for (PetscInt k = resumed ? t->resume.batch : 0; k < nb; k++) {
-      PetscCall(TrainStep(t, e, k + 1, t->perm + k * t->batch, PetscMin(t->batch, N - k * t->batch), &loss_sum, &correct, &stop));
+      PetscInt a = 0, B = 0, Bg = 0;
+      BatchRows(t, k, nb, &a, &B, &Bg);
+      PetscCall(TrainStep(t, e, k + 1, t->perm + a, B, Bg, &loss_sum, &correct, &stop));
       if (stop) {
         const TNCheckpointState st = {e - 1, k + 1, t->seed, loss_sum, correct, t->resume.wall_time + MPI_Wtime() - start};
         PetscCall(CheckpointWrite(t, &st));

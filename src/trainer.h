@@ -18,8 +18,6 @@ typedef struct {
 
 PETSC_EXTERN PetscErrorCode TNGridCreate(MPI_Comm, PetscInt depth_ranks, PetscInt layers, TNGrid *);
 PETSC_EXTERN PetscErrorCode TNGridDestroy(TNGrid *);
-/* [start, end) of the rows of a global block of N that data rank r of P holds. */
-PETSC_EXTERN void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end);
 
 /* Options shared by train and evaluate: the objective's regulariser. */
 typedef struct {
