@@ -9,6 +9,7 @@
 #include <petsctime.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <math.h>
 #include <stdlib.h>
@@ -238,9 +239,13 @@ static PetscErrorCode RestartLoad(TNTrainer t)
   PetscBool             set;
   OptionCheck           checks[10];
   PetscInt nchecks = 0;
+  PetscReal t0;
 
   PetscFunctionBegin;
+  t0 = MPI_Wtime();
   PetscCall(TNCheckpointRead(t->comm, t->restart, &t->model, &t->opt, &t->history, &t->resume));
+  t0 = MPI_Wtime() - t0;
+  t->phase[PH_IO] += t0;
   c = &t->model->cfg;
 #define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
   CHECK_OPTION("-width", want.n != c->n);
@@ -270,8 +275,8 @@ static PetscErrorCode RestartLoad(TNTrainer t)
   PetscCheck(t->resume.batch <= (t->train->N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
              "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives", t->restart, t->resume.batch, t->batch);
   t->cfg = *c;
-  PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ")\n",
-                        t->restart, t->resume.epoch, t->resume.batch, t->opt.step));
+  PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ", read in %.3f s)\n",
+                        t->restart, t->resume.epoch, t->resume.batch, t->opt.step, (double)t0));
   PetscFunctionReturn(0);
 }
 
@@ -575,6 +580,12 @@ static PetscErrorCode CheckpointWrite(TNTrainer t, const TNCheckpointState *st)
   PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.data_rank == 0 ? PETSC_TRUE : PETSC_FALSE, t->model, &t->opt, &t->history, st));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   t->phase[PH_IO] += MPI_Wtime() - t0;
+  if (!t->grid.rank) {
+    struct stat sb;
+    double      mb = stat(t->checkpoint, &sb) ? 0 : sb.st_size / 1048576.0;
+    PetscCall(PetscPrintf(PETSC_COMM_SELF, "checkpoint epoch %" PetscInt_FMT " batch %" PetscInt_FMT " written to %s (%.2f MB, %.3f s)\n", st->epoch, st->batch,
+                          t->checkpoint, mb, MPI_Wtime() - t0));
+  }
   PetscFunctionReturn(0);
 }
 
