@@ -1,0 +1,44 @@
+/* Multigrid reduction in time (MGRIT, FAS, FCF relaxation, V-cycles over any number of levels)
+   for a one-step recursion u_p = Phi_p(u_{p-1}), p = 1..N, distributed over the ranks of a
+   communicator. The solver owns the communication; it sees the problem only through TNMGRITApp. */
+#ifndef THETANET_MGRIT_H
+#define THETANET_MGRIT_H
+
+#include "thetanet.h"
+
+/* The recursion as the solver sees it. step() advances a state of `size` local entries from point
+   `from` to point `to` (fine indices): to = from + 1 is the fine step Phi; a longer stride is the
+   coarse propagator of the interval [from, to) (for thetanet: the theta-step of size (to-from)h). */
+typedef struct {
+  PetscInt size;
+  void    *ctx;
+  PetscErrorCode (*step)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out);
+} TNMGRITApp;
+
+typedef struct _n_TNMGRIT *TNMGRIT;
+
+/* N steps over the ranks of comm, in rank order. With mirror set, the coarse points are those of
+   the forward problem seen from the other end (p -> N - p): an adjoint recursion run backwards
+   then keeps the coarse intervals, and so the ownership, of the forward one. */
+PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *mg);
+/* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
+   2-norm of the fine C-point residuals). */
+PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);
+PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
+/* Builds the level hierarchy and the ownership: every rank holds whole intervals of the
+   coarsest level, so only interval ends travel between ranks. */
+PETSC_EXTERN PetscErrorCode TNMGRITSetUp(TNMGRIT);
+/* This rank's steps [lo, hi): it holds the points lo..hi. */
+PETSC_EXTERN PetscErrorCode TNMGRITGetOwnership(TNMGRIT, PetscInt *lo, PetscInt *hi);
+/* Solves from u_0 (read on the first rank) for the local points u[(p - lo) * size], p = lo..hi,
+   starting from the values in u (set them, e.g. to u_0, before the first solve). Returns the
+   iterations and the final C-point residual norm; iterates to -mgrit_tol or -mgrit_max_it. */
+PETSC_EXTERN PetscErrorCode TNMGRITSolve(TNMGRIT, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual);
+/* Residual norm after each iteration of the last solve (history[0..its)). */
+PETSC_EXTERN PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT, PetscInt *its, const PetscReal **history);
+PETSC_EXTERN PetscErrorCode TNMGRITDestroy(TNMGRIT *);
+
+/* Sequential reference on one rank: u_p = Phi(u_{p-1}) for p = 1..N, u of (N+1)*size. */
+PETSC_EXTERN PetscErrorCode TNMGRITSequential(const TNMGRITApp *app, PetscInt N, PetscScalar *u);
+
+#endif

@@ -1,0 +1,147 @@
+/* MGRIT against the sequential recursion, on any number of ranks: a nonlinear one-step map
+   with a coarse propagator of the same form, solved to tight tolerance, must give the
+   sequential states; each iteration must reduce the residual. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "mgrit.h"
+#include "rng.h"
+
+#define CHECK(call) assert_int_equal((call), 0)
+#define K 5
+
+typedef struct {
+  PetscScalar A[64][K * K], b[64][K];
+  PetscReal   h;
+} Toy;
+
+/* u_to = u_from + (to - from) h tanh(A_from u + b_from): one explicit step of stride to-from,
+   with the weights of the interval's first step (the fine map when the stride is 1). */
+static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
+{
+  Toy *t = (Toy *)ctx;
+
+  PetscFunctionBegin;
+  for (PetscInt i = 0; i < K; i++) {
+    PetscScalar z = t->b[from][i];
+    for (PetscInt k = 0; k < K; k++) z += t->A[from][i * K + k] * u[k];
+    out[i] = u[i] + (to - from) * t->h * PetscTanhReal(z);
+  }
+  PetscFunctionReturn(0);
+}
+
+static void ToySetUp(Toy *t, PetscInt N)
+{
+  for (PetscInt j = 0; j < N; j++) {
+    for (PetscInt i = 0; i < K * K; i++) t->A[j][i] = 2 * TNUniform(9, 1, (uint64_t)(j * 100 + i)) - 1;
+    for (PetscInt i = 0; i < K; i++) t->b[j][i] = 0.3 * (2 * TNUniform(9, 2, (uint64_t)(j * 100 + i)) - 1);
+  }
+  t->h = 1.0 / N;
+}
+
+static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror)
+{
+  Toy         toy;
+  TNMGRITApp  app = {K, &toy, ToyStep};
+  TNMGRIT     mg;
+  PetscScalar ref[(64 + 1) * K], u0[K], *u;
+  PetscInt    lo, hi, its, nh;
+  PetscReal   res, err = 0;
+  const PetscReal *hist;
+
+  ToySetUp(&toy, N);
+  for (PetscInt i = 0; i < K; i++) u0[i] = ref[i] = 2 * TNUniform(9, 3, (uint64_t)i) - 1;
+  CHECK(TNMGRITSequential(&app, N, ref));
+  CHECK(TNMGRITCreate(PETSC_COMM_WORLD, N, mirror, &app, &mg));
+  CHECK(TNMGRITSetParameters(mg, m, levels, 60, 1e-13));
+  CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
+  CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
+  for (PetscInt p = 0; p <= hi - lo; p++)
+    for (PetscInt i = 0; i < K; i++) u[p * K + i] = u0[i];
+  CHECK(TNMGRITSolve(mg, u0, u, &its, &res));
+  for (PetscInt p = lo; p <= hi; p++)
+    for (PetscInt i = 0; i < K; i++) err = PetscMax(err, PetscAbsScalar(u[(p - lo) * K + i] - ref[p * K + i]));
+  CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
+  CHECK(TNMGRITGetResidualHistory(mg, &nh, &hist));
+  print_message("N %d m %d levels %d%s: %d iterations, residual %.1e, |MGRIT - sequential| %.1e\n", (int)N, (int)m, (int)levels,
+                mirror ? " mirrored" : "", (int)its, (double)res, (double)err);
+  assert_true(res <= 1e-13);
+  assert_true(err < 1e-11);
+  for (PetscInt k = 0; k < nh; k++) print_message("  %.2e", (double)hist[k]);
+  print_message("\n");
+  /* two-level: each iteration reduces the residual, until it reaches rounding (a V-cycle over
+     more levels solves the coarse problem inexactly and need not) */
+  if (levels == 2)
+    for (PetscInt k = 1; k < nh; k++) assert_true(hist[k] < hist[k - 1] || hist[k] < 1e-13);
+  /* ownership: contiguous, covering 0..N */
+  {
+    PetscMPIInt size, rank;
+    PetscInt    prev_hi = 0;
+    CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+    CHECK(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+    if (rank > 0) CHECK(MPI_Recv(&prev_hi, 1, MPIU_INT, rank - 1, 7, PETSC_COMM_WORLD, MPI_STATUS_IGNORE));
+    assert_int_equal(lo, prev_hi);
+    if (rank < size - 1) CHECK(MPI_Send(&hi, 1, MPIU_INT, rank + 1, 7, PETSC_COMM_WORLD));
+    else assert_int_equal(hi, N);
+  }
+  CHECK(PetscFree(u));
+  CHECK(TNMGRITDestroy(&mg));
+}
+
+static void test_two_level(void **state)
+{
+  (void)state;
+  Compare(37, 4, 2, PETSC_FALSE);
+  Compare(40, 2, 2, PETSC_FALSE);
+  Compare(37, 4, 2, PETSC_TRUE);
+}
+
+static void test_multilevel(void **state)
+{
+  (void)state;
+  Compare(64, 2, 3, PETSC_FALSE);
+  Compare(61, 2, 4, PETSC_TRUE);
+  Compare(50, 3, 3, PETSC_FALSE);
+}
+
+/* One iteration with a fixed small budget is the inexact mode: it must already improve on the
+   initial guess. */
+static void test_inexact(void **state)
+{
+  Toy         toy;
+  TNMGRITApp  app = {K, &toy, ToyStep};
+  TNMGRIT     mg;
+  PetscScalar u0[K], *u;
+  PetscInt    lo, hi, its;
+  PetscReal   r1, r2;
+
+  (void)state;
+  ToySetUp(&toy, 48);
+  for (PetscInt i = 0; i < K; i++) u0[i] = 0.5;
+  for (PetscInt max_it = 1; max_it <= 2; max_it++) {
+    CHECK(TNMGRITCreate(PETSC_COMM_WORLD, 48, PETSC_FALSE, &app, &mg));
+    CHECK(TNMGRITSetParameters(mg, 4, 2, max_it, 0));
+    CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
+    CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
+    for (PetscInt p = 0; p <= (hi - lo) * K; p++) u[p] = 0.5;
+    CHECK(TNMGRITSolve(mg, u0, u, &its, max_it == 1 ? &r1 : &r2));
+    assert_int_equal(its, max_it);
+    CHECK(PetscFree(u));
+    CHECK(TNMGRITDestroy(&mg));
+  }
+  print_message("inexact: residual after 1 iteration %.1e, after 2 %.1e\n", (double)r1, (double)r2);
+  assert_true(r2 < r1);
+}
+
+int main(int argc, char **argv)
+{
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_inexact)};
+  int                     fails;
+
+  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
+  fails = cmocka_run_group_tests(tests, NULL, NULL);
+  if (PetscFinalize()) return 1;
+  return fails;
+}
