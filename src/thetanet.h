@@ -44,22 +44,38 @@ typedef struct {
 
 PETSC_EXTERN PetscInt       TNParamCount(const TNModelConfig *);
 PETSC_EXTERN void           TNParamsSet(const TNModelConfig *, PetscScalar *buf, TNParams *);
+/* The same layout holding only nblocks of the L blocks (a depth rank's share). */
+PETSC_EXTERN PetscInt       TNParamCountBlocks(const TNModelConfig *, PetscInt nblocks);
+PETSC_EXTERN void           TNParamsSetBlocks(const TNModelConfig *, PetscInt nblocks, PetscScalar *buf, TNParams *);
 PETSC_EXTERN PetscErrorCode TNModelConfigCheck(const TNModelConfig *, const char *what);
 
 typedef struct _n_TNModel *TNModel;
 struct _n_TNModel {
-  TNModelConfig cfg;
-  PetscInt      nparams;
-  PetscScalar  *theta_buf; /* the nparams parameters */
-  TNParams      p;         /* views into theta_buf */
+  TNModelConfig cfg;       /* the whole network */
+  PetscInt      jlo, jhi;  /* the blocks held here: all of them, or a depth rank's share */
+  MPI_Comm      depth;     /* the ranks holding the other blocks (MPI_COMM_NULL: none) */
+  PetscInt      nparams;   /* parameters held here */
+  PetscScalar  *theta_buf; /* the nparams parameters: K kb W[jlo..jhi) b[jlo..jhi) C c */
+  TNParams      p;         /* views into theta_buf; p.W starts at block jlo */
 };
 
 PETSC_EXTERN PetscErrorCode TNModelCreate(const TNModelConfig *, TNModel *);
+/* A model holding blocks [jlo, jhi) on this rank of depth (the opening layer is meaningful on
+   the rank with jlo = 0, the closing one on the rank with jhi = L). */
+PETSC_EXTERN PetscErrorCode TNModelCreateLocal(const TNModelConfig *, MPI_Comm depth, PetscInt jlo, PetscInt jhi, TNModel *);
+/* Views of a buffer in this model's (local) layout: a gradient, an optimiser moment. */
+PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
+/* Collective on the model's depth ranks: the whole-network buffer full (every rank) from each
+   rank's local buffer, and the local share of a whole-network buffer. */
+PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
+PETSC_EXTERN void           TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
 PETSC_EXTERN PetscErrorCode TNModelInitialize(TNModel, PetscInt64 seed);
 PETSC_EXTERN PetscErrorCode TNModelDestroy(TNModel *);
-/* A = W or W - W^T - gamma I for block j, into an n x n buffer. */
+/* A = W or W - W^T - gamma I for block j (held here), into an n x n buffer. */
 PETSC_EXTERN void TNModelBlockOperator(TNModel, PetscInt j, PetscScalar *A);
-/* R of DESIGN.md §1, and (when grad != NULL) dR/dparams added into grad. */
+/* R of DESIGN.md §1, and (when grad != NULL) dR/dparams added into grad. With the blocks split
+   across depth ranks (collective on them) each rank returns its share of R: the decay of its
+   layers and the smoothness terms ending in its blocks; summed over the ranks it is R. */
 PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad);
 
 /* A dataset held in memory: X is N x d row-major double; classification keeps integer labels,

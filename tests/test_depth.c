@@ -1,0 +1,62 @@
+/* Blocks split across depth ranks: the shares of a model initialise as the whole model does,
+   gather back to it, and give the whole model's regulariser and its gradient, including the
+   smoothness terms that couple blocks across rank boundaries. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include "thetanet.h"
+#include "rng.h"
+
+#define CHECK(call) assert_int_equal((call), 0)
+
+static void test_split_model(void **state)
+{
+  TNModelConfig cfg = {.d = 3, .n = 4, .L = 7, .m = 2, .theta = 0.5, .T = 1.3, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+  TNModel       full, part;
+  PetscMPIInt   size, rank;
+  PetscInt      jlo, jhi;
+  PetscScalar  *gfull, *gpart, *gathered;
+  PetscReal     Rfull, Rpart, err = 0;
+
+  (void)state;
+  CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  CHECK(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  CHECK(TNModelCreate(&cfg, &full));
+  CHECK(TNModelInitialize(full, 5));
+  for (PetscInt i = 0; i < cfg.L * cfg.n; i++) full->p.b[i] = TNUniform(5, 9, (uint64_t)i) - 0.5;
+  TNGridSplit(cfg.L, size, rank, &jlo, &jhi);
+  CHECK(TNModelCreateLocal(&cfg, PETSC_COMM_WORLD, jlo, jhi, &part));
+  CHECK(TNModelInitialize(part, 5));
+  for (PetscInt i = 0; i < (jhi - jlo) * cfg.n; i++) part->p.b[i] = full->p.b[jlo * cfg.n + i];
+
+  CHECK(PetscCalloc3(full->nparams, &gfull, part->nparams, &gpart, full->nparams, &gathered));
+  CHECK(TNModelAllgather(part, part->theta_buf, gathered));
+  for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - full->theta_buf[i]));
+  assert_true(err == 0);
+
+  CHECK(TNModelRegularizer(full, 0.3, 0.7, &Rfull, gfull));
+  CHECK(TNModelRegularizer(part, 0.3, 0.7, &Rpart, gpart));
+  CHECK(MPI_Allreduce(MPI_IN_PLACE, &Rpart, 1, MPIU_REAL, MPI_SUM, PETSC_COMM_WORLD));
+  CHECK(TNModelAllgather(part, gpart, gathered));
+  for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - gfull[i]));
+  print_message("%d ranks: R %.15g (split) vs %.15g, gradient difference %.1e\n", size, (double)Rpart, (double)Rfull, (double)err);
+  assert_true(PetscAbsReal(Rpart - Rfull) <= 1e-13 * Rfull);
+  assert_true(err <= 1e-13);
+
+  CHECK(PetscFree3(gfull, gpart, gathered));
+  CHECK(TNModelDestroy(&part));
+  CHECK(TNModelDestroy(&full));
+}
+
+int main(int argc, char **argv)
+{
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model)};
+  int                     fails;
+
+  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
+  fails = cmocka_run_group_tests(tests, NULL, NULL);
+  if (PetscFinalize()) return 1;
+  return fails;
+}
