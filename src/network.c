@@ -1,23 +1,67 @@
 /* Propagation of a local batch: y_0 = s0(K x + k), the theta-blocks, z = C y_L + c, forward and
-   adjoint (DESIGN.md §1). Batches are row-major B x width, so every layer is one GEMM. */
+   adjoint (DESIGN.md §1), in the memory modes store, reversible and checkpoint. Batches are
+   row-major B x width, so every layer is one GEMM. */
 #include "network.h"
 #include "activation.h"
 #include "events.h"
 
 const char *const TNMemoryModes[] = {"store", "reversible", "checkpoint", "TNMemoryMode", "TN_MEMORY_", NULL};
 
+/* The blocks are taken in segments of `stride` blocks, segment k = blocks [k s, min((k+1) s, L)).
+   The segment buffers hold one segment's states and layer values, exactly what the adjoint steps
+   read. The forward pass leaves the last segment in them; the backward pass restores each
+   earlier segment before its adjoint steps:
+     store       s = L: one segment, nothing to restore;
+     checkpoint  s: the first state of every segment but the last is kept, and the segment is
+                 recomputed forward from it;
+     reversible  s = 1: nothing is kept; y_j is rebuilt from y_{j+1} by the reverse solve. */
 struct _n_TNNetwork {
   TNModel       model;
   PetscInt      Bmax;
   TNBlockSolver solver;
-  PetscScalar  *Y;  /* (L+1) states, each Bmax x n, contiguous so y_j, y_{j+1} stack */
-  PetscScalar  *FJ; /* L values F_j(y_j) */
-  PetscScalar  *FN; /* L values F_j(y_{j+1}) (implicit blocks only) */
-  PetscScalar  *A;  /* L operators W_j - W_j^T - gamma I (antisymmetric models only) */
+  TNMemoryMode  mode;
+  PetscInt      stride; /* blocks per segment */
+  PetscReal     tol;    /* reversible: a batch whose y_0 is rebuilt worse than this is logged (-info) */
+  PetscReal     recon;  /* reversible: largest |rebuilt y_0 - y_0| since the last query */
+  PetscScalar  *Y;      /* s+1 states of a segment, each Bmax x n, contiguous so y_j, y_{j+1} stack */
+  PetscScalar  *FJ;     /* s values F_j(y_j) */
+  PetscScalar  *FN;     /* s values F_j(y_{j+1}) (implicit blocks, and every block in reversible mode) */
+  PetscScalar  *CK;     /* checkpoint mode: y_{ks} for the segments k before the last */
+  PetscScalar  *A;      /* L operators W_j - W_j^T - gamma I (antisymmetric models only) */
   PetscScalar  *lam, *mu, *U, *G, *D;
   PetscScalar  *rhs;
   char          failure[256];
 };
+
+static PetscInt SegmentCount(TNNetwork net)
+{
+  return (net->model->cfg.L + net->stride - 1) / net->stride;
+}
+
+/* The segment buffers and checkpoints of the memory mode, for batches of up to Bmax samples. */
+static PetscErrorCode NetworkAllocate(TNNetwork net)
+{
+  const TNModelConfig *c = &net->model->cfg;
+  const PetscInt       S = net->Bmax * c->n, nseg = SegmentCount(net);
+
+  PetscFunctionBegin;
+  PetscCall(PetscMalloc1((net->stride + 1) * S, &net->Y));
+  PetscCall(PetscMalloc1(net->stride * S, &net->FJ));
+  /* an explicit block's reverse solve needs F_j(y_{j+1}) too: its right-hand side and predictor */
+  if (c->theta > 0 || net->mode == TN_MEMORY_REVERSIBLE) PetscCall(PetscMalloc1(net->stride * S, &net->FN));
+  if (net->mode == TN_MEMORY_CHECKPOINT && nseg > 1) PetscCall(PetscMalloc1((nseg - 1) * S, &net->CK));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode NetworkFree(TNNetwork net)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscFree(net->Y));
+  PetscCall(PetscFree(net->FJ));
+  PetscCall(PetscFree(net->FN));
+  PetscCall(PetscFree(net->CK));
+  PetscFunctionReturn(0);
+}
 
 PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out)
 {
@@ -29,12 +73,11 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
   PetscCheck(max_batch > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "batch must be positive");
   PetscCall(TNEventsRegister());
   PetscCall(PetscNew(&net));
-  net->model = model;
-  net->Bmax  = max_batch;
+  net->model  = model;
+  net->Bmax   = max_batch;
+  net->mode   = TN_MEMORY_STORE;
+  net->stride = c->L;
   PetscCall(TNBlockSolverCreate(c->n, &net->solver));
-  PetscCall(PetscMalloc1((c->L + 1) * S, &net->Y));
-  PetscCall(PetscMalloc1(c->L * S, &net->FJ));
-  if (c->theta > 0) PetscCall(PetscMalloc1(c->L * S, &net->FN));
   if (c->antisymmetric) PetscCall(PetscMalloc1(c->L * c->n * c->n, &net->A));
   PetscCall(PetscMalloc6(S, &net->lam, S, &net->mu, 2 * S, &net->U, c->n * c->n, &net->G, S, &net->D, S, &net->rhs));
   *out = net;
@@ -53,9 +96,7 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscFunctionBegin;
   if (!*net) PetscFunctionReturn(0);
   PetscCall(TNBlockSolverDestroy(&(*net)->solver));
-  PetscCall(PetscFree((*net)->Y));
-  PetscCall(PetscFree((*net)->FJ));
-  PetscCall(PetscFree((*net)->FN));
+  PetscCall(NetworkFree(*net));
   PetscCall(PetscFree((*net)->A));
   PetscCall(PetscFree6((*net)->lam, (*net)->mu, (*net)->U, (*net)->G, (*net)->D, (*net)->rhs));
   PetscCall(PetscFree(*net));
@@ -71,20 +112,30 @@ PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs)
 
 PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt stride, PetscReal tol)
 {
+  const PetscInt L = net->model->cfg.L;
+
   PetscFunctionBegin;
-  (void)net;
-  (void)stride;
-  (void)tol;
-  PetscCheck(mode == TN_MEMORY_STORE, PETSC_COMM_SELF, TN_ERR_USER, "-memory %s: this version keeps every state (use -memory store)",
-             TNMemoryModes[mode]);
+  PetscCheck(stride >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "memory stride must be non-negative, got %" PetscInt_FMT, stride);
+  PetscCheck(tol > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "reconstruction tolerance must be positive, got %g", (double)tol);
+  PetscCall(NetworkFree(net));
+  net->mode  = mode;
+  net->tol   = tol;
+  net->recon = 0;
+  if (mode == TN_MEMORY_STORE) net->stride = L;
+  else if (mode == TN_MEMORY_REVERSIBLE) net->stride = 1;
+  else {
+    /* about sqrt(L): the L/s checkpoints and the ~3s arrays of a segment are both O(sqrt(L)) */
+    net->stride = stride ? PetscMin(stride, L) : PetscMax(1, (PetscInt)(PetscSqrtReal((PetscReal)L) + 0.5));
+  }
+  PetscCall(NetworkAllocate(net));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNNetworkGetReconstructionError(TNNetwork net, PetscReal *error)
 {
   PetscFunctionBegin;
-  (void)net;
-  *error = 0;
+  *error     = net->recon;
+  net->recon = 0;
   PetscFunctionReturn(0);
 }
 
@@ -112,30 +163,93 @@ static void BlockLayer(TNNetwork net, PetscInt j, TNBlockLayer *L)
   L->theta = c->theta;
 }
 
-PetscErrorCode TNNetworkBlockStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj, PetscScalar *yj1,
-                                  PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok)
+/* One theta-solve of block j with the step and theta of L: y_to = y_from + h[(1-theta) F(y_from) +
+   theta F(y_to)], returning F_from = F(y_from) and, when theta > 0, F_to = F(y_to). With the
+   block's own (h, theta) this is the forward step y_j -> y_{j+1}. With (-h, 1-theta) it is the
+   same equation read backwards, y_j + h(1-theta) F_j(y_j) = y_{j+1} - h theta F_j(y_{j+1}): the
+   reverse step y_{j+1} -> y_j, whose predictor is y_{j+1} - h F_j(y_{j+1}). */
+static PetscErrorCode ThetaSolve(TNNetwork net, PetscInt j, const char *direction, const TNBlockLayer *L, PetscInt B,
+                                 const PetscScalar *yfrom, PetscScalar *yto, PetscScalar *Ffrom, PetscScalar *Fto, PetscBool *ok)
 {
-  TNBlockLayer   L;
-  const PetscInt N = B * net->model->cfg.n;
+  const PetscInt N = B * L->n;
   PetscReal      res;
 
   PetscFunctionBegin;
-  BlockLayer(net, j, &L);
-  TNRowsApply(B, L.n, L.n, yj, L.A, L.b, net->rhs);
-  TNActivate(L.act, N, net->rhs, Fj);
+  TNRowsApply(B, L->n, L->n, yfrom, L->A, L->b, net->rhs);
+  TNActivate(L->act, N, net->rhs, Ffrom);
   *ok = PETSC_TRUE;
-  if (L.theta == 0) {
-    for (PetscInt i = 0; i < N; i++) yj1[i] = yj[i] + L.h * Fj[i];
+  if (L->theta == 0) {
+    for (PetscInt i = 0; i < N; i++) yto[i] = yfrom[i] + L->h * Ffrom[i];
     PetscFunctionReturn(0);
   }
   for (PetscInt i = 0; i < N; i++) {
-    net->rhs[i] = yj[i] + L.h * (1 - L.theta) * Fj[i];
-    yj1[i]      = yj[i];
+    net->rhs[i] = yfrom[i] + L->h * (1 - L->theta) * Ffrom[i];
+    yto[i]      = yfrom[i];
   }
   PetscCall(PetscLogEventBegin(TN_EVENT_BLOCK, 0, 0, 0, 0));
-  PetscCall(TNBlockSolverSolve(net->solver, &L, B, Fj, net->rhs, yj1, Fn, ok, &res));
+  PetscCall(TNBlockSolverSolve(net->solver, L, B, Ffrom, net->rhs, yto, Fto, ok, &res));
   PetscCall(PetscLogEventEnd(TN_EVENT_BLOCK, 0, 0, 0, 0));
-  if (!*ok) PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "block %" PetscInt_FMT " forward solve did not converge: residual %.3e", j, (double)res));
+  if (!*ok)
+    PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "block %" PetscInt_FMT " %s solve did not converge: residual %.3e", j, direction,
+                            (double)res));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkBlockStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj, PetscScalar *yj1,
+                                  PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok)
+{
+  TNBlockLayer L;
+
+  PetscFunctionBegin;
+  BlockLayer(net, j, &L);
+  PetscCall(ThetaSolve(net, j, "forward", &L, B, yj, yj1, Fj, Fn, ok));
+  PetscFunctionReturn(0);
+}
+
+/* y_j from y_{j+1} (reversible mode), with Fn = F_j(y_{j+1}) and, for theta < 1, Fj = F_j(y_j);
+   for theta = 1 the reversal is explicit and Fj is not needed (the adjoint step has no
+   (1-theta) term). */
+static PetscErrorCode BlockReverseStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj1, PetscScalar *yj,
+                                       PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok)
+{
+  TNBlockLayer L;
+
+  PetscFunctionBegin;
+  BlockLayer(net, j, &L);
+  L.h     = -L.h;
+  L.theta = 1 - L.theta;
+  PetscCall(ThetaSolve(net, j, "reverse", &L, B, yj1, yj, Fn, Fj, ok));
+  PetscFunctionReturn(0);
+}
+
+/* The forward steps of segment k, from its first state in Y. */
+static PetscErrorCode SegmentForward(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok)
+{
+  const PetscInt S = B * net->model->cfg.n, a = k * net->stride, e = PetscMin(a + net->stride, net->model->cfg.L);
+
+  PetscFunctionBegin;
+  for (PetscInt j = a; j < e && *ok; j++) {
+    const PetscInt i = j - a;
+    PetscCall(TNNetworkBlockStep(net, j, B, net->Y + i * S, net->Y + (i + 1) * S, net->FJ + i * S, net->FN ? net->FN + i * S : NULL, ok));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* Fill the segment buffers with segment k (not the last) again. On entry Y holds the first state
+   of segment k+1, which is the last state of segment k. */
+static PetscErrorCode SegmentRestore(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok)
+{
+  const PetscInt S = B * net->model->cfg.n;
+
+  PetscFunctionBegin;
+  if (net->mode == TN_MEMORY_CHECKPOINT) {
+    PetscCall(PetscArraycpy(net->Y, net->CK + k * S, S));
+    PetscCall(SegmentForward(net, k, B, ok));
+  } else {
+    /* reversible: segment k is block k alone */
+    PetscCall(PetscArraycpy(net->Y + S, net->Y, S));
+    PetscCall(BlockReverseStep(net, k, B, net->Y + S, net->Y, net->FJ, net->FN, ok));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -204,10 +318,11 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
 {
   TNModel              M = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n;
+  const PetscInt       S = B * c->n, s = net->stride, nseg = SegmentCount(net);
 
   PetscFunctionBegin;
   PetscCheck(B <= net->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "batch %" PetscInt_FMT " exceeds %" PetscInt_FMT, B, net->Bmax);
+  if (!net->Y) PetscCall(NetworkAllocate(net));
   PetscCall(PetscLogEventBegin(TN_EVENT_FORWARD, 0, 0, 0, 0));
   net->failure[0] = 0;
   *ok             = PETSC_TRUE;
@@ -215,11 +330,27 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
     for (PetscInt j = 0; j < c->L; j++) TNModelBlockOperator(M, j, net->A + j * c->n * c->n);
   TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
   TNActivate(c->opening_act, S, net->Y, net->Y);
-  for (PetscInt j = 0; j < c->L && *ok; j++)
-    PetscCall(TNNetworkBlockStep(net, j, B, net->Y + j * S, net->Y + (j + 1) * S, net->FJ + j * S, net->FN ? net->FN + j * S : NULL, ok));
-  TNRowsApply(B, c->m, c->n, net->Y + c->L * S, M->p.C, M->p.c, out);
+  for (PetscInt k = 0; k < nseg && *ok; k++) {
+    /* segment k starts where segment k-1 (always of full length) ended */
+    if (k > 0) PetscCall(PetscArraycpy(net->Y, net->Y + s * S, S));
+    if (net->CK && k < nseg - 1) PetscCall(PetscArraycpy(net->CK + k * S, net->Y, S));
+    PetscCall(SegmentForward(net, k, B, ok));
+  }
+  TNRowsApply(B, c->m, c->n, net->Y + (c->L - (nseg - 1) * s) * S, M->p.C, M->p.c, out);
   PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
   PetscFunctionReturn(0);
+}
+
+/* Largest |a - b| of two arrays; NaN wins, so a failed reversal cannot pass for a good one. */
+static PetscReal MaxAbsDifference(PetscInt N, const PetscScalar *a, const PetscScalar *b)
+{
+  PetscReal err = 0;
+
+  for (PetscInt i = 0; i < N; i++) {
+    const PetscReal d = PetscAbsScalar(a[i] - b[i]);
+    if (!(d <= err)) err = d;
+  }
+  return err;
 }
 
 PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad,
@@ -227,7 +358,8 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
 {
   TNModel              M = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n;
+  const PetscInt       S = B * c->n, s = net->stride, nseg = SegmentCount(net);
+  const PetscScalar   *y0 = net->Y;
   TNParams             g;
 
   PetscFunctionBegin;
@@ -235,14 +367,32 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
   TNParamsSet(c, grad, &g);
   *ok = PETSC_TRUE;
   /* closing layer: dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
-  TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + c->L * S, g.C);
+  TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + (c->L - (nseg - 1) * s) * S, g.C);
   AddColumnSums(B, c->m, dout, g.c);
   TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->lam);
-  for (PetscInt j = c->L - 1; j >= 0 && *ok; j--)
-    PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->Y + j * S, net->Y + (j + 1) * S, net->FJ + j * S, net->FN ? net->FN + j * S : NULL,
-                                        net->lam, net->lam, grad, ok));
+  for (PetscInt k = nseg - 1; k >= 0 && *ok; k--) {
+    const PetscInt a = k * s, e = PetscMin(a + s, c->L);
+    if (k < nseg - 1) PetscCall(SegmentRestore(net, k, B, ok));
+    for (PetscInt j = e - 1; j >= a && *ok; j--) {
+      const PetscInt i = j - a;
+      PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->Y + i * S, net->Y + (i + 1) * S, net->FJ + i * S, net->FN ? net->FN + i * S : NULL,
+                                          net->lam, net->lam, grad, ok));
+    }
+  }
+  if (net->mode == TN_MEMORY_REVERSIBLE && nseg > 1 && *ok) {
+    /* y_0 is recomputable from the input: how far the reversal drifted, and the exact y_0 for
+       the opening layer's derivative (U is free once the blocks are done) */
+    PetscScalar *exact = net->U;
+    PetscReal    err;
+    TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, exact);
+    TNActivate(c->opening_act, S, exact, exact);
+    err        = MaxAbsDifference(S, exact, net->Y);
+    net->recon = PetscIsNanReal(err) || err > net->recon ? err : net->recon;
+    if (!(err <= net->tol)) PetscCall(PetscInfo(NULL, "reconstruction error of y_0 %g exceeds %g\n", (double)err, (double)net->tol));
+    y0 = exact;
+  }
   /* opening layer: dz_0 = lambda_0 . s0'(K x + k) */
-  TNActivationDerivative(c->opening_act, S, net->Y, net->D);
+  TNActivationDerivative(c->opening_act, S, y0, net->D);
   for (PetscInt i = 0; i < S; i++) net->D[i] *= net->lam[i];
   TNRowsOuterAdd(B, c->n, c->d, 1.0, net->D, X, g.K);
   AddColumnSums(B, c->n, net->D, g.kb);

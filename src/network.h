@@ -12,15 +12,18 @@ typedef struct _n_TNNetwork *TNNetwork;
 typedef enum { TN_MEMORY_STORE, TN_MEMORY_REVERSIBLE, TN_MEMORY_CHECKPOINT } TNMemoryMode;
 PETSC_EXTERN const char *const TNMemoryModes[];
 
-/* Holds the states of up to max_batch samples (memory mode `store`). */
+/* Propagates batches of up to max_batch samples, in memory mode `store` until TNNetworkSetMemory
+   says otherwise; the state storage is allocated by TNNetworkSetMemory or the first forward. */
 PETSC_EXTERN PetscErrorCode TNNetworkCreate(TNModel, PetscInt max_batch, TNNetwork *);
 PETSC_EXTERN PetscErrorCode TNNetworkSetFromOptions(TNNetwork);
-/* store: every state; reversible: only y_L, the others rebuilt backwards by solving
+/* store: every state (L+1 states, L values F_j(y_j) and, for theta > 0, L values F_j(y_{j+1}));
+   reversible: O(1) in L, the states rebuilt backwards by solving
    y_j + h(1-theta)F_j(y_j) = y_{j+1} - h theta F_j(y_{j+1}); checkpoint: every stride-th state,
    the others recomputed segment by segment (stride 0: about sqrt(L)). tol: reconstruction
-   error of y_0 above which reversible mode warns. */
+   error of y_0 above which a batch is logged with -info. Replaces the storage of a previous call. */
 PETSC_EXTERN PetscErrorCode TNNetworkSetMemory(TNNetwork, TNMemoryMode, PetscInt stride, PetscReal tol);
-/* Largest reconstruction error of y_0 (max norm) since the last call, reversible mode. */
+/* Largest reconstruction error of y_0 (max norm of the rebuilt y_0 against s0(K x + k)) over the
+   backward passes since the last call; 0 outside reversible mode. */
 PETSC_EXTERN PetscErrorCode TNNetworkGetReconstructionError(TNNetwork, PetscReal *error);
 PETSC_EXTERN PetscErrorCode TNNetworkDestroy(TNNetwork *);
 

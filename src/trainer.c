@@ -116,7 +116,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->problem           = TN_PROBLEM_SPIRALS;
   t->memory            = TN_MEMORY_STORE;
   t->memory_stride     = 0;
-  t->memory_tol        = 1e-6;
+  t->memory_tol        = 1e-4;
   /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
      terminal is only trusted outside one. */
   t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_PROCID")) ? PETSC_TRUE : PETSC_FALSE;
