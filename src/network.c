@@ -27,15 +27,23 @@ struct _n_TNNetwork {
   PetscScalar  *FJ;     /* s values F_j(y_j) */
   PetscScalar  *FN;     /* s values F_j(y_{j+1}) (implicit blocks, and every block in reversible mode) */
   PetscScalar  *CK;     /* checkpoint mode: y_{ks} for the segments k before the last */
-  PetscScalar  *A;      /* L operators W_j - W_j^T - gamma I (antisymmetric models only) */
+  PetscScalar  *A;      /* the local blocks' W_j - W_j^T - gamma I (antisymmetric models only) */
+  PetscScalar  *msg;    /* a state passed between depth ranks, and a failure flag after it */
+  PetscBool     forward_ok;
   PetscScalar  *lam, *mu, *U, *G, *D;
   PetscScalar  *rhs;
   char          failure[256];
 };
 
+/* Blocks held here: all L, or a depth rank's share [jlo, jhi) of the model. */
+static PetscInt LocalBlocks(TNNetwork net)
+{
+  return net->model->jhi - net->model->jlo;
+}
+
 static PetscInt SegmentCount(TNNetwork net)
 {
-  return (net->model->cfg.L + net->stride - 1) / net->stride;
+  return (LocalBlocks(net) + net->stride - 1) / net->stride;
 }
 
 /* The segment buffers and checkpoints of the memory mode, for batches of up to Bmax samples. */
@@ -76,10 +84,11 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
   net->model  = model;
   net->Bmax   = max_batch;
   net->mode   = TN_MEMORY_STORE;
-  net->stride = c->L;
+  net->stride = LocalBlocks(net);
   PetscCall(TNBlockSolverCreate(c->n, &net->solver));
-  if (c->antisymmetric) PetscCall(PetscMalloc1(c->L * c->n * c->n, &net->A));
+  if (c->antisymmetric) PetscCall(PetscMalloc1(LocalBlocks(net) * c->n * c->n, &net->A));
   PetscCall(PetscMalloc6(S, &net->lam, S, &net->mu, 2 * S, &net->U, c->n * c->n, &net->G, S, &net->D, S, &net->rhs));
+  PetscCall(PetscMalloc1(S + 1, &net->msg));
   *out = net;
   PetscFunctionReturn(0);
 }
@@ -99,6 +108,7 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscCall(NetworkFree(*net));
   PetscCall(PetscFree((*net)->A));
   PetscCall(PetscFree6((*net)->lam, (*net)->mu, (*net)->U, (*net)->G, (*net)->D, (*net)->rhs));
+  PetscCall(PetscFree((*net)->msg));
   PetscCall(PetscFree(*net));
   PetscFunctionReturn(0);
 }
@@ -112,7 +122,7 @@ PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs)
 
 PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt stride, PetscReal tol)
 {
-  const PetscInt L = net->model->cfg.L;
+  const PetscInt L = LocalBlocks(net);
 
   PetscFunctionBegin;
   PetscCheck(stride >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "memory stride must be non-negative, got %" PetscInt_FMT, stride);
@@ -154,10 +164,11 @@ const char *TNNetworkGetFailure(TNNetwork net)
 static void BlockLayer(TNNetwork net, PetscInt j, TNBlockLayer *L)
 {
   const TNModelConfig *c = &net->model->cfg;
+  const PetscInt       k = j - net->model->jlo; /* held here as the k-th block */
 
   L->n     = c->n;
-  L->A     = c->antisymmetric ? net->A + j * c->n * c->n : net->model->p.W + j * c->n * c->n;
-  L->b     = net->model->p.b + j * c->n;
+  L->A     = c->antisymmetric ? net->A + k * c->n * c->n : net->model->p.W + k * c->n * c->n;
+  L->b     = net->model->p.b + k * c->n;
   L->act   = c->act;
   L->h     = c->T / c->L;
   L->theta = c->theta;
@@ -225,7 +236,7 @@ static PetscErrorCode BlockReverseStep(TNNetwork net, PetscInt j, PetscInt B, co
 /* The forward steps of segment k, from its first state in Y. */
 static PetscErrorCode SegmentForward(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok)
 {
-  const PetscInt S = B * net->model->cfg.n, a = k * net->stride, e = PetscMin(a + net->stride, net->model->cfg.L);
+  const PetscInt S = B * net->model->cfg.n, jlo = net->model->jlo, a = jlo + k * net->stride, e = PetscMin(a + net->stride, net->model->jhi);
 
   PetscFunctionBegin;
   for (PetscInt j = a; j < e && *ok; j++) {
@@ -246,9 +257,9 @@ static PetscErrorCode SegmentRestore(TNNetwork net, PetscInt k, PetscInt B, Pets
     PetscCall(PetscArraycpy(net->Y, net->CK + k * S, S));
     PetscCall(SegmentForward(net, k, B, ok));
   } else {
-    /* reversible: segment k is block k alone */
+    /* reversible: segment k is the k-th block held here alone */
     PetscCall(PetscArraycpy(net->Y + S, net->Y, S));
-    PetscCall(BlockReverseStep(net, k, B, net->Y + S, net->Y, net->FJ, net->FN, ok));
+    PetscCall(BlockReverseStep(net, net->model->jlo + k, B, net->Y + S, net->Y, net->FJ, net->FN, ok));
   }
   PetscFunctionReturn(0);
 }
@@ -276,7 +287,7 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
 
   PetscFunctionBegin;
   BlockLayer(net, j, &L);
-  TNParamsSet(c, grad, &g);
+  TNModelParams(net->model, grad, &g);
   *ok = PETSC_TRUE;
   if (w1 > 0) {
     PetscReal res;
@@ -296,7 +307,7 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
   }
 
   /* the weight gradient of block j, before lambda_out may overwrite lambda_in */
-  dA = c->antisymmetric ? net->G : g.W + j * n * n;
+  dA = c->antisymmetric ? net->G : g.W + (j - net->model->jlo) * n * n;
   if (c->antisymmetric) PetscCall(PetscArrayzero(dA, n * n));
   if (w0 > 0 && w1 > 0 && yj1 == yj + N) TNRowsOuterAdd(2 * B, n, n, 1.0, U0, yj, dA); /* one GEMM over [y_j; y_{j+1}] */
   else {
@@ -305,12 +316,50 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
   }
   if (c->antisymmetric)
     for (PetscInt i = 0; i < n; i++)
-      for (PetscInt k = 0; k < n; k++) g.W[j * n * n + i * n + k] += dA[i * n + k] - dA[k * n + i];
-  if (w0 > 0) AddColumnSums(B, n, U0, g.b + j * n);
-  if (w1 > 0) AddColumnSums(B, n, U1, g.b + j * n);
+      for (PetscInt k = 0; k < n; k++) g.W[(j - net->model->jlo) * n * n + i * n + k] += dA[i * n + k] - dA[k * n + i];
+  if (w0 > 0) AddColumnSums(B, n, U0, g.b + (j - net->model->jlo) * n);
+  if (w1 > 0) AddColumnSums(B, n, U1, g.b + (j - net->model->jlo) * n);
 
   if (lambda_out != mu) PetscCall(PetscArraycpy(lambda_out, mu, N));
   if (w0 > 0) TNRowsApplyTranspose(B, n, n, 1.0, U0, L.A, 1.0, lambda_out);
+  PetscFunctionReturn(0);
+}
+
+/* Between neighbouring depth ranks (direction +1: to the next, -1: from the previous) a state
+   travels with a flag saying whether the sender failed; a rank that receives a failure passes
+   it on without computing, so no rank waits for a message that never comes. */
+static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y, int tag, int direction, PetscBool ok)
+{
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(net->model->depth, &rank));
+  if (ok) PetscCall(PetscArraycpy(net->msg, y, S));
+  net->msg[S] = ok ? 0 : 1;
+  PetscCallMPI(MPI_Send(net->msg, (PetscMPIInt)(S + 1), MPIU_SCALAR, rank + direction, tag, net->model->depth));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, int tag, int direction, PetscBool *ok)
+{
+  PetscMPIInt rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(net->model->depth, &rank));
+  PetscCallMPI(MPI_Recv(net->msg, (PetscMPIInt)(S + 1), MPIU_SCALAR, rank + direction, tag, net->model->depth, MPI_STATUS_IGNORE));
+  if (net->msg[S] != 0) *ok = PETSC_FALSE;
+  else PetscCall(PetscArraycpy(y, net->msg, S));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi)
+{
+  PetscMPIInt size, rank;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_size(depth, &size));
+  PetscCallMPI(MPI_Comm_rank(depth, &rank));
+  TNGridSplit(L, size, rank, jlo, jhi);
   PetscFunctionReturn(0);
 }
 
@@ -327,16 +376,22 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
   net->failure[0] = 0;
   *ok             = PETSC_TRUE;
   if (c->antisymmetric)
-    for (PetscInt j = 0; j < c->L; j++) TNModelBlockOperator(M, j, net->A + j * c->n * c->n);
-  TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
-  TNActivate(c->opening_act, S, net->Y, net->Y);
+    for (PetscInt j = M->jlo; j < M->jhi; j++) TNModelBlockOperator(M, j, net->A + (j - M->jlo) * c->n * c->n);
+  if (M->jlo == 0) {
+    TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
+    TNActivate(c->opening_act, S, net->Y, net->Y);
+  } else PetscCall(DepthReceive(net, S, net->Y, 21, -1, ok));
   for (PetscInt k = 0; k < nseg && *ok; k++) {
     /* segment k starts where segment k-1 (always of full length) ended */
     if (k > 0) PetscCall(PetscArraycpy(net->Y, net->Y + s * S, S));
     if (net->CK && k < nseg - 1) PetscCall(PetscArraycpy(net->CK + k * S, net->Y, S));
     PetscCall(SegmentForward(net, k, B, ok));
   }
-  TNRowsApply(B, c->m, c->n, net->Y + (c->L - (nseg - 1) * s) * S, M->p.C, M->p.c, out);
+  /* y at the last block held here: the closing layer's input, or the next depth rank's */
+  if (M->jhi == c->L) {
+    if (*ok) TNRowsApply(B, c->m, c->n, net->Y + (LocalBlocks(net) - (nseg - 1) * s) * S, M->p.C, M->p.c, out);
+  } else PetscCall(DepthSend(net, S, net->Y + (LocalBlocks(net) - (nseg - 1) * s) * S, 21, +1, *ok));
+  net->forward_ok = *ok;
   PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
@@ -364,14 +419,24 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
 
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_BACKWARD, 0, 0, 0, 0));
-  TNParamsSet(c, grad, &g);
-  *ok = PETSC_TRUE;
-  /* closing layer: dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
-  TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + (c->L - (nseg - 1) * s) * S, g.C);
-  AddColumnSums(B, c->m, dout, g.c);
-  TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->lam);
+  TNModelParams(M, grad, &g);
+  /* across depth a failed forward pass still takes part, to pass the failure on */
+  *ok = net->forward_ok;
+  if (*ok) net->failure[0] = 0;
+  if (M->jhi == c->L) {
+    /* closing layer: dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
+    if (*ok) {
+      TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + (LocalBlocks(net) - (nseg - 1) * s) * S, g.C);
+      AddColumnSums(B, c->m, dout, g.c);
+      TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->lam);
+    }
+  } else {
+    PetscBool sent_ok = PETSC_TRUE;
+    PetscCall(DepthReceive(net, S, net->lam, 22, +1, &sent_ok));
+    *ok = *ok && sent_ok ? PETSC_TRUE : PETSC_FALSE;
+  }
   for (PetscInt k = nseg - 1; k >= 0 && *ok; k--) {
-    const PetscInt a = k * s, e = PetscMin(a + s, c->L);
+    const PetscInt a = M->jlo + k * s, e = PetscMin(a + s, M->jhi);
     if (k < nseg - 1) PetscCall(SegmentRestore(net, k, B, ok));
     for (PetscInt j = e - 1; j >= a && *ok; j--) {
       const PetscInt i = j - a;
@@ -379,7 +444,16 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
                                           net->lam, net->lam, grad, ok));
     }
   }
-  if (net->mode == TN_MEMORY_REVERSIBLE && nseg > 1 && *ok) {
+  if (M->jlo > 0) {
+    PetscCall(DepthSend(net, S, net->lam, 22, -1, *ok));
+    PetscCall(PetscLogEventEnd(TN_EVENT_BACKWARD, 0, 0, 0, 0));
+    PetscFunctionReturn(0);
+  }
+  if (!*ok) {
+    PetscCall(PetscLogEventEnd(TN_EVENT_BACKWARD, 0, 0, 0, 0));
+    PetscFunctionReturn(0);
+  }
+  if (net->mode == TN_MEMORY_REVERSIBLE && nseg > 1) {
     /* y_0 is recomputable from the input: how far the reversal drifted, and the exact y_0 for
        the opening layer's derivative (U is free once the blocks are done) */
     PetscScalar *exact = net->U;

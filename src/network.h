@@ -51,6 +51,11 @@ PETSC_EXTERN PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork, PetscInt j, Pet
 
 PETSC_EXTERN PetscErrorCode TNNetworkGetBlockSolver(TNNetwork, TNBlockSolver *);
 PETSC_EXTERN PetscErrorCode TNNetworkGetModel(TNNetwork, TNModel *);
+/* The blocks [jlo, jhi) that this rank of the depth communicator holds. A network whose model
+   holds a share of the blocks passes states forward and adjoints backward between the depth
+   ranks: the first one runs the opening layer, the last one the closing layer (out and dout
+   live there), and the forward and backward calls are collective on the depth ranks. */
+PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi);
 
 /* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
    number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */

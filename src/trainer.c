@@ -29,8 +29,6 @@ PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layer
              "-depth_ranks %" PetscInt_FMT " does not divide the %d ranks of the job", depth_ranks, g->size);
   PetscCheck(layers >= depth_ranks, world, TN_ERR_USER, "-depth_ranks %" PetscInt_FMT " exceeds -layers %" PetscInt_FMT,
              depth_ranks, layers);
-  PetscCheck(depth_ranks == 1, world, TN_ERR_USER,
-             "-depth_ranks %" PetscInt_FMT ": this version parallelises over data only (use -depth_ranks 1)", depth_ranks);
   /* ranks r and r + depth_ranks share a depth position: data communicator by r / depth_ranks */
   PetscCallMPI(MPI_Comm_split(world, g->rank % (PetscMPIInt)depth_ranks, g->rank, &g->data));
   PetscCallMPI(MPI_Comm_split(world, g->rank / (PetscMPIInt)depth_ranks, g->rank, &g->depth));
@@ -228,6 +226,18 @@ typedef struct {
   PetscBool   differs;
 } OptionCheck;
 
+/* The blocks this depth rank holds: a contiguous share; under MGRIT whole intervals of its
+   coarsest level, so that only interval ends travel between ranks. */
+static PetscErrorCode DepthOwnership(TNTrainer t, PetscInt *jlo, PetscInt *jhi)
+{
+  PetscFunctionBegin;
+  if (t->grid.depth_size == 1) {
+    *jlo = 0;
+    *jhi = t->cfg.L;
+  } else PetscCall(TNNetworkDepthOwnership(t->grid.depth, t->cfg.L, jlo, jhi));
+  PetscFunctionReturn(0);
+}
+
 /* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
    options given on the command line must agree with them (-lr and -epochs may change). */
 static PetscErrorCode RestartLoad(TNTrainer t)
@@ -240,13 +250,16 @@ static PetscErrorCode RestartLoad(TNTrainer t)
   OptionCheck           checks[10];
   PetscInt nchecks = 0;
   PetscReal t0;
+  TNModel     full;
+  TNOptimizer fopt;
 
   PetscFunctionBegin;
+  PetscCall(PetscMemzero(&fopt, sizeof fopt));
   t0 = MPI_Wtime();
-  PetscCall(TNCheckpointRead(t->comm, t->restart, &t->model, &t->opt, &t->history, &t->resume));
+  PetscCall(TNCheckpointRead(t->comm, t->restart, &full, &fopt, &t->history, &t->resume));
   t0 = MPI_Wtime() - t0;
   t->phase[PH_IO] += t0;
-  c = &t->model->cfg;
+  c = &full->cfg;
 #define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
   CHECK_OPTION("-width", want.n != c->n);
   CHECK_OPTION("-layers", want.L != c->L);
@@ -256,15 +269,13 @@ static PetscErrorCode RestartLoad(TNTrainer t)
   CHECK_OPTION("-opening_act", want.opening_act != c->opening_act);
   CHECK_OPTION("-antisymmetric", want.antisymmetric != c->antisymmetric);
   CHECK_OPTION("-gamma", want.gamma != c->gamma);
-  CHECK_OPTION("-optimizer", opt_type != t->opt.type);
+  CHECK_OPTION("-optimizer", opt_type != fopt.type);
   CHECK_OPTION("-seed", t->seed != t->resume.seed);
 #undef CHECK_OPTION
   for (PetscInt i = 0; i < nchecks; i++) {
     PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
     PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER, "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option, t->restart);
   }
-  PetscCall(PetscOptionsHasName(NULL, NULL, "-lr", &set));
-  if (set) t->opt.lr = lr;
   t->seed = t->resume.seed;
   PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the checkpoint %s takes %" PetscInt_FMT, t->train_path,
              t->cfg.d, t->restart, c->d);
@@ -275,6 +286,26 @@ static PetscErrorCode RestartLoad(TNTrainer t)
   PetscCheck(t->resume.batch <= (t->train->N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
              "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives", t->restart, t->resume.batch, t->batch);
   t->cfg = *c;
+  /* this rank's share of the model and of the optimiser state */
+  {
+    PetscInt jlo, jhi;
+    PetscCall(DepthOwnership(t, &jlo, &jhi));
+    PetscCall(TNModelCreateLocal(&t->cfg, t->grid.depth_size > 1 ? t->grid.depth : MPI_COMM_NULL, jlo, jhi, &t->model));
+    TNModelExtract(t->model, full->theta_buf, t->model->theta_buf);
+    t->opt.type = fopt.type;
+    t->opt.momentum = fopt.momentum;
+    t->opt.beta1 = fopt.beta1;
+    t->opt.beta2 = fopt.beta2;
+    t->opt.eps = fopt.eps;
+    PetscCall(PetscOptionsHasName(NULL, NULL, "-lr", &set));
+    t->opt.lr = set ? lr : fopt.lr;
+    PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
+    t->opt.step = fopt.step;
+    if (fopt.m1) TNModelExtract(t->model, fopt.m1, t->opt.m1);
+    if (fopt.m2) TNModelExtract(t->model, fopt.m2, t->opt.m2);
+    PetscCall(TNOptimizerDestroy(&fopt));
+    PetscCall(TNModelDestroy(&full));
+  }
   PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ", read in %.3f s)\n",
                         t->restart, t->resume.epoch, t->resume.batch, t->opt.step, (double)t0));
   PetscFunctionReturn(0);
@@ -315,7 +346,9 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
              "%s: classification needs at least two classes, the labels hold %" PetscInt_FMT, t->train_path, t->cfg.m);
   if (t->have_restart) PetscCall(RestartLoad(t));
   else {
-    PetscCall(TNModelCreate(&t->cfg, &t->model));
+    PetscInt jlo, jhi;
+    PetscCall(DepthOwnership(t, &jlo, &jhi));
+    PetscCall(TNModelCreateLocal(&t->cfg, t->grid.depth_size > 1 ? t->grid.depth : MPI_COMM_NULL, jlo, jhi, &t->model));
     PetscCall(TNModelInitialize(t->model, t->seed));
     PetscCall(TNOptimizerSetUp(&t->opt, t->model->nparams));
   }
@@ -403,20 +436,21 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
     GatherRows(D, B, idx, X, labels, Y);
     PetscCall(TNNetworkForward(net, B, X, out, &ok));
     if (!ok) break;
-    TNLossEvaluate(D->task, B, m, out, labels, Y, 1.0 / LossDivisor(D, D->N), &l, &c, grad ? dout : NULL);
-    sums[0] += l;
-    sums[1] += c;
+    if (grid->depth_rank == grid->depth_size - 1) {
+      TNLossEvaluate(D->task, B, m, out, labels, Y, 1.0 / LossDivisor(D, D->N), &l, &c, grad ? dout : NULL);
+      sums[0] += l;
+      sums[1] += c;
+    }
     if (predictions) PetscCall(PetscArraycpy(predictions + s0 * m, out, B * m));
     if (grad) PetscCall(TNNetworkBackward(net, B, X, dout, grad, &ok));
   }
-  if (!ok) {
-    failure = TNNetworkGetFailure(net);
-    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s: %s\n", where, failure));
-  }
+  failure = TNNetworkGetFailure(net);
+  if (!ok && failure[0]) PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s: %s\n", where, failure));
   sums[2] = ok ? 0 : 1;
   PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPIU_REAL, MPI_SUM, grid->data));
-  PetscCheck(sums[2] == 0, grid->data, TN_ERR_RUNTIME, "%s", "");
+  /* over every rank: the loss comes from the last depth ranks, a failure from anywhere */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPIU_REAL, MPI_SUM, grid->world));
+  PetscCheck(sums[2] == 0, grid->world, TN_ERR_RUNTIME, "%s", "");
   if (grad) {
     TNModel M;
     PetscCall(TNNetworkGetModel(net, &M));
@@ -503,14 +537,19 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
     t0 = MPI_Wtime();
     PetscCall(TNNetworkForward(t->net, B, t->Xb, t->out, &ok));
     t->phase[PH_FORWARD] += MPI_Wtime() - t0;
-    if (ok) {
+    /* the loss lives with the closing layer, on the last depth rank */
+    if (ok && t->grid.depth_rank == t->grid.depth_size - 1)
       TNLossEvaluate(t->cfg.task, B, t->cfg.m, t->out, t->Lb, t->Yb, 1.0 / LossDivisor(t->train, Bg), &l, &c, t->dout);
+    /* across depth every rank takes part in the backward pass, failed or not, so that the
+       messages between the ranks keep flowing */
+    if (ok || t->grid.depth_size > 1) {
       t0 = MPI_Wtime();
       PetscCall(TNNetworkBackward(t->net, B, t->Xb, t->dout, t->reduce, &ok));
       t->phase[PH_BACKWARD] += MPI_Wtime() - t0;
     }
   }
-  if (!ok) PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n", epoch, batch, TNNetworkGetFailure(t->net)));
+  if (!ok && TNNetworkGetFailure(t->net)[0])
+    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n", epoch, batch, TNNetworkGetFailure(t->net)));
   t->reduce[np]     = l;
   t->reduce[np + 1] = c;
   t->reduce[np + 2] = ok ? 0 : 1;
@@ -518,6 +557,8 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   t0                = MPI_Wtime();
   PetscCall(PetscLogEventBegin(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 4), MPIU_SCALAR, MPI_SUM, t->grid.data));
+  /* the loss statistics and flags, from the last depth rank and any failing one, to all */
+  if (t->grid.depth_size > 1) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce + np, 4, MPIU_SCALAR, MPI_SUM, t->grid.depth));
   PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
   PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
@@ -564,20 +605,54 @@ static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *kr
   PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
   PetscCall(TNBlockSolverGetCounts(bs, &c[0], &c[1], &c[2]));
   PetscCall(TNBlockSolverResetCounts(bs));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 3, MPIU_INT64, MPI_SUM, t->grid.data));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 3, MPIU_INT64, MPI_SUM, t->grid.world));
   *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
   *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
   PetscFunctionReturn(0);
 }
 
+/* What files hold is the whole network: with the blocks split across depth ranks, the model
+   and the optimiser moments are gathered into whole copies for the time of a write. */
+static PetscErrorCode GatherWhole(TNTrainer t, TNModel *full, TNOptimizer *fopt)
+{
+  PetscFunctionBegin;
+  if (t->grid.depth_size == 1) {
+    *full = t->model;
+    *fopt = t->opt;
+    PetscFunctionReturn(0);
+  }
+  PetscCall(TNModelCreate(&t->cfg, full));
+  PetscCall(TNModelAllgather(t->model, t->model->theta_buf, (*full)->theta_buf));
+  *fopt = t->opt;
+  fopt->m1 = fopt->m2 = NULL;
+  PetscCall(TNOptimizerSetUp(fopt, (*full)->nparams));
+  fopt->step = t->opt.step;
+  if (t->opt.m1) PetscCall(TNModelAllgather(t->model, t->opt.m1, fopt->m1));
+  if (t->opt.m2) PetscCall(TNModelAllgather(t->model, t->opt.m2, fopt->m2));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode GatherWholeDestroy(TNTrainer t, TNModel *full, TNOptimizer *fopt)
+{
+  PetscFunctionBegin;
+  if (t->grid.depth_size == 1) PetscFunctionReturn(0);
+  PetscCall(TNModelDestroy(full));
+  PetscCall(TNOptimizerDestroy(fopt));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode CheckpointWrite(TNTrainer t, const TNCheckpointState *st)
 {
-  PetscReal t0 = MPI_Wtime();
+  PetscReal   t0 = MPI_Wtime();
+  TNModel     full;
+  TNOptimizer fopt;
 
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
-  /* data ranks hold replicas: the first one writes */
-  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.data_rank == 0 ? PETSC_TRUE : PETSC_FALSE, t->model, &t->opt, &t->history, st));
+  PetscCall(GatherWhole(t, &full, &fopt));
+  /* every rank now holds a replica: the first one writes */
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.rank == 0 ? PETSC_TRUE : PETSC_FALSE, full, &fopt, &t->history, st));
+  PetscCall(GatherWholeDestroy(t, &full, &fopt));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   t->phase[PH_IO] += MPI_Wtime() - t0;
   if (!t->grid.rank) {
@@ -628,7 +703,13 @@ static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
     timing.seconds[i] = t->phase[i];
   }
   PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
-  PetscCall(TNResultsWrite(t->comm, t->output, t->model, &t->history, &timing, k, cfg));
+  {
+    TNModel     full;
+    TNOptimizer fopt;
+    PetscCall(GatherWhole(t, &full, &fopt));
+    PetscCall(TNResultsWrite(t->comm, t->output, full, &t->history, &timing, k, cfg));
+    PetscCall(GatherWholeDestroy(t, &full, &fopt));
+  }
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(PetscPrintf(t->comm, "results written to %s\n", t->output));
   PetscFunctionReturn(0);
