@@ -18,7 +18,7 @@ struct _n_TNMGRIT {
   PetscInt    N;
   PetscBool   mirror, setup;
   TNMGRITApp  app;
-  PetscInt    cfactor, nlevels, max_it;
+  PetscInt    cfactor, nlevels, max_it, maxsize;
   PetscReal   tol;
   Level      *lv;
   PetscInt    nlv;
@@ -45,6 +45,15 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   mg->max_it  = 30;
   mg->tol     = 1e-10;
   *out        = mg;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app)
+{
+  PetscFunctionBegin;
+  PetscCheck(!mg->setup || app->size <= mg->maxsize, mg->comm, PETSC_ERR_ARG_WRONGSTATE, "state size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for",
+             app->size, mg->maxsize);
+  mg->app = *app;
   PetscFunctionReturn(0);
 }
 
@@ -109,13 +118,14 @@ static PetscInt FindPoint(const Level *L, PetscInt fine)
   return a;
 }
 
-PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
+/* The levels and this rank's share of them: what ownership needs, before any state size. */
+static PetscErrorCode Hierarchy(TNMGRIT mg)
 {
   PetscInt stride = 1, Ilo, Ihi, lo, hi;
   Level   *top;
 
   PetscFunctionBegin;
-  if (mg->setup) PetscFunctionReturn(0);
+  if (mg->lv) PetscFunctionReturn(0);
   /* stop coarsening once a level would have a single interval */
   mg->nlv = 1;
   while (mg->nlv < mg->nlevels && stride * mg->cfactor < mg->N) {
@@ -130,16 +140,21 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
              "MGRIT: %" PetscInt_FMT " steps give %" PetscInt_FMT " intervals on the coarsest of %" PetscInt_FMT " levels (cfactor %" PetscInt_FMT
              "), fewer than the %d ranks across depth: use fewer levels, a smaller cfactor or fewer depth ranks",
              mg->N, top->n, mg->nlv, mg->cfactor, mg->size);
-  TNGridSplit(top->n, mg->size, mg->rank, &Ilo, &Ihi);
+  /* a mirrored problem runs on the ranks in reverse order and owns the mirror image of the
+     forward problem's intervals, so each rank keeps its blocks */
+  if (!mg->mirror) TNGridSplit(top->n, mg->size, mg->rank, &Ilo, &Ihi);
+  else {
+    PetscInt a, b;
+    TNGridSplit(top->n, mg->size, mg->size - 1 - mg->rank, &a, &b);
+    Ilo = top->n - b;
+    Ihi = top->n - a;
+  }
   lo = top->pos[Ilo];
   hi = top->pos[Ihi];
   for (PetscInt l = 0; l < mg->nlv; l++) {
     Level *L = &mg->lv[l];
     L->lo    = FindPoint(L, lo);
     L->hi    = FindPoint(L, hi);
-    if (l > 0) {
-      PetscCall(PetscMalloc3((L->hi - L->lo + 1) * mg->app.size, &L->u, (L->hi - L->lo + 1) * mg->app.size, &L->v, (L->hi - L->lo + 1) * mg->app.size, &L->g));
-    }
     if (l + 1 < mg->nlv) {
       const Level *C = &mg->lv[l + 1];
       PetscInt     clo = FindPoint(C, lo), chi = FindPoint(C, hi);
@@ -147,7 +162,24 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
       for (PetscInt P = clo; P <= chi; P++) L->cidx[P - clo] = FindPoint(L, C->pos[P]) - L->lo;
     }
   }
-  PetscCall(PetscMalloc1(mg->app.size, &mg->tmp));
+  PetscFunctionReturn(0);
+}
+
+/* Coarse-level storage for states of up to the current app.size entries (solves may then use
+   any smaller size: the last batch of an epoch is smaller). */
+PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
+{
+  PetscFunctionBegin;
+  if (mg->setup) PetscFunctionReturn(0);
+  PetscCall(Hierarchy(mg));
+  PetscCheck(mg->app.size > 0, mg->comm, PETSC_ERR_ARG_WRONGSTATE, "MGRIT set up without a state size");
+  mg->maxsize = mg->app.size;
+  for (PetscInt l = 1; l < mg->nlv; l++) {
+    Level         *L = &mg->lv[l];
+    const PetscInt n = (L->hi - L->lo + 1) * mg->maxsize;
+    PetscCall(PetscMalloc3(n, &L->u, n, &L->v, n, &L->g));
+  }
+  PetscCall(PetscMalloc1(mg->maxsize, &mg->tmp));
   PetscCall(PetscMalloc1(mg->max_it, &mg->hist));
   mg->setup = PETSC_TRUE;
   PetscFunctionReturn(0);
@@ -156,7 +188,7 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
 PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
 {
   PetscFunctionBegin;
-  PetscCall(TNMGRITSetUp(mg));
+  PetscCall(Hierarchy(mg));
   *lo = mg->lv[0].lo;
   *hi = mg->lv[0].hi;
   PetscFunctionReturn(0);
@@ -316,7 +348,7 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
   for (PetscInt l = 0; l < mg->nlv; l++) {
     PetscCall(PetscFree(mg->lv[l].pos));
     PetscCall(PetscFree(mg->lv[l].cidx));
-    if (l > 0) PetscCall(PetscFree3(mg->lv[l].u, mg->lv[l].v, mg->lv[l].g));
+    if (l > 0 && mg->setup) PetscCall(PetscFree3(mg->lv[l].u, mg->lv[l].v, mg->lv[l].g));
   }
   PetscCall(PetscFree(mg->lv));
   PetscCall(PetscFree(mg->tmp));

@@ -18,12 +18,15 @@ typedef struct {
 typedef struct _n_TNMGRIT *TNMGRIT;
 
 /* N steps over the ranks of comm, in rank order. With mirror set, the coarse points are those of
-   the forward problem seen from the other end (p -> N - p): an adjoint recursion run backwards
-   then keeps the coarse intervals, and so the ownership, of the forward one. */
+   the forward problem seen from the other end (p -> N - p): an adjoint recursion run backwards,
+   on a communicator whose rank order is reversed, then keeps the coarse intervals, and so the
+   ownership, of the forward one. */
 PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *mg);
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
    2-norm of the fine C-point residuals). */
 PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);
+/* The callbacks (app may be given at creation or here, before the first solve). */
+PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
 PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
 /* Builds the level hierarchy and the ownership: every rank holds whole intervals of the
    coarsest level, so only interval ends travel between ranks. */

@@ -4,8 +4,11 @@
 #include "network.h"
 #include "activation.h"
 #include "events.h"
+#include "mgrit.h"
 
 const char *const TNMemoryModes[] = {"store", "reversible", "checkpoint", "TNMemoryMode", "TN_MEMORY_", NULL};
+const char *const TNDepthSolvers[] = {"sequential", "mgrit", "TNDepthSolver", "TN_DEPTH_", NULL};
+const char *const TNCoarseWeights[] = {"inject", "average", "TNCoarseWeights", "TN_COARSE_", NULL};
 
 /* The blocks are taken in segments of `stride` blocks, segment k = blocks [k s, min((k+1) s, L)).
    The segment buffers hold one segment's states and layer values, exactly what the adjoint steps
@@ -30,10 +33,24 @@ struct _n_TNNetwork {
   PetscScalar  *A;      /* the local blocks' W_j - W_j^T - gamma I (antisymmetric models only) */
   PetscScalar  *msg;    /* a state passed between depth ranks, and a failure flag after it */
   PetscBool     forward_ok;
+  /* -depth_solver mgrit: forward over the depth ranks, adjoint over them in reverse order */
+  TNDepthSolver   depth_solver;
+  TNCoarseWeight  coarse_weights;
+  TNMGRIT         mg_fwd, mg_adj;
+  MPI_Comm        reversed;
+  PetscScalar    *LAM;    /* adjoints at this rank's points: LAM[q] = lambda_{jhi-q} */
+  PetscScalar    *Ac, *bc; /* a coarse step's averaged operator and bias */
+  PetscInt        mgB;    /* batch size of the MGRIT solve under way */
+  PetscBool       mg_ok;
+  PetscInt64      mg_its, mg_solves;
+  PetscReal       mg_res;
   PetscScalar  *lam, *mu, *U, *G, *D;
   PetscScalar  *rhs;
   char          failure[256];
 };
+
+static PetscErrorCode ForwardMGRIT(TNNetwork, PetscInt, const PetscReal *, PetscReal *, PetscBool *);
+static PetscErrorCode BackwardMGRIT(TNNetwork, PetscInt, const PetscReal *, const PetscReal *, PetscScalar *, PetscBool *);
 
 /* Blocks held here: all L, or a depth rank's share [jlo, jhi) of the model. */
 static PetscInt LocalBlocks(TNNetwork net)
@@ -109,6 +126,11 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscCall(PetscFree((*net)->A));
   PetscCall(PetscFree6((*net)->lam, (*net)->mu, (*net)->U, (*net)->G, (*net)->D, (*net)->rhs));
   PetscCall(PetscFree((*net)->msg));
+  PetscCall(TNMGRITDestroy(&(*net)->mg_fwd));
+  PetscCall(TNMGRITDestroy(&(*net)->mg_adj));
+  PetscCall(PetscFree((*net)->LAM));
+  PetscCall(PetscFree2((*net)->Ac, (*net)->bc));
+  if ((*net)->reversed != MPI_COMM_NULL && (*net)->reversed) PetscCallMPI(MPI_Comm_free(&(*net)->reversed));
   PetscCall(PetscFree(*net));
   PetscFunctionReturn(0);
 }
@@ -287,7 +309,7 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
 
   PetscFunctionBegin;
   BlockLayer(net, j, &L);
-  TNModelParams(net->model, grad, &g);
+  if (grad) TNModelParams(net->model, grad, &g);
   *ok = PETSC_TRUE;
   if (w1 > 0) {
     PetscReal res;
@@ -306,7 +328,9 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
     for (PetscInt i = 0; i < N; i++) U0[i] *= L.h * w0 * mu[i];
   }
 
-  /* the weight gradient of block j, before lambda_out may overwrite lambda_in */
+  /* the weight gradient of block j, before lambda_out may overwrite lambda_in (skipped while
+     MGRIT iterates on the adjoints alone) */
+  if (!grad) goto adjoint;
   dA = c->antisymmetric ? net->G : g.W + (j - net->model->jlo) * n * n;
   if (c->antisymmetric) PetscCall(PetscArrayzero(dA, n * n));
   if (w0 > 0 && w1 > 0 && yj1 == yj + N) TNRowsOuterAdd(2 * B, n, n, 1.0, U0, yj, dA); /* one GEMM over [y_j; y_{j+1}] */
@@ -320,6 +344,7 @@ PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, 
   if (w0 > 0) AddColumnSums(B, n, U0, g.b + (j - net->model->jlo) * n);
   if (w1 > 0) AddColumnSums(B, n, U1, g.b + (j - net->model->jlo) * n);
 
+adjoint:
   if (lambda_out != mu) PetscCall(PetscArraycpy(lambda_out, mu, N));
   if (w0 > 0) TNRowsApplyTranspose(B, n, n, 1.0, U0, L.A, 1.0, lambda_out);
   PetscFunctionReturn(0);
@@ -377,6 +402,12 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
   *ok             = PETSC_TRUE;
   if (c->antisymmetric)
     for (PetscInt j = M->jlo; j < M->jhi; j++) TNModelBlockOperator(M, j, net->A + (j - M->jlo) * c->n * c->n);
+  if (net->depth_solver == TN_DEPTH_MGRIT) {
+    PetscCall(ForwardMGRIT(net, B, X, out, ok));
+    net->forward_ok = *ok;
+    PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
+    PetscFunctionReturn(0);
+  }
   if (M->jlo == 0) {
     TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
     TNActivate(c->opening_act, S, net->Y, net->Y);
@@ -423,6 +454,12 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
   /* across depth a failed forward pass still takes part, to pass the failure on */
   *ok = net->forward_ok;
   if (*ok) net->failure[0] = 0;
+  if (net->depth_solver == TN_DEPTH_MGRIT) {
+    /* the forward MGRIT solve agreed on failure across depth: nobody is left waiting */
+    if (*ok) PetscCall(BackwardMGRIT(net, B, X, dout, grad, ok));
+    PetscCall(PetscLogEventEnd(TN_EVENT_BACKWARD, 0, 0, 0, 0));
+    PetscFunctionReturn(0);
+  }
   if (M->jhi == c->L) {
     /* closing layer: dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
     if (*ok) {
@@ -503,4 +540,236 @@ void TNLossEvaluate(TNTask task, PetscInt B, PetscInt m, const PetscReal *out, c
   }
   *loss_sum = loss;
   *correct  = right;
+}
+
+/* ---- MGRIT across depth ---- */
+
+/* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
+   interval's first block (inject) or the mean of its blocks' (average). */
+static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L)
+{
+  const PetscInt n = net->model->cfg.n;
+
+  BlockLayer(net, j0, L);
+  L->h *= (PetscReal)(j1 - j0);
+  if (net->coarse_weights == TN_COARSE_AVERAGE && j1 - j0 > 1) {
+    TNBlockLayer Lj;
+    for (PetscInt i = 0; i < n * n; i++) net->Ac[i] = 0;
+    for (PetscInt i = 0; i < n; i++) net->bc[i] = 0;
+    for (PetscInt j = j0; j < j1; j++) {
+      BlockLayer(net, j, &Lj);
+      for (PetscInt i = 0; i < n * n; i++) net->Ac[i] += Lj.A[i] / (j1 - j0);
+      for (PetscInt i = 0; i < n; i++) net->bc[i] += Lj.b[i] / (j1 - j0);
+    }
+    L->A = net->Ac;
+    L->b = net->bc;
+  }
+}
+
+/* Forward propagator between points from < to: block `from`, or the coarse step. */
+static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
+{
+  TNNetwork    net = (TNNetwork)ctx;
+  const PetscInt S = net->mgB * net->model->cfg.n;
+  TNBlockLayer L;
+  PetscBool    ok;
+
+  PetscFunctionBegin;
+  CoarseLayer(net, from, to, &L);
+  PetscCall(ThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mgB, u, out, net->U, net->U + S, &ok));
+  if (!ok) net->mg_ok = PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
+
+/* Adjoint propagator between mirrored points from < to (fine index L - p): block j = L - to, or
+   the coarse adjoint step over blocks [L - to, L - from), linearised at the fine states at the
+   interval's ends: mu = (I - H theta J(y_j1))^{-T} lambda, lambda_j0 = mu + H(1-theta) J(y_j0)^T mu. */
+static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam, PetscScalar *out)
+{
+  TNNetwork            net = (TNNetwork)ctx;
+  TNModel              M   = net->model;
+  const TNModelConfig *c   = &M->cfg;
+  const PetscInt       B = net->mgB, n = c->n, N = B * n, S = N, j0 = c->L - to, j1 = c->L - from;
+  const PetscScalar   *y0 = net->Y + (j0 - M->jlo) * S, *y1 = net->Y + (j1 - M->jlo) * S;
+  TNBlockLayer         L;
+  PetscBool            ok = PETSC_TRUE;
+  PetscReal            res;
+
+  PetscFunctionBegin;
+  if (j1 == j0 + 1) {
+    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->FJ + (j0 - M->jlo) * S, net->FN ? net->FN + (j0 - M->jlo) * S : NULL, lam, out, NULL, &ok));
+    if (!ok) net->mg_ok = PETSC_FALSE;
+    PetscFunctionReturn(0);
+  }
+  CoarseLayer(net, j0, j1, &L);
+  /* U holds s'(z) at both ends: U[0..N) at y_j0, U[N..2N) at y_j1 */
+  TNRowsApply(B, n, n, y0, L.A, L.b, net->U);
+  TNActivate(L.act, N, net->U, net->U);
+  TNActivationDerivative(L.act, N, net->U, net->U);
+  TNRowsApply(B, n, n, y1, L.A, L.b, net->U + N);
+  TNActivate(L.act, N, net->U + N, net->U + N);
+  TNActivationDerivative(L.act, N, net->U + N, net->U + N);
+  if (L.theta > 0) {
+    PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->U + N, lam, net->mu, &ok, &res));
+    if (!ok) net->mg_ok = PETSC_FALSE;
+  } else PetscCall(PetscArraycpy(net->mu, lam, N));
+  PetscCall(PetscArraycpy(out, net->mu, N));
+  if (L.theta < 1) {
+    for (PetscInt i = 0; i < N; i++) net->D[i] = L.h * (1 - L.theta) * net->U[i] * net->mu[i];
+    TNRowsApplyTranspose(B, n, n, 1.0, net->D, L.A, 1.0, out);
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSolver solver, PetscInt *jlo, PetscInt *jhi)
+{
+  PetscFunctionBegin;
+  if (solver == TN_DEPTH_SEQUENTIAL) PetscCall(TNNetworkDepthOwnership(depth, L, jlo, jhi));
+  else {
+    TNMGRIT    mg;
+    TNMGRITApp none = {0, NULL, NULL};
+    PetscCall(TNMGRITCreate(depth, L, PETSC_FALSE, &none, &mg));
+    PetscCall(TNMGRITSetFromOptions(mg));
+    PetscCall(TNMGRITGetOwnership(mg, jlo, jhi));
+    PetscCall(TNMGRITDestroy(&mg));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n, S = net->Bmax * n;
+  TNMGRITApp     fwd = {S, net, MGRITForwardStep}, adj = {S, net, MGRITAdjointStep};
+  PetscInt       lo, hi;
+  PetscMPIInt    rank, size;
+
+  PetscFunctionBegin;
+  net->depth_solver = solver;
+  if (solver == TN_DEPTH_SEQUENTIAL) PetscFunctionReturn(0);
+  PetscCheck(net->mode == TN_MEMORY_STORE, PETSC_COMM_SELF, TN_ERR_USER, "-depth_solver mgrit keeps every state: use -memory store");
+  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "MGRIT across depth", "thetanet");
+  PetscCall(PetscOptionsEnum("-mgrit_coarse_weights", "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
+                             TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights, NULL));
+  PetscOptionsEnd();
+  if (M->depth == MPI_COMM_NULL) {
+    /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
+    net->reversed = MPI_COMM_NULL;
+    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
+    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
+  } else {
+    PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
+    PetscCallMPI(MPI_Comm_size(M->depth, &size));
+    PetscCallMPI(MPI_Comm_split(M->depth, 0, size - 1 - rank, &net->reversed));
+    PetscCall(TNMGRITCreate(M->depth, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
+    PetscCall(TNMGRITCreate(net->reversed, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
+  }
+  PetscCall(TNMGRITSetFromOptions(net->mg_fwd));
+  PetscCall(TNMGRITSetFromOptions(net->mg_adj));
+  PetscCall(TNMGRITSetUp(net->mg_fwd));
+  PetscCall(TNMGRITSetUp(net->mg_adj));
+  PetscCall(TNMGRITGetOwnership(net->mg_fwd, &lo, &hi));
+  PetscCheck(lo == M->jlo && hi == M->jhi, PETSC_COMM_SELF, PETSC_ERR_PLIB, "model blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") but MGRIT owns [%" PetscInt_FMT ", %" PetscInt_FMT ")",
+             M->jlo, M->jhi, lo, hi);
+  PetscCall(TNMGRITGetOwnership(net->mg_adj, &lo, &hi));
+  PetscCheck(lo == M->cfg.L - M->jhi && hi == M->cfg.L - M->jlo, PETSC_COMM_SELF, PETSC_ERR_PLIB, "adjoint MGRIT does not mirror the forward ownership");
+  PetscCall(PetscMalloc1((LocalBlocks(net) + 1) * S, &net->LAM));
+  PetscCall(PetscMalloc2(n * n, &net->Ac, n, &net->bc));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork net, PetscInt64 *its, PetscInt64 *solves, PetscReal *residual)
+{
+  PetscFunctionBegin;
+  *its           = net->mg_its;
+  *solves        = net->mg_solves;
+  *residual      = net->mg_res;
+  net->mg_its    = 0;
+  net->mg_solves = 0;
+  PetscFunctionReturn(0);
+}
+
+/* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward). */
+static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
+{
+  const PetscInt S = B * net->model->cfg.n, npts = LocalBlocks(net) + 1;
+  TNMGRITApp     app;
+  PetscInt       its;
+  PetscReal      res;
+
+  PetscFunctionBegin;
+  net->mgB   = B;
+  net->mg_ok = PETSC_TRUE;
+  if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
+  for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
+  app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep};
+  PetscCall(TNMGRITSetApp(mg, &app));
+  PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
+  net->mg_its += its;
+  net->mg_solves++;
+  net->mg_res = res;
+  if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &net->mg_ok, 1, MPIU_BOOL, MPI_LAND, comm));
+  *ok = net->mg_ok;
+  if (!*ok && !net->failure[0]) PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));
+  PetscFunctionReturn(0);
+}
+
+/* MGRIT forward: all states of this rank's points, then the F values the backward pass reads. */
+static PetscErrorCode ForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
+{
+  TNModel              M = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt       S = B * c->n, nloc = LocalBlocks(net);
+
+  PetscFunctionBegin;
+  if (M->jlo == 0) {
+    TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
+    TNActivate(c->opening_act, S, net->Y, net->Y);
+  }
+  PetscCall(MGRITSolve(net, net->mg_fwd, M->depth, B, net->Y, ok));
+  if (!*ok) PetscFunctionReturn(0);
+  for (PetscInt i = 0; i < nloc; i++) {
+    TNBlockLayer L;
+    BlockLayer(net, M->jlo + i, &L);
+    TNRowsApply(B, c->n, c->n, net->Y + i * S, L.A, L.b, net->rhs);
+    TNActivate(L.act, S, net->rhs, net->FJ + i * S);
+    if (net->FN) {
+      TNRowsApply(B, c->n, c->n, net->Y + (i + 1) * S, L.A, L.b, net->rhs);
+      TNActivate(L.act, S, net->rhs, net->FN + i * S);
+    }
+  }
+  if (M->jhi == c->L) TNRowsApply(B, c->m, c->n, net->Y + nloc * S, M->p.C, M->p.c, out);
+  PetscFunctionReturn(0);
+}
+
+/* MGRIT backward: the adjoints at this rank's points, then each block's weight gradient from
+   the final states and adjoints. */
+static PetscErrorCode BackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad, PetscBool *ok)
+{
+  TNModel              M = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt       S = B * c->n, nloc = LocalBlocks(net);
+  TNParams             g;
+
+  PetscFunctionBegin;
+  TNModelParams(M, grad, &g);
+  if (M->jhi == c->L) {
+    TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, net->Y + nloc * S, g.C);
+    AddColumnSums(B, c->m, dout, g.c);
+    TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->LAM);
+  }
+  PetscCall(MGRITSolve(net, net->mg_adj, net->reversed, B, net->LAM, ok));
+  for (PetscInt j = M->jlo; j < M->jhi && *ok; j++) {
+    const PetscInt i = j - M->jlo;
+    PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->Y + i * S, net->Y + (i + 1) * S, net->FJ + i * S, net->FN ? net->FN + i * S : NULL,
+                                        net->LAM + (M->jhi - j - 1) * S, net->lam, grad, ok));
+  }
+  if (*ok && M->jlo == 0) {
+    const PetscScalar *lam0 = net->LAM + nloc * S;
+    TNActivationDerivative(c->opening_act, S, net->Y, net->D);
+    for (PetscInt i = 0; i < S; i++) net->D[i] *= lam0[i];
+    TNRowsOuterAdd(B, c->n, c->d, 1.0, net->D, X, g.K);
+    AddColumnSums(B, c->n, net->D, g.kb);
+  }
+  PetscFunctionReturn(0);
 }

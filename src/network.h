@@ -57,6 +57,19 @@ PETSC_EXTERN PetscErrorCode TNNetworkGetModel(TNNetwork, TNModel *);
    live there), and the forward and backward calls are collective on the depth ranks. */
 PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi);
 
+/* How the states and adjoints are propagated across depth: layer-serially, or by MGRIT (forward
+   for the states, backward for the adjoints; -mgrit_* options). */
+typedef enum { TN_DEPTH_SEQUENTIAL, TN_DEPTH_MGRIT } TNDepthSolver;
+PETSC_EXTERN const char *const TNDepthSolvers[];
+typedef enum { TN_COARSE_INJECT, TN_COARSE_AVERAGE } TNCoarseWeight;
+PETSC_EXTERN const char *const TNCoarseWeights[];
+/* The ownership a depth solver needs (MGRIT: whole coarsest-level intervals per rank). */
+PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSolver, PetscInt *jlo, PetscInt *jhi);
+/* After TNNetworkSetMemory; the model must hold the blocks TNNetworkDepthOwnershipFor gives. */
+PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
+/* MGRIT iterations and solves since the last call, and the last solve's residual norm. */
+PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork, PetscInt64 *its, PetscInt64 *solves, PetscReal *residual);
+
 /* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
    number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */
 PETSC_EXTERN void TNLossEvaluate(TNTask, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels,

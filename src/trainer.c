@@ -66,6 +66,7 @@ struct _n_TNTrainer {
   PetscBool        have_restart;
   TNCheckpointState resume; /* where training starts: a restart's checkpoint state, else zero */
   TNMemoryMode     memory;
+  TNDepthSolver    depth_solver;
   PetscInt         memory_stride;
   PetscReal        memory_tol;
   TNProblem        problem;
@@ -173,6 +174,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
 
   PetscOptionsBegin(t->comm, NULL, "thetanet train: parallelism and memory", "thetanet");
   PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks, &t->depth_ranks, NULL));
+  PetscCall(PetscOptionsEnum("-depth_solver", "Propagation across depth: sequential (layer-serial) or mgrit", "", TNDepthSolvers,
+                             (PetscEnum)t->depth_solver, (PetscEnum *)&t->depth_solver, NULL));
   PetscCall(PetscOptionsEnum("-memory", "What the forward pass keeps: store (every state), reversible (y_L only), checkpoint (every -memory_stride-th)", "",
                              TNMemoryModes, (PetscEnum)t->memory, (PetscEnum *)&t->memory, NULL));
   PetscCall(PetscOptionsInt("-memory_stride", "States between checkpoints of -memory checkpoint (0: about sqrt(layers))", "", t->memory_stride, &t->memory_stride, NULL));
@@ -234,7 +237,7 @@ static PetscErrorCode DepthOwnership(TNTrainer t, PetscInt *jlo, PetscInt *jhi)
   if (t->grid.depth_size == 1) {
     *jlo = 0;
     *jhi = t->cfg.L;
-  } else PetscCall(TNNetworkDepthOwnership(t->grid.depth, t->cfg.L, jlo, jhi));
+  } else PetscCall(TNNetworkDepthOwnershipFor(t->grid.depth, t->cfg.L, t->depth_solver, jlo, jhi));
   PetscFunctionReturn(0);
 }
 
@@ -357,6 +360,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
   PetscCall(TNNetworkSetFromOptions(t->net));
   PetscCall(TNNetworkSetMemory(t->net, t->memory, t->memory_stride, t->memory_tol));
+  PetscCall(TNNetworkSetDepthSolver(t->net, t->depth_solver));
   {
     /* make the solvers now, so their options are read before training starts */
     TNBlockSolver bs;
@@ -596,18 +600,23 @@ static PetscReal PeakRSSMB(MPI_Comm comm)
 }
 
 /* Nonlinear and linear iterations per block solve since the last call, over all data ranks. */
-static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *krylov)
+/* Nonlinear and linear iterations per block solve, and MGRIT iterations per MGRIT solve, since
+   the last call, over all ranks. */
+static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *krylov, PetscReal *mgrit)
 {
   TNBlockSolver bs;
-  PetscInt64    c[3];
+  PetscInt64    c[5];
+  PetscReal     res;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
   PetscCall(TNBlockSolverGetCounts(bs, &c[0], &c[1], &c[2]));
   PetscCall(TNBlockSolverResetCounts(bs));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 3, MPIU_INT64, MPI_SUM, t->grid.world));
+  PetscCall(TNNetworkGetMGRITCounts(t->net, &c[3], &c[4], &res));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 5, MPIU_INT64, MPI_SUM, t->grid.world));
   *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
   *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
+  *mgrit  = c[4] ? (PetscReal)c[3] / c[4] : 0;
   PetscFunctionReturn(0);
 }
 
@@ -719,7 +728,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
 {
   const PetscInt N = t->train->N, nb = (N + t->batch - 1) / t->batch;
   const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
-  PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0;
+  PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0, mgrit_all = 0;
   PetscReal      train_loss = NAN, val_loss = NAN, val_acc = NAN;
   PetscBool      tty = (!t->grid.rank && t->progress) ? PETSC_TRUE : PETSC_FALSE;
   char           eta[32], recon[32] = "";
@@ -740,7 +749,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   }
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
     const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
-    PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, now, tp;
+    PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, mgrit = 0, now, tp;
     PetscBool stop = PETSC_FALSE;
 
     EpochPermutation(t, e);
@@ -767,8 +776,9 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       t->train_samples += N;
     }
     train_loss = loss_sum / LossDivisor(t->train, N);
-    PetscCall(SolverCounts(t, &newton, &krylov));
+    PetscCall(SolverCounts(t, &newton, &krylov, &mgrit));
     newton_all += newton;
+    mgrit_all += mgrit;
     krylov_all += krylov;
     if (t->memory == TN_MEMORY_REVERSIBLE) {
       PetscReal err;
@@ -787,8 +797,11 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       {
         /* the per-epoch counts are the training solves' */
         TNBlockSolver bs;
+        PetscInt64    mgrit_its, mgrit_solves;
+        PetscReal     mgrit_res;
         PetscCall(TNNetworkGetBlockSolver(t->net, &bs));
         PetscCall(TNBlockSolverResetCounts(bs));
+        PetscCall(TNNetworkGetMGRITCounts(t->net, &mgrit_its, &mgrit_solves, &mgrit_res));
       }
       t->phase[PH_VALIDATE] += MPI_Wtime() - now;
     }
@@ -799,8 +812,8 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
     if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
     PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3fs eta %s%s\n", (double)t->opt.lr, (double)newton,
-                          (double)krylov, 0.0, (double)(now - e0), eta, recon));
-    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, t->resume.wall_time + now - start, newton, krylov, 0.0));
+                          (double)krylov, (double)mgrit, (double)(now - e0), eta, recon));
+    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, t->resume.wall_time + now - start, newton, krylov, mgrit));
     if (t->checkpoint[0] && (e == t->epochs || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
       const TNCheckpointState st = {e, 0, t->seed, 0, 0, t->resume.wall_time + MPI_Wtime() - start};
       PetscCall(CheckpointWrite(t, &st));
@@ -816,7 +829,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
                           " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f peak_rss_mb %.1f\n",
                           t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall,
                           (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / run),
-                          (double)(krylov_all / run), 0.0, (double)rss));
+                          (double)(krylov_all / run), (double)(mgrit_all / run), (double)rss));
   }
   if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
   PetscFunctionReturn(0);
