@@ -566,6 +566,27 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
   }
 }
 
+/* A fine step that fails is a failure of the run. A coarse step only steers the correction: a
+   solve that stops short (a step of m^l h can leave Picard's and Newton's range) is used as it
+   is, or, if it is not even finite, replaced by no step at all; the fine relaxation still
+   drives MGRIT to the fine solution. */
+static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, PetscInt S, const PetscScalar *u, PetscScalar *out)
+{
+  PetscFunctionBegin;
+  if (to == from + 1) {
+    net->mg_ok = PETSC_FALSE;
+    PetscFunctionReturn(0);
+  }
+  net->failure[0] = 0;
+  for (PetscInt i = 0; i < S; i++)
+    if (PetscIsInfOrNanScalar(out[i])) {
+      PetscCall(PetscArraycpy(out, u, S));
+      break;
+    }
+  PetscCall(PetscInfo(NULL, "coarse step [%" PetscInt_FMT ", %" PetscInt_FMT ") did not converge; its last iterate is used\n", from, to));
+  PetscFunctionReturn(0);
+}
+
 /* Forward propagator between points from < to: block `from`, or the coarse step. */
 static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
 {
@@ -577,7 +598,7 @@ static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, co
   PetscFunctionBegin;
   CoarseLayer(net, from, to, &L);
   PetscCall(ThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mgB, u, out, net->U, net->U + S, &ok));
-  if (!ok) net->mg_ok = PETSC_FALSE;
+  if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
   PetscFunctionReturn(0);
 }
 
@@ -611,7 +632,7 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
   TNActivationDerivative(L.act, N, net->U + N, net->U + N);
   if (L.theta > 0) {
     PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->U + N, lam, net->mu, &ok, &res));
-    if (!ok) net->mg_ok = PETSC_FALSE;
+    if (!ok) PetscCall(CoarseFailure(net, from, to, N, lam, net->mu));
   } else PetscCall(PetscArraycpy(net->mu, lam, N));
   PetscCall(PetscArraycpy(out, net->mu, N));
   if (L.theta < 1) {

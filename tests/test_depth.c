@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include "thetanet.h"
+#include "network.h"
 #include "rng.h"
 
 #define CHECK(call) assert_int_equal((call), 0)
@@ -50,9 +51,54 @@ static void test_split_model(void **state)
   CHECK(TNModelDestroy(&full));
 }
 
+/* A theta = 0.5 network across the ranks: each further MGRIT iteration of the forward solve
+   leaves a smaller C-point residual. */
+static void test_mgrit_residual(void **state)
+{
+  TNModelConfig cfg = {.d = 2, .n = 6, .L = 32, .m = 2, .theta = 0.5, .T = 2.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+  const PetscInt B = 9;
+  PetscReal      X[18], out[18], prev = PETSC_MAX_REAL;
+  PetscMPIInt    size;
+
+  (void)state;
+  CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  for (PetscInt i = 0; i < B * cfg.d; i++) X[i] = 2 * TNUniform(3, 4, (uint64_t)i) - 1;
+  CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
+  CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-12"));
+  for (int its = 1; its <= 5; its++) {
+    char       v[8];
+    TNModel    M;
+    TNNetwork  net;
+    PetscInt   jlo, jhi;
+    PetscInt64 n, solves;
+    PetscReal  res;
+    PetscBool  ok;
+    snprintf(v, sizeof v, "%d", its);
+    CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", v));
+    CHECK(TNNetworkDepthOwnershipFor(PETSC_COMM_WORLD, cfg.L, TN_DEPTH_MGRIT, &jlo, &jhi));
+    CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
+    CHECK(TNModelInitialize(M, 2));
+    for (PetscInt i = 0; i < (jhi - jlo) * cfg.n * cfg.n; i++) M->p.W[i] *= 3; /* a stiff network: h theta |A| of order one */
+    CHECK(TNNetworkCreate(M, B, &net));
+    CHECK(TNNetworkSetFromOptions(net));
+    CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
+    CHECK(TNNetworkForward(net, B, X, out, &ok));
+    assert_true(ok);
+    CHECK(TNNetworkGetMGRITCounts(net, &n, &solves, &res));
+    print_message("%d ranks, %d MGRIT iterations: C-point residual %.3e\n", size, its, (double)res);
+    assert_int_equal(n, its);
+    assert_true(res < prev);
+    prev = res;
+    CHECK(TNNetworkDestroy(&net));
+    CHECK(TNModelDestroy(&M));
+  }
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_max_it"));
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
+}
+
 int main(int argc, char **argv)
 {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual)};
   int                     fails;
 
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
