@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Tests of the job scripts in jobs/: each analysis script draws a picture from a tiny run (the
+PNG exists, has a sane size and is not blank), the scaling study writes one row per run and a
+column per summary field, and every example options file trains.
+
+usage: analysis_test.py CASE --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
+"""
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANALYSIS = os.path.join(ROOT, "jobs", "analysis")
+STUDY = os.path.join(ROOT, "jobs", "scaling", "study")
+SUMMARY_KEYS = ("ranks depth_ranks data_ranks layers width theta epochs wall_s epoch_s samples_per_s train_loss "
+                "val_loss val_accuracy newton_its krylov_its mgrit_its peak_rss_mb").split()
+TINY = ["-epochs", "3", "-width", "4", "-layers", "2", "-T", "1"]
+ARGS = None
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def environment():
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
+
+
+def script(path, *args, expect=0):
+    """Run a job script with this Python; return (status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, path] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=600, env=environment())
+    if expect is not None:
+        check(p.returncode == expect, f"{os.path.basename(path)} {' '.join(map(str, args))}: exit status "
+                                      f"{p.returncode}, expected {expect}\n{p.stdout}\n{p.stderr}")
+    return p.returncode, p.stdout, p.stderr
+
+
+def train(tmp, name, extra):
+    out = os.path.join(tmp, name + ".h5")
+    p = subprocess.run([ARGS.thetanet, "train", "-output", out] + extra, capture_output=True, text=True,
+                       timeout=600, env=environment())
+    check(p.returncode == 0, f"train {' '.join(extra)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return out
+
+
+def check_png(path, min_side=200):
+    """The picture exists, has a sane size and is not blank."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    check(os.path.isfile(path), f"{path} was not written")
+    size = os.path.getsize(path)
+    check(5_000 < size < 5_000_000, f"{path}: {size} bytes")
+    img = mpimg.imread(path)
+    check(img.ndim == 3 and min(img.shape[:2]) >= min_side, f"{path}: image of shape {img.shape}")
+    std = float(np.std(img[..., :3]))
+    check(std > 0.01, f"{path} is blank (pixel standard deviation {std:.3g})")
+    print(f"ok: {os.path.basename(path)} {img.shape[1]}x{img.shape[0]}, {size} bytes, pixel std {std:.3f}")
+
+
+# ---- cases -------------------------------------------------------------------------------
+
+def case_history(tmp):
+    """plot_history.py on two runs (classification) and one regression run."""
+    a = train(tmp, "a", ["-problem", "spirals", "-theta", "0"] + TINY)
+    b = train(tmp, "b", ["-problem", "spirals", "-theta", "0.5"] + TINY)
+    c = train(tmp, "c", ["-problem", "sine"] + TINY)
+    png = os.path.join(tmp, "history.png")
+    _, so, _ = script(os.path.join(ANALYSIS, "plot_history.py"), a, b, c, "-o", png)
+    check("ResNet (theta 0)" in so and "trapezoidal (theta 0.5)" in so, f"run labels:\n{so}")
+    check_png(png)
+    _, _, se = script(os.path.join(ANALYSIS, "plot_history.py"), a, "-o", os.path.join(tmp, "no", "dir.png"), expect=1)
+    check("no directory" in se, f"a missing output directory is reported:\n{se}")
+
+
+def case_decision(tmp):
+    """plot_decision.py: regions of a 2-D classifier (via thetanet predict) and a 1-D fit."""
+    a = train(tmp, "spirals", ["-problem", "spirals"] + TINY)
+    b = train(tmp, "sine", ["-problem", "sine"] + TINY)
+    png = os.path.join(tmp, "decision.png")
+    script(os.path.join(ANALYSIS, "plot_decision.py"), a, "-o", png, "--resolution", "40",
+           "--thetanet", ARGS.thetanet)
+    check_png(png)
+    png = os.path.join(tmp, "fit.png")
+    script(os.path.join(ANALYSIS, "plot_decision.py"), b, "-o", png, "--resolution", "50",
+           "--thetanet", ARGS.thetanet, "--options=-block_atol 1e-8")
+    check_png(png)
+    # the embedded problems as the module regenerates them are thetanet's validation sets (an
+    # explicit network, so that the losses agree to rounding, not to a solver tolerance)
+    sys.path.insert(0, ANALYSIS)
+    import thetanet_results as tr
+    for problem in tr.PROBLEMS:
+        model = train(tmp, "explicit_" + problem, ["-problem", problem, "-theta", "0"] + TINY)
+        X, Y = tr.problem(problem)["val"]
+        e = tr.evaluate(model, X, Y, thetanet=ARGS.thetanet)
+        with h5py.File(model, "r") as f:
+            val_loss = f["history/val_loss"][-1]
+        check(abs(e["loss"] - val_loss) <= 1e-12 * abs(val_loss), f"regenerated {problem}: loss {e['loss']} != {val_loss}")
+        print(f"ok: regenerated {problem} validation set: loss {e['loss']:.12g} = {val_loss:.12g}")
+
+
+def case_stability(tmp):
+    """plot_stability.py: the portraits, and the radii that make Figure 2's point."""
+    png = os.path.join(tmp, "stability.png")
+    _, so, _ = script(os.path.join(ANALYSIS, "plot_stability.py"), "-o", png)
+    check_png(png)
+    radius = {}
+    for line in so.splitlines():
+        if "|y| after" in line:
+            radius[line.split("|y|")[0].strip()] = float(line.rsplit(":", 1)[1])
+    print(radius)
+    fe = [v for k, v in radius.items() if k.startswith("forward Euler")][0]
+    be = [v for k, v in radius.items() if k.startswith("backward Euler")][0]
+    tz = [v for k, v in radius.items() if k.startswith("trapezoidal")][0]
+    check(fe > 2 and be < 0.5 and abs(tz - 1) < 1e-6, f"forward Euler {fe}, backward Euler {be}, trapezoidal {tz}")
+
+
+def study(tmp, name, ranks, axis, extra=(), expect=0):
+    out = os.path.join(tmp, name + ".h5")
+    status, so, se = script(STUDY, "--ranks", ranks, "--axis", axis, "--out", out, "--thetanet", ARGS.thetanet,
+                            "--mpiexec", ARGS.mpiexec, *extra, "--", "-problem", "spirals", *TINY, expect=expect)
+    return out, status, so, se
+
+
+def case_study(tmp):
+    """jobs/scaling/study --ranks 1,2: one row per run, a column per summary field and per
+    /timing phase, speed-up 1 for the first run; then plot_scaling.py."""
+    out, _, so, _ = study(tmp, "data", "1,2", "data")
+    print(so)
+    with h5py.File(out, "r") as f:
+        runs = f["runs"]
+        columns = list(runs.attrs["columns"])
+        for key in SUMMARY_KEYS + ["timing_forward", "timing_total", "speedup", "efficiency", "grid", "command"]:
+            check(key in runs and key in columns, f"study file lacks column {key}")
+        for key in columns:
+            check(runs[key].shape == (2,), f"/runs/{key} has shape {runs[key].shape}, expected one row per run")
+        check(list(runs["ranks"][()]) == [1, 2] and list(runs["data_ranks"][()]) == [1, 2], "ranks per row")
+        check(runs["speedup"][0] == 1.0 and runs["efficiency"][0] == 1.0, "the first run is the reference")
+        check(np.allclose(runs["efficiency"][()], runs["speedup"][()] / runs["ranks"][()]), "efficiency = speed-up / P")
+        check(f.attrs["axis"] == "data" and f.attrs["scaling"] == "strong", "study attributes")
+        for path in runs["results"].asstr()[()]:
+            check(os.path.isfile(path), f"run results {path} kept")
+    _, _, so, _ = study(tmp, "weak", "1,2", "data", ["--weak"])
+    with h5py.File(os.path.join(tmp, "weak.h5"), "r") as f:
+        check(list(f["runs/batch"][()]) == [64, 128], f"weak scaling batches {f['runs/batch'][()]}")
+    png = os.path.join(tmp, "scaling.png")
+    script(os.path.join(ANALYSIS, "plot_scaling.py"), out, os.path.join(tmp, "weak.h5"), "-o", png)
+    check_png(png)
+
+
+def case_study_depth(tmp):
+    """study --axis depth passes -depth_ranks P: on 1 rank it runs; on 2 it either runs (depth
+    parallelism built) or stops with thetanet's own message and exit status 2."""
+    out, _, _, _ = study(tmp, "depth1", "1", "depth")
+    with h5py.File(out, "r") as f:
+        check(list(f["runs/depth_ranks"][()]) == [1], "depth ranks of the 1-rank run")
+    out, status, so, se = study(tmp, "depth2", "1,2", "depth", expect=None)
+    if status == 0:
+        with h5py.File(out, "r") as f:
+            check(list(f["runs/depth_ranks"][()]) == [1, 2], "depth ranks per row")
+        print("depth parallelism available: 2 rows")
+    else:
+        lines = [l for l in se.splitlines() if l.startswith("thetanet:")]
+        check(status == 2 and lines and "-depth_ranks" in lines[-1], f"status {status}, stderr:\n{se}")
+        check(not os.path.exists(out), "a failed study writes no file")
+        print(f"depth parallelism not built yet, reported: {lines[-1]}")
+
+
+def case_examples(tmp):
+    """Every jobs/examples/*.opts trains one epoch on one rank (options of features still
+    being built only draw the unused-option warning)."""
+    files = sorted(glob.glob(os.path.join(ROOT, "jobs", "examples", "*.opts")))
+    check(len(files) >= 5, f"examples: {files}")
+    for f in files:
+        first = open(f).readline()
+        check(first.startswith("# ") and len(first) > 20, f"{f}: the first line says what it shows")
+        train(tmp, os.path.basename(f)[:-5], ["-options_file", f, "-epochs", "1"])
+        print(f"ok: {os.path.basename(f)}: {first[2:].strip()}")
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("case", choices=sorted(CASES))
+    ap.add_argument("--thetanet", required=True)
+    ap.add_argument("--mpiexec", required=True)
+    ARGS = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="thetanet-analysis-") as tmp:
+        try:
+            CASES[ARGS.case](tmp)
+        except AssertionError as e:
+            print(f"FAILED: {e}", file=sys.stderr)
+            return 1
+    print("passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
