@@ -42,8 +42,8 @@ struct _n_TNNetwork {
   PetscScalar    *Ac, *bc; /* a coarse step's averaged operator and bias */
   PetscInt        mgB;    /* batch size of the MGRIT solve under way */
   PetscBool       mg_ok;
-  PetscInt64      mg_its, mg_solves;
-  PetscReal       mg_res;
+  PetscInt64      mg_its, mg_solves, mg_nfactor;
+  PetscReal       mg_res, mg_logfactor; /* sum of log convergence factors, over mg_nfactor solves */
   PetscScalar  *lam, *mu, *U, *G, *D;
   PetscScalar  *rhs;
   char          failure[256];
@@ -710,6 +710,16 @@ PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork net, PetscInt64 *its, PetscInt6
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNNetworkGetMGRITFactor(TNNetwork net, PetscReal *logsum, PetscInt64 *n)
+{
+  PetscFunctionBegin;
+  *logsum            = net->mg_logfactor;
+  *n                 = net->mg_nfactor;
+  net->mg_logfactor = 0;
+  net->mg_nfactor   = 0;
+  PetscFunctionReturn(0);
+}
+
 /* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward). */
 static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
 {
@@ -726,6 +736,16 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
   app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep};
   PetscCall(TNMGRITSetApp(mg, &app));
   PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
+  {
+    /* the mean reduction of the residual per iteration: (r_last / r_first)^(1/(its-1)) */
+    PetscInt         nh;
+    const PetscReal *hist;
+    PetscCall(TNMGRITGetResidualHistory(mg, &nh, &hist));
+    if (nh >= 2 && hist[0] > 0 && hist[nh - 1] > 0) {
+      net->mg_logfactor += PetscLogReal(hist[nh - 1] / hist[0]) / (nh - 1);
+      net->mg_nfactor++;
+    }
+  }
   net->mg_its += its;
   net->mg_solves++;
   net->mg_res = res;

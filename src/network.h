@@ -69,6 +69,9 @@ PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt 
 PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
 /* MGRIT iterations and solves since the last call, and the last solve's residual norm. */
 PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork, PetscInt64 *its, PetscInt64 *solves, PetscReal *residual);
+/* Sum of the logarithms of the per-iteration convergence factors of the MGRIT solves since the
+   last call, and how many solves had one (two or more iterations). */
+PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITFactor(TNNetwork, PetscReal *logsum, PetscInt64 *n);
 
 /* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
    number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */

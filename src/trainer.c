@@ -78,6 +78,8 @@ struct _n_TNTrainer {
   PetscReal        phase[PH_COUNT];
   PetscReal        train_seconds; /* training passes, epoch 1 excluded when there are more */
   PetscInt64       train_samples;
+  PetscReal        mgrit_logfactor; /* this rank's MGRIT convergence factors (log, summed) */
+  PetscInt64       mgrit_nfactor;
   char             start_time[64];
   /* per-step buffers */
   PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled */
@@ -613,6 +615,13 @@ static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *kr
   PetscCall(TNBlockSolverGetCounts(bs, &c[0], &c[1], &c[2]));
   PetscCall(TNBlockSolverResetCounts(bs));
   PetscCall(TNNetworkGetMGRITCounts(t->net, &c[3], &c[4], &res));
+  {
+    PetscReal  f;
+    PetscInt64 nf;
+    PetscCall(TNNetworkGetMGRITFactor(t->net, &f, &nf));
+    t->mgrit_logfactor += f;
+    t->mgrit_nfactor += nf;
+  }
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, c, 5, MPIU_INT64, MPI_SUM, t->grid.world));
   *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
   *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
@@ -824,12 +833,15 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     const PetscInt  run = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
     const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
     PetscReal       sps  = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
+    PetscReal       lf[2] = {t->mgrit_logfactor, (PetscReal)t->mgrit_nfactor}, factor;
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, lf, 2, MPIU_REAL, MPI_SUM, t->comm));
+    factor = lf[1] > 0 ? PetscExpReal(lf[0] / lf[1]) : 0;
     PetscCall(PetscPrintf(t->comm,
                           "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT " theta %g epochs %" PetscInt_FMT
-                          " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f peak_rss_mb %.1f\n",
+                          " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g peak_rss_mb %.1f\n",
                           t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall,
                           (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / run),
-                          (double)(krylov_all / run), (double)(mgrit_all / run), (double)rss));
+                          (double)(krylov_all / run), (double)(mgrit_all / run), (double)factor, (double)rss));
   }
   if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
   PetscFunctionReturn(0);

@@ -5,13 +5,12 @@ column per summary field, and every example options file trains.
 
 usage: analysis_test.py CASE --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
 """
-import argparse
 import glob
 import os
 import subprocess
 import sys
-import tempfile
 
+import harness
 import h5py
 import numpy as np
 
@@ -189,25 +188,6 @@ def case_examples(tmp):
         print(f"ok: {os.path.basename(f)}: {first[2:].strip()}")
 
 
-CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-
-
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--thetanet", required=True)
-    ap.add_argument("--mpiexec", required=True)
-    ARGS = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="thetanet-analysis-") as tmp:
-        try:
-            CASES[ARGS.case](tmp)
-        except AssertionError as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            return 1
-    print("passed")
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(globals(), "thetanet-analysis-"))

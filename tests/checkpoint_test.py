@@ -6,16 +6,15 @@ diverged block solve stops the run with exit status 1 keeping the last good chec
 
 usage: checkpoint_test.py CASE --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
 """
-import argparse
 import os
 import random
 import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
+import harness
 import h5py
 import numpy as np
 
@@ -188,25 +187,6 @@ def case_faults(tmp):
     print("diverged:", r.stderr.strip().splitlines()[0])
 
 
-CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-
-
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--thetanet", required=True)
-    ap.add_argument("--mpiexec", required=True)
-    ARGS = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="thetanet-ckpt-") as tmp:
-        try:
-            CASES[ARGS.case](tmp)
-        except AssertionError as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            return 1
-    print("passed")
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(globals(), "thetanet-ckpt-"))

@@ -4,13 +4,12 @@ case needs ranks) and reads the HDF5 files it writes back with h5py.
 
 usage: cli_test.py CASE --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
 """
-import argparse
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 
+import harness
 import h5py
 import numpy as np
 
@@ -338,25 +337,6 @@ def case_bad_input(tmp):
     expect_usage_error(["predict", "-model", model, "-data", p("good.h5")], "-output")
 
 
-CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
-
-
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("case", choices=sorted(CASES))
-    ap.add_argument("--thetanet", required=True)
-    ap.add_argument("--mpiexec", required=True)
-    ARGS = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="thetanet-test-") as tmp:
-        try:
-            CASES[ARGS.case](tmp)
-        except AssertionError as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            return 1
-    print("passed")
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(globals(), "thetanet-test-"))

@@ -3,13 +3,12 @@
 the history of -memory store with -memory reversible and checkpoint, on 1 and 2 ranks; reversible
 mode reports the reconstruction error on the epoch lines and warns when it should.
 
-usage: memory_test.py --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
+usage: memory_test.py modes --thetanet PATH --mpiexec "mpiexec --oversubscribe ..."
 """
-import argparse
 import sys
-import tempfile
 
 import cli_test as cli  # run(), train(), history(), rel_diff(), check() of the end-to-end tests
+import harness
 
 # tight solves, so that the modes agree far below the 1e-8 asked of them
 OPTS = ["-problem", "spirals", "-theta", "0.5", "-epochs", "3", "-batch", "50", "-width", "8", "-layers", "6",
@@ -50,21 +49,11 @@ def warnings():
     print(epoch_lines(so)[-1])
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--thetanet", required=True)
-    ap.add_argument("--mpiexec", required=True)
-    cli.ARGS = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="thetanet-memory-") as tmp:
-        try:
-            same_history(tmp)
-            warnings()
-        except AssertionError as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            return 1
-    print("passed")
-    return 0
+def case_modes(tmp):
+    cli.ARGS = ARGS  # noqa: F821 (set by harness.main)
+    same_history(tmp)
+    warnings()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(globals(), "thetanet-memory-"))

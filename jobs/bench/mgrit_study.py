@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""MGRIT across depth, measured and modelled.
+
+(A) Iterations to -mgrit_tol 1e-10 and the mean per-iteration convergence factor of the
+    forward and adjoint MGRIT solves of a 256-layer network, against the coarsening factor m
+    (2, 4, 8, 16), for theta 0, 0.5 and 1, dense and antisymmetric blocks, T = 4 and 16 (--T 64
+    adds a stiff case, slow: coarse steps there leave the block solvers' range), with
+    m h |A| reported (|A|: the mean spectral norm of the blocks' operators).
+(B) Wall-clock time of a training epoch of a 256-layer, width-32 network: sequential on 1 rank
+    against inexact MGRIT (-mgrit_max_it 1 and 2) on 2 depth ranks, and the validation accuracy
+    each reaches after the same number of epochs.
+(C) A performance model calibrated with the measured cost of a block step, the message latency
+    and the iteration counts, predicting the speed-up of MGRIT over sequential propagation for
+    8 to 1024 depth ranks and L = 256 to 4096.
+Everything goes to one HDF5 file and a PNG.
+
+usage: mgrit_study.py --thetanet BUILD/thetanet --mpiexec "mpiexec ..." [--out DIR] [--epochs E]
+                       [--parts ABC] [--T 4 16 ...]
+"""
+import argparse
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def run(args, cmd, ranks=1, check=True):
+    full = [args.thetanet, "train"] + cmd
+    if ranks > 1:
+        full = shlex.split(args.mpiexec) + ["-n", str(ranks)] + full
+    t0 = time.time()
+    p = subprocess.run(full, capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    wall = time.time() - t0
+    if check and p.returncode:
+        sys.exit(f"failed: {' '.join(full)}\n{p.stderr}")
+    summary = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("summary "):
+            f = line.split()[1:]
+            summary = {k: float(v) for k, v in zip(f[::2], f[1::2])}
+    return p.returncode, summary, wall
+
+
+def spectral_norm(path, antisymmetric, gamma=0.0):
+    with h5py.File(path, "r") as f:
+        W = f["model/blocks/W"][()]
+    A = W - np.transpose(W, (0, 2, 1)) - gamma * np.eye(W.shape[1]) if antisymmetric else W
+    return float(np.mean([np.linalg.norm(a, 2) for a in A]))
+
+
+def part_a(args, out):
+    L, rows = 256, []
+    print(f"(A) MGRIT iterations to 1e-10 and convergence factor, L = {L}, width 8, two levels")
+    print(f"{'theta':>5} {'blocks':>13} {'T':>3} {'m':>3} {'m h |A|':>8} {'its':>6} {'factor':>8}")
+    for antisym in (False, True):
+        for T in args.T:
+            for theta in (0.0, 0.5, 1.0):
+                norm = None
+                for m in (2, 4, 8, 16):
+                    res = os.path.join(out, "a.h5")
+                    cmd = ["-problem", "spirals", "-width", "8", "-layers", str(L), "-T", str(T), "-theta", str(theta), "-epochs", "1",
+                           "-batch", "512", "-lr", "1e-12", "-depth_solver", "mgrit", "-mgrit_cfactor", str(m), "-mgrit_tol", "1e-10",
+                           "-mgrit_max_it", "100", "-output", res, "-block_atol", "1e-12"]
+                    if antisym:
+                        cmd += ["-antisymmetric"]
+                    status, s, _ = run(args, cmd, check=False)
+                    if norm is None and status == 0:
+                        norm = spectral_norm(res, antisym)
+                    its = s.get("mgrit_its", float("nan")) if status == 0 else float("nan")
+                    fac = s.get("mgrit_factor", float("nan")) if status == 0 else float("nan")
+                    mha = m * T / L * (norm or float("nan"))
+                    rows.append((theta, int(antisym), T, m, mha, its, fac))
+                    print(f"{theta:5.1f} {'antisymmetric' if antisym else 'dense':>13} {T:3d} {m:3d} {mha:8.2f} "
+                          f"{(f'{its:6.1f}' if status == 0 else 'failed'):>6} {fac:8.3f}")
+    return np.array(rows, dtype=float)
+
+
+def part_b(args, out):
+    base = ["-problem", "spirals", "-width", "32", "-layers", "256", "-T", "4", "-epochs", str(args.epochs)]
+    print(f"\n(B) training epoch of a 256-layer, width-32 network, {args.epochs} epochs")
+    results = []
+    for label, ranks, extra in (("sequential, 1 rank", 1, []),
+                                ("MGRIT max_it 1, 2 depth ranks", 2, ["-depth_ranks", "2", "-depth_solver", "mgrit", "-mgrit_max_it", "1"]),
+                                ("MGRIT max_it 2, 2 depth ranks", 2, ["-depth_ranks", "2", "-depth_solver", "mgrit", "-mgrit_max_it", "2"])):
+        status, s, wall = run(args, base + extra, ranks, check=False)
+        epoch_s = s.get("epoch_s", float("nan"))
+        acc = s.get("val_accuracy", float("nan"))
+        results.append((ranks, epoch_s, acc, status))
+        print(f"{label:32s} epoch_s {epoch_s:8.3f} val_accuracy {acc:.4f}" + ("" if status == 0 else f" (failed: {status})"))
+    seq = results[0][1]
+    for (ranks, e, acc, _), label in zip(results[1:], ("max_it 1", "max_it 2")):
+        print(f"speed-up of MGRIT {label} on 2 ranks over sequential on 1: {seq / e:.2f}x (target 1.2x), "
+              f"accuracy {acc:.4f} against {results[0][2]:.4f}")
+    return np.array([(r, e, a, st) for r, e, a, st in results], dtype=float)
+
+
+def part_c(args, out, table_a, table_b):
+    """Per solve, sequential: L c. MGRIT, P ranks, levels l = 0..nl-1: an FCF iteration costs
+    (2 - 1/m) L_l/P steps on level l plus the coarsest level's L_c steps in a pipeline, and
+    P + nl messages of latency a; K iterations plus a final F-relaxation. c: one block step,
+    measured from the sequential epoch; a: a message, measured from 1 and 2 rank runs."""
+    L0 = 256
+    status, s1, _ = run(args, ["-problem", "spirals", "-width", "32", "-layers", str(L0), "-T", "4", "-epochs", "2", "-batch", "64"])
+    steps = 2 * (512 // 64) * L0  # forward and adjoint steps of an epoch
+    c = s1["epoch_s"] / steps
+    # latency: a 2-layer, width-2 network split over 2 depth ranks against 1 rank, where the
+    # messages (one forward, one backward per step) are most of the difference
+    tiny = ["-problem", "spirals", "-width", "2", "-layers", "2", "-T", "1", "-theta", "0", "-epochs", "20", "-batch", "8"]
+    _, t1, _ = run(args, tiny)
+    _, t2, _ = run(args, tiny + ["-depth_ranks", "2"], ranks=2)
+    a = max(1e-7, (t2["epoch_s"] - t1["epoch_s"]) / (2 * (512 // 8)))
+    K = 2.0
+    print(f"\n(C) model: block step c = {c * 1e6:.1f} us, message latency a = {a * 1e6:.1f} us, K = {K:g} iterations per solve")
+    Ps = [8, 16, 32, 64, 128, 256, 512, 1024]
+    Ls = [256, 512, 1024, 2048, 4096]
+    pred = np.zeros((len(Ls), len(Ps)))
+    m = 4
+    for i, L in enumerate(Ls):
+        for j, P in enumerate(Ps):
+            if L // m ** 1 < P:
+                pred[i, j] = float("nan")
+                continue
+            nl = 1
+            while L // m ** nl >= max(P, 2) * m and nl < 8:
+                nl += 1
+            work = 0.0
+            for lev in range(nl):
+                Ll = L / m ** lev
+                work += (2 - 1 / m) * Ll / P
+            coarsest = L / m ** nl
+            t_it = c * (work + coarsest) + a * (P + 2 * nl)
+            t_mgrit = K * t_it + c * L / P
+            pred[i, j] = L * c / t_mgrit
+    print("predicted speed-up, m = 4, K = 2:   P = " + " ".join(f"{P:6d}" for P in Ps))
+    for i, L in enumerate(Ls):
+        print(f"  L = {L:5d}                        " + " ".join(f"{x:6.1f}" for x in pred[i]))
+    j64, i1024 = Ps.index(64), Ls.index(1024)
+    print(f"at 64 ranks, L = 1024: {pred[i1024, j64]:.1f}x (target 8x)")
+    return pred, Ps, Ls, c, a
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--thetanet", required=True)
+    ap.add_argument("--mpiexec", default="mpiexec --oversubscribe")
+    ap.add_argument("--out", default="mgrit_study")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--parts", default="ABC", help="which of the parts A, B, C to run")
+    ap.add_argument("--T", type=int, nargs="+", default=[4, 16], help="final times of part A")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    a = part_a(args, args.out) if "A" in args.parts else np.zeros((0, 7))
+    b = part_b(args, args.out) if "B" in args.parts else np.zeros((0, 4))
+    pred, Ps, Ls, c, lat = part_c(args, args.out, a, b) if "C" in args.parts else (np.zeros((0, 0)), [], [], 0.0, 0.0)
+    h5 = os.path.join(args.out, "mgrit_study.h5")
+    with h5py.File(h5, "w") as f:
+        f["iterations"] = a
+        f["iterations"].attrs["columns"] = "theta antisymmetric T cfactor mh|A| mgrit_its factor"
+        f["speedup_2ranks"] = b
+        f["speedup_2ranks"].attrs["columns"] = "ranks epoch_s val_accuracy status (rows: sequential, max_it 1, max_it 2)"
+        f["model/speedup"] = pred
+        f["model/ranks"] = Ps
+        f["model/layers"] = Ls
+        f["model"].attrs["step_s"] = c
+        f["model"].attrs["latency_s"] = lat
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for theta, style in ((0.0, "o-"), (0.5, "s-"), (1.0, "^-")):
+        for T in args.T:
+            rows = a[(a[:, 0] == theta) & (a[:, 1] == 0) & (a[:, 2] == T)]
+            if len(rows):
+                ax[0].semilogy(rows[:, 3], rows[:, 5], style, label=f"theta {theta:g}, T {T}")
+    ax[0].set_xscale("log", base=2)
+    ax[0].set_xlabel("cfactor m")
+    ax[0].set_ylabel("MGRIT iterations to 1e-10 (dense)")
+    ax[0].legend(fontsize=7)
+    for i, L in enumerate(Ls):
+        ax[1].loglog(Ps, pred[i], "o-", label=f"L {L}")
+    ax[1].set_xlabel("depth ranks")
+    ax[1].set_ylabel("predicted speed-up (model)")
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "mgrit_study.png"), dpi=100)
+    print(f"\nwritten: {h5}, {os.path.join(args.out, 'mgrit_study.png')}")
+
+
+if __name__ == "__main__":
+    main()
