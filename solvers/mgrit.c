@@ -77,7 +77,7 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscReal tol = mg->tol;
 
   PetscFunctionBegin;
-  PetscOptionsBegin(mg->comm, NULL, "MGRIT across depth", "thetanet");
+  PetscOptionsBegin(mg->comm, NULL, "MGRIT solver", "thetanet");
   PetscCall(PetscOptionsInt("-mgrit_cfactor", "Coarsening factor m: C-points every m blocks", "", m, &m, NULL));
   PetscCall(PetscOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
   PetscCall(PetscOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));

@@ -3,6 +3,7 @@
 #include "commands.h"
 #include "errors.h"
 #include "trainer.h"
+#include "mgrit.h"
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
    before hours of compute, not after. */
@@ -34,6 +35,14 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
     PetscCall(TNBlockSolverSetFromOptions(bs));
     PetscCall(TNBlockSolverSetUp(bs, 1));
     PetscCall(TNBlockSolverDestroy(&bs));
+    {
+      TNMGRIT        mg;
+      TNMGRITApp     none    = {0, NULL, NULL};
+      TNCoarseWeight weights = TN_COARSE_INJECT;
+      PetscCall(TNMGRITCreate(comm, 2, PETSC_FALSE, &none, &mg));
+      PetscCall(TNNetworkMGRITOptions(&weights, mg));
+      PetscCall(TNMGRITDestroy(&mg));
+    }
   } else {
     PetscCall(TNTrainerSetUp(t));
     PetscCall(WarnUnusedOptions(comm, "train"));

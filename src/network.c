@@ -657,6 +657,17 @@ PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSol
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *weights, TNMGRIT mg)
+{
+  PetscFunctionBegin;
+  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "MGRIT across depth", "thetanet");
+  PetscCall(PetscOptionsEnum("-mgrit_coarse_weights", "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
+                             TNCoarseWeights, (PetscEnum)*weights, (PetscEnum *)weights, NULL));
+  PetscOptionsEnd();
+  if (mg) PetscCall(TNMGRITSetFromOptions(mg));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
 {
   TNModel        M = net->model;
@@ -669,10 +680,7 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
   net->depth_solver = solver;
   if (solver == TN_DEPTH_SEQUENTIAL) PetscFunctionReturn(0);
   PetscCheck(net->mode == TN_MEMORY_STORE, PETSC_COMM_SELF, TN_ERR_USER, "-depth_solver mgrit keeps every state: use -memory store");
-  PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "MGRIT across depth", "thetanet");
-  PetscCall(PetscOptionsEnum("-mgrit_coarse_weights", "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
-                             TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights, NULL));
-  PetscOptionsEnd();
+  PetscCall(TNNetworkMGRITOptions(&net->coarse_weights, NULL));
   if (M->depth == MPI_COMM_NULL) {
     /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
     net->reversed = MPI_COMM_NULL;

@@ -5,6 +5,7 @@
 
 #include "thetanet.h"
 #include "blocksolver.h"
+#include "mgrit.h"
 
 typedef struct _n_TNNetwork *TNNetwork;
 
@@ -65,6 +66,9 @@ typedef enum { TN_COARSE_INJECT, TN_COARSE_AVERAGE } TNCoarseWeight;
 PETSC_EXTERN const char *const TNCoarseWeights[];
 /* The ownership a depth solver needs (MGRIT: whole coarsest-level intervals per rank). */
 PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSolver, PetscInt *jlo, PetscInt *jhi);
+/* Reads -mgrit_coarse_weights and, given an MGRIT solver, its -mgrit_* options (also what
+   -help lists). */
+PETSC_EXTERN PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *, TNMGRIT);
 /* After TNNetworkSetMemory; the model must hold the blocks TNNetworkDepthOwnershipFor gives. */
 PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
 /* MGRIT iterations and solves since the last call, and the last solve's residual norm. */

@@ -255,7 +255,9 @@ def case_commands(tmp):
     status, so, se = run(["train", "-help"])
     check(status == 0, "train -help")
     for opt in ("-width", "-layers", "-theta", "-T", "-act", "-epochs", "-batch", "-lr", "-optimizer", "-weight_decay",
-                "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type"):
+                "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type", "-depth_solver",
+                "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_coarse_weights", "-memory", "-memory_stride",
+                "-checkpoint", "-checkpoint_every", "-restart", "-data_layout", "-progress"):
         check(opt in so, f"train -help does not document {opt}")
 
 
