@@ -20,7 +20,10 @@ int main(int argc, char **argv)
   if (PetscInitialize(&argc, &argv, NULL, usage)) return 1;
   ierr = TNErrorHandlerPush();
   /* errors must not be raised in main itself: PETSc aborts the job for those */
-  if (!ierr) ierr = TNCommandRun(PETSC_COMM_WORLD, cmd);
+  if (!ierr) {
+    ierr = TNCommandRun(PETSC_COMM_WORLD, cmd);
+    if (PetscPopErrorHandler()) return 1;
+  }
   if (PetscFinalize()) return 1;
   return TNExitStatus(ierr);
 }
