@@ -3,6 +3,7 @@
    rank owns whole intervals of the coarsest level, so relaxation on any level is local but for
    one state that travels from each rank to the next. */
 #include "mgrit.h"
+#include "events.h"
 
 typedef struct {
   PetscInt     n;      /* intervals of this level */
@@ -315,8 +316,11 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
     *residual  = 0;
     PetscFunctionReturn(0);
   }
+  PetscCall(TNEventsRegister());
   for (it = 0; it < mg->max_it; it++) {
+    PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
     PetscCall(Cycle(mg, 0, u, &res));
+    PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
     mg->hist[it] = res;
     if (res <= mg->tol) {
       it++;

@@ -1,7 +1,8 @@
 /* Registration of the -log_view events named in events.h. */
 #include "events.h"
 
-PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_BLOCK, TN_EVENT_ADJOINT, TN_EVENT_ALLREDUCE, TN_EVENT_UPDATE, TN_EVENT_IO;
+PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_BLOCK, TN_EVENT_ADJOINT, TN_EVENT_ALLREDUCE, TN_EVENT_UPDATE, TN_EVENT_IO,
+  TN_EVENT_MGRIT;
 
 PetscErrorCode TNEventsRegister(void)
 {
@@ -18,6 +19,7 @@ PetscErrorCode TNEventsRegister(void)
   PetscCall(PetscLogEventRegister("TNAllreduce", id, &TN_EVENT_ALLREDUCE));
   PetscCall(PetscLogEventRegister("TNUpdate", id, &TN_EVENT_UPDATE));
   PetscCall(PetscLogEventRegister("TNIO", id, &TN_EVENT_IO));
+  PetscCall(PetscLogEventRegister("TNMGRITCycle", id, &TN_EVENT_MGRIT));
   registered = PETSC_TRUE;
   PetscFunctionReturn(0);
 }

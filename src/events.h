@@ -5,7 +5,7 @@
 #include <petsclog.h>
 
 PETSC_EXTERN PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_BLOCK, TN_EVENT_ADJOINT, TN_EVENT_ALLREDUCE,
-  TN_EVENT_UPDATE, TN_EVENT_IO;
+  TN_EVENT_UPDATE, TN_EVENT_IO, TN_EVENT_MGRIT;
 
 /* Registers the events once; later calls do nothing. */
 PETSC_EXTERN PetscErrorCode TNEventsRegister(void);

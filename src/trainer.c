@@ -685,8 +685,8 @@ static PetscErrorCode CheckpointWrite(TNTrainer t, const TNCheckpointState *st)
 /* /config: what a reader needs to reproduce or tabulate the run. */
 static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
 {
-  char          v[16][64];
-  TNConfigEntry cfg[16];
+  char          v[20][64];
+  TNConfigEntry cfg[20];
   PetscInt      k = 0;
   TNTiming      timing;
 
@@ -714,6 +714,8 @@ static PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   ENTRY("optimizer", "%s", TNOptimizerTypes[t->opt.type]);
   ENTRY("seed", "%" PetscInt_FMT, t->seed);
   ENTRY("memory", "%s", TNMemoryModes[t->memory]);
+  ENTRY("depth_solver", "%s", TNDepthSolvers[t->depth_solver]);
+  ENTRY("data_layout", "%s", t->sharded ? "sharded" : "replicated");
 #undef ENTRY
   timing.nphases = PH_COUNT;
   for (PetscInt i = 0; i < PH_COUNT; i++) {
