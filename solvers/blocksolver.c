@@ -201,8 +201,8 @@ static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx)
   PetscFunctionReturn(0);
 }
 
-/* J v = v - h theta D.(A v), per sample row */
-static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out)
+/* J v = v - h theta D.(A v) and J^T v = v - h theta A^T (D.v) (row-major: (D.v) A), per sample row */
+static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose)
 {
   TNBlockSolver       bs;
   BatchSolver        *c;
@@ -218,37 +218,32 @@ static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out)
   ht = L->h * L->theta;
   PetscCall(VecGetArrayRead(v, &va));
   PetscCall(VecGetArrayWrite(out, &oa));
-  TNRowsApply(c->B, L->n, L->n, va, L->A, NULL, oa);
-  for (PetscInt i = 0; i < c->B * L->n; i++) oa[i] = va[i] - ht * c->D[i] * oa[i];
+  if (!transpose) {
+    TNRowsApply(c->B, L->n, L->n, va, L->A, NULL, oa);
+    for (PetscInt i = 0; i < c->B * L->n; i++) oa[i] = va[i] - ht * c->D[i] * oa[i];
+  } else {
+    for (PetscInt i = 0; i < c->B * L->n; i++) {
+      c->work[i] = c->D[i] * va[i];
+      oa[i]      = va[i];
+    }
+    TNRowsApplyTranspose(c->B, L->n, L->n, -ht, c->work, L->A, 1.0, oa);
+  }
   PetscCall(VecRestoreArrayWrite(out, &oa));
   PetscCall(VecRestoreArrayRead(v, &va));
   PetscFunctionReturn(0);
 }
 
-/* J^T v = v - h theta A^T (D.v), per sample row (row-major: (D.v) A) */
+static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out)
+{
+  PetscFunctionBegin;
+  PetscCall(JacobianApply(J, v, out, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
 static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out)
 {
-  TNBlockSolver       bs;
-  BatchSolver        *c;
-  const TNBlockLayer *L;
-  const PetscScalar  *va;
-  PetscScalar        *oa;
-  PetscReal           ht;
-
   PetscFunctionBegin;
-  PetscCall(MatShellGetContext(J, &bs));
-  c  = bs->cur;
-  L  = bs->layer;
-  ht = L->h * L->theta;
-  PetscCall(VecGetArrayRead(v, &va));
-  PetscCall(VecGetArrayWrite(out, &oa));
-  for (PetscInt i = 0; i < c->B * L->n; i++) {
-    c->work[i] = c->D[i] * va[i];
-    oa[i]      = va[i];
-  }
-  TNRowsApplyTranspose(c->B, L->n, L->n, -ht, c->work, L->A, 1.0, oa);
-  PetscCall(VecRestoreArrayWrite(out, &oa));
-  PetscCall(VecRestoreArrayRead(v, &va));
+  PetscCall(JacobianApply(J, v, out, PETSC_TRUE));
   PetscFunctionReturn(0);
 }
 
