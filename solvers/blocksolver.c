@@ -37,6 +37,7 @@ struct _n_TNBlockSolver {
   PetscInt      n;
   TNBlockMethod method;   /* resolved: never auto after SetFromOptions */
   PetscBool     fallback; /* auto: retry a failed Picard solve with Newton-GMRES */
+  PetscInt      rough_its; /* > 0: iterations a rough solve (an MGRIT coarse step) may take, no fallback */
   TNBlockGuess  guess;
   PetscReal     atol;
   BatchSolver   cache[TN_BATCH_CACHE];
@@ -451,6 +452,13 @@ PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
+{
+  PetscFunctionBegin;
+  bs->rough_its = its;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver bs, TNBlockMethod *m)
 {
   PetscFunctionBegin;
@@ -523,8 +531,15 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
   else
     for (PetscInt i = 0; i < N; i++) y[i] += L->h * Fj[i];
   if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
-  PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
-  if (reason <= 0 && bs->fallback) {
+  if (bs->rough_its) {
+    PetscReal atol, rtol, stol;
+    PetscInt  maxit, maxf;
+    PetscCall(SNESGetTolerances(c->snes, &atol, &rtol, &stol, &maxit, &maxf));
+    PetscCall(SNESSetTolerances(c->snes, atol, rtol, stol, bs->rough_its, maxf));
+    PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
+    PetscCall(SNESSetTolerances(c->snes, atol, rtol, stol, maxit, maxf));
+  } else PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
+  if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(PetscArraycpy(y, c->guess, N));
     PetscCall(ForwardRun(bs, c, c->snes_fb, y, &reason));
     bs->fallbacks++;
@@ -566,8 +581,15 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
   if (c->Jb) PetscCall(AssembleBlocks(bs, c->Jb));
   PetscCall(VecPlaceArray(c->lam, lambda));
   PetscCall(VecPlaceArray(c->mu, mu));
-  PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
-  if (reason <= 0 && bs->fallback) {
+  if (bs->rough_its) {
+    PetscReal rtol, abstol, dtol;
+    PetscInt  maxit;
+    PetscCall(KSPGetTolerances(c->ksp, &rtol, &abstol, &dtol, &maxit));
+    PetscCall(KSPSetTolerances(c->ksp, rtol, abstol, dtol, bs->rough_its));
+    PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
+    PetscCall(KSPSetTolerances(c->ksp, rtol, abstol, dtol, maxit));
+  } else PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
+  if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(AdjointRun(bs, c, c->ksp_fb, &reason, residual));
     bs->fallbacks++;
   }

@@ -50,6 +50,9 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver, const TNBlockLay
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves);
 PETSC_EXTERN PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver);
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver, TNBlockMethod *);
+/* its > 0: the following solves stop after its iterations without falling back (an MGRIT
+   coarse step needs no more than a rough solve); 0: solves to tolerance again. */
+PETSC_EXTERN PetscErrorCode TNBlockSolverSetRough(TNBlockSolver, PetscInt its);
 /* Self-test of the layer operators at the states y (B rows): relative error of the Jacobian
    against central differences, and of its transpose by the dot-product test. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver, const TNBlockLayer *, PetscInt B, const PetscScalar *y,

@@ -566,6 +566,9 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
   }
 }
 
+/* Iterations a coarse step's solve may take: it only steers the correction. */
+#define TN_COARSE_ITS 10
+
 /* A fine step that fails is a failure of the run. A coarse step only steers the correction: a
    solve that stops short (a step of m^l h can leave Picard's and Newton's range) is used as it
    is, or, if it is not even finite, replaced by no step at all; the fine relaxation still
@@ -597,7 +600,9 @@ static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, co
 
   PetscFunctionBegin;
   CoarseLayer(net, from, to, &L);
+  if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, TN_COARSE_ITS));
   PetscCall(ThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mgB, u, out, net->U, net->U + S, &ok));
+  PetscCall(TNBlockSolverSetRough(net->solver, 0));
   if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
   PetscFunctionReturn(0);
 }
@@ -631,7 +636,9 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
   TNActivate(L.act, N, net->U + N, net->U + N);
   TNActivationDerivative(L.act, N, net->U + N, net->U + N);
   if (L.theta > 0) {
+    PetscCall(TNBlockSolverSetRough(net->solver, TN_COARSE_ITS));
     PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->U + N, lam, net->mu, &ok, &res));
+    PetscCall(TNBlockSolverSetRough(net->solver, 0));
     if (!ok) PetscCall(CoarseFailure(net, from, to, N, lam, net->mu));
   } else PetscCall(PetscArraycpy(net->mu, lam, N));
   PetscCall(PetscArraycpy(out, net->mu, N));
