@@ -1,7 +1,13 @@
 /* MGRIT: FCF relaxation, FAS coarse-grid correction, V-cycles (DESIGN.md §2). Level 0 holds the
    fine points 0..N; level l+1 holds every cfactor-th point of level l (and the last one). Every
    rank owns whole intervals of the coarsest level, so relaxation on any level is local but for
-   one state that travels from each rank to the next. */
+   one state that travels from each rank to the next.
+
+   An iteration on the fine level is C-relaxation, F-relaxation, the FAS correction, then the
+   closing sweep: F-relaxation and the C-point residual. The closing sweep's steps into the
+   C-points are the next iteration's C-relaxation, so an FCF cycle costs no more than in the
+   textbook order, and the solve returns with F-points consistent with the C-points and the
+   residual of what it returns. */
 #include "mgrit.h"
 #include "events.h"
 
@@ -21,6 +27,7 @@ struct _n_TNMGRIT {
   TNMGRITApp  app;
   PetscInt    cfactor, nlevels, max_it, maxsize;
   PetscReal   tol;
+  PetscBool   skip;
   Level      *lv;
   PetscInt    nlv;
   PetscScalar *tmp;
@@ -45,6 +52,7 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   mg->nlevels = 2;
   mg->max_it  = 30;
   mg->tol     = 1e-10;
+  mg->skip    = PETSC_FALSE;
   *out        = mg;
   PetscFunctionReturn(0);
 }
@@ -72,10 +80,25 @@ PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt level
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip)
+{
+  PetscFunctionBegin;
+  mg->skip = skip;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip)
+{
+  PetscFunctionBegin;
+  *skip = mg->skip;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
 {
   PetscInt  m = mg->cfactor, l = mg->nlevels, it = mg->max_it;
   PetscReal tol = mg->tol;
+  PetscBool skip = mg->skip;
 
   PetscFunctionBegin;
   PetscOptionsBegin(mg->comm, NULL, "MGRIT solver", "thetanet");
@@ -83,8 +106,11 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscCall(PetscOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
   PetscCall(PetscOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
   PetscCall(PetscOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
+  PetscCall(PetscOptionsBool("-mgrit_skip", "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)", "",
+                             skip, &skip, NULL));
   PetscOptionsEnd();
   PetscCall(TNMGRITSetParameters(mg, m, l, it, tol));
+  mg->skip = skip;
   PetscFunctionReturn(0);
 }
 
@@ -186,6 +212,19 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint)
+{
+  PetscFunctionBegin;
+  PetscCall(Hierarchy(mg));
+  *cpoint = PETSC_FALSE;
+  if (mg->nlv > 1) {
+    const Level *C = &mg->lv[1];
+    const PetscInt a = FindPoint(C, p);
+    *cpoint = a <= C->n && C->pos[a] == p ? PETSC_TRUE : PETSC_FALSE;
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
 {
   PetscFunctionBegin;
@@ -238,6 +277,14 @@ static PetscErrorCode Relax(TNMGRIT mg, PetscInt l, PetscScalar *u, PetscBool fp
   PetscFunctionReturn(0);
 }
 
+/* Fine steps in a closing sweep may be the last at their points (see TNMGRITApp). */
+static PetscErrorCode Closing(TNMGRIT mg, PetscBool on)
+{
+  PetscFunctionBegin;
+  if (mg->app.closing) PetscCall(mg->app.closing(mg->app.ctx, on));
+  PetscFunctionReturn(0);
+}
+
 /* The coarsest level is solved exactly: a pipeline through the ranks. */
 static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
 {
@@ -251,13 +298,91 @@ static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
   PetscFunctionReturn(0);
 }
 
-/* One V-cycle on level l for the values u; on level 0 it returns the C-point residual norm and
-   skips the coarse correction once that is below the tolerance. */
-static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u, PetscReal *resnorm)
+/* phi_P = Phi(u_{b-1}) (+ g) into each local C-point b of level l (the next level's point P),
+   kept in the next level's g; with ss, the squared norm of the residuals phi_P - u_b. */
+static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss)
+{
+  const Level   *L = &mg->lv[l], *C = &mg->lv[l + 1];
+  const PetscInt size = mg->app.size;
+
+  PetscFunctionBegin;
+  if (ss) *ss = 0;
+  for (PetscInt P = 1; P <= C->hi - C->lo; P++) {
+    const PetscInt b   = L->cidx[P];
+    PetscScalar   *phi = STATE(C, C->g, P);
+    PetscCall(Step(mg, L, b, STATE(L, u, b - 1), phi));
+    if (ss)
+      for (PetscInt i = 0; i < size; i++) {
+        const PetscScalar r = phi[i] - STATE(L, u, b)[i];
+        *ss += PetscRealPart(r * PetscConj(r));
+      }
+  }
+  PetscFunctionReturn(0);
+}
+
+/* C-relaxation with the steps CPointSteps left in the next level's g. */
+static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
+  const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
+
+  PetscFunctionBegin;
+  for (PetscInt P = 1; P <= C->hi - C->lo; P++) PetscCall(PetscArraycpy(STATE(L, u, L->cidx[P]), STATE(C, C->g, P), mg->app.size));
+  PetscCall(Exchange(mg, L, u));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode Cycle(TNMGRIT, PetscInt, PetscScalar *);
+
+/* The FAS coarse-grid correction of level l, with CPointSteps' phi in the next level's g:
+   v_P = u at C-point P, g_P = r_P + v_P - Phi_c(v_{P-1}) = phi_P - Phi_c(v_{P-1}); a V-cycle
+   on the next level; u_P += w_P - v_P at every local C-point (the first one too: its coarse
+   value arrived from the previous rank). The F-points are left to the caller's F-relaxation. */
+static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
+  Level         *L = &mg->lv[l], *C = &mg->lv[l + 1];
+  const PetscInt size = mg->app.size, nC = C->hi - C->lo;
+
+  PetscFunctionBegin;
+  for (PetscInt P = 0; P <= nC; P++) PetscCall(PetscArraycpy(STATE(C, C->v, P), STATE(L, u, L->cidx[P]), size));
+  for (PetscInt P = 1; P <= nC; P++) {
+    PetscScalar *g = STATE(C, C->g, P);
+    PetscCall(mg->app.step(mg->app.ctx, C->pos[C->lo + P - 1], C->pos[C->lo + P], STATE(C, C->v, P - 1), mg->tmp));
+    for (PetscInt i = 0; i < size; i++) g[i] -= mg->tmp[i];
+  }
+  PetscCall(PetscArraycpy(C->u, C->v, (nC + 1) * size));
+  PetscCall(Cycle(mg, l + 1, C->u));
+  for (PetscInt P = 0; P <= nC; P++) {
+    PetscScalar *uf = STATE(L, u, L->cidx[P]);
+    for (PetscInt i = 0; i < size; i++) uf[i] += STATE(C, C->u, P)[i] - STATE(C, C->v, P)[i];
+  }
+  PetscFunctionReturn(0);
+}
+
+/* One V-cycle on a coarse level l >= 1: FCF, correction, F-relaxation (the interpolation of the
+   correction to the F-points, which the finer level's C-points include). */
+static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
+  PetscFunctionBegin;
+  if (l == mg->nlv - 1) {
+    PetscCall(SequentialLevel(mg, l, u));
+    PetscFunctionReturn(0);
+  }
+  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(Relax(mg, l, u, PETSC_FALSE, PETSC_TRUE));
+  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(CPointSteps(mg, l, u, NULL));
+  PetscCall(Correct(mg, l, u));
+  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+/* The nested start (XBraid's skip): the coarsest level propagated from u_0 with no forcing,
+   interpolated to each finer level by injection at its C-points and F-relaxation. It spends no
+   relaxation on values that carry no information yet. */
+static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
 {
   Level         *L = &mg->lv[l], *C;
   const PetscInt size = mg->app.size;
-  PetscReal      ss = 0;
 
   PetscFunctionBegin;
   if (l == mg->nlv - 1) {
@@ -265,70 +390,67 @@ static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u, PetscReal *r
     PetscFunctionReturn(0);
   }
   C = &mg->lv[l + 1];
+  PetscCall(PetscArraycpy(C->u, STATE(L, u, 0), size));
+  PetscCall(PetscArrayzero(C->g, (C->hi - C->lo + 1) * size));
+  PetscCall(Nested(mg, l + 1, C->u));
+  for (PetscInt P = 0; P <= C->hi - C->lo; P++) PetscCall(PetscArraycpy(STATE(L, u, L->cidx[P]), STATE(C, C->u, P), size));
+  if (l == 0) PetscCall(Closing(mg, PETSC_TRUE));
   PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
-  PetscCall(Relax(mg, l, u, PETSC_FALSE, PETSC_TRUE));
-  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
 
-  /* FAS restriction: v_P = u at C-point P, g_P = r_P + v_P - Phi_c(v_{P-1}) with the residual
-     r_P = Phi(u_{P-1}) + g - u_P of this level */
-  PetscCall(PetscArraycpy(STATE(C, C->v, 0), STATE(L, u, L->cidx[0]), size));
-  for (PetscInt P = 1; P <= C->hi - C->lo; P++) {
-    const PetscInt b = L->cidx[P];
-    PetscScalar   *v = STATE(C, C->v, P), *g = STATE(C, C->g, P);
-    PetscCall(Step(mg, L, b, STATE(L, u, b - 1), g));
-    for (PetscInt i = 0; i < size; i++) {
-      const PetscScalar r = g[i] - STATE(L, u, b)[i];
-      ss += PetscRealPart(r * PetscConj(r));
-      v[i] = STATE(L, u, b)[i];
-      g[i] = r + v[i];
-    }
-    PetscCall(mg->app.step(mg->app.ctx, C->pos[C->lo + P - 1], C->pos[C->lo + P], STATE(C, C->v, P - 1), mg->tmp));
-    for (PetscInt i = 0; i < size; i++) g[i] -= mg->tmp[i];
-  }
-  if (l == 0) {
-    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPIU_REAL, MPI_SUM, mg->comm));
-    *resnorm = PetscSqrtReal(ss);
-    if (*resnorm <= mg->tol) PetscFunctionReturn(0);
-  }
-  PetscCall(PetscArraycpy(C->u, C->v, (C->hi - C->lo + 1) * size));
-  PetscCall(Cycle(mg, l + 1, C->u, NULL));
-  /* correction u_P += w_P - v_P at every local C-point (the first one too: its coarse value
-     arrived from the previous rank) */
-  for (PetscInt P = 0; P <= C->hi - C->lo; P++) {
-    PetscScalar *uf = STATE(L, u, L->cidx[P]);
-    for (PetscInt i = 0; i < size; i++) uf[i] += STATE(C, C->u, P)[i] - STATE(C, C->v, P)[i];
-  }
+/* The closing sweep of a fine-level iteration: F-relaxation (unless the nested start just did
+   it) and the C-point residual norm. */
+static PetscErrorCode CloseIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
+{
+  PetscReal ss;
+
+  PetscFunctionBegin;
+  PetscCall(Closing(mg, PETSC_TRUE));
+  if (relax) PetscCall(Relax(mg, 0, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(CPointSteps(mg, 0, u, &ss));
+  PetscCall(Closing(mg, PETSC_FALSE));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPIU_REAL, MPI_SUM, mg->comm));
+  *res = PetscSqrtReal(ss);
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual)
 {
-  PetscReal res = PETSC_MAX_REAL;
-  PetscInt  it;
+  PetscReal res;
+  PetscInt  it = 0;
 
   PetscFunctionBegin;
   PetscCall(TNMGRITSetUp(mg));
   if (!mg->rank) PetscCall(PetscArraycpy(u, u0, mg->app.size));
+  mg->hist_n = 0;
   if (mg->nlv == 1) {
+    PetscCall(Closing(mg, PETSC_TRUE));
     PetscCall(SequentialLevel(mg, 0, u));
-    mg->hist_n = 0;
-    *its       = 0;
-    *residual  = 0;
+    PetscCall(Closing(mg, PETSC_FALSE));
+    *its      = 0;
+    *residual = 0;
     PetscFunctionReturn(0);
   }
   PetscCall(TNEventsRegister());
-  for (it = 0; it < mg->max_it; it++) {
+  PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
+  if (mg->skip) {
+    /* the nested start is the first iteration */
+    PetscCall(Nested(mg, 0, u));
+    PetscCall(CloseIteration(mg, u, PETSC_FALSE, &res));
+    mg->hist[it++] = res;
+  } else PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
+  PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
+  while (res > mg->tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
-    PetscCall(Cycle(mg, 0, u, &res));
+    PetscCall(CRelaxFrom(mg, 0, u));
+    PetscCall(Relax(mg, 0, u, PETSC_TRUE, PETSC_FALSE));
+    PetscCall(CPointSteps(mg, 0, u, NULL));
+    PetscCall(Correct(mg, 0, u));
+    PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
     PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
-    mg->hist[it] = res;
-    if (res <= mg->tol) {
-      it++;
-      break;
-    }
+    mg->hist[it++] = res;
   }
-  /* the F-points of the final C-points */
-  PetscCall(Relax(mg, 0, u, PETSC_TRUE, PETSC_FALSE));
   mg->hist_n = it;
   *its       = it;
   *residual  = res;

@@ -8,11 +8,17 @@
 
 /* The recursion as the solver sees it. step() advances a state of `size` local entries from point
    `from` to point `to` (fine indices): to = from + 1 is the fine step Phi; a longer stride is the
-   coarse propagator of the interval [from, to) (for thetanet: the theta-step of size (to-from)h). */
+   coarse propagator of the interval [from, to) (for thetanet: the theta-step of size (to-from)h).
+   closing (optional) brackets the steps that may be a solve's last at each point: the fine
+   F-relaxation and residual sweep that end every iteration (closing(ctx, PETSC_TRUE) before,
+   PETSC_FALSE after). When the solve returns, each fine step's last evaluation was in such a
+   sweep, from the final states: an application can take what it needs of a step (for thetanet
+   the weight gradient) there, rather than in another pass. */
 typedef struct {
   PetscInt size;
   void    *ctx;
   PetscErrorCode (*step)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out);
+  PetscErrorCode (*closing)(void *ctx, PetscBool on);
 } TNMGRITApp;
 
 typedef struct _n_TNMGRIT *TNMGRIT;
@@ -23,19 +29,28 @@ typedef struct _n_TNMGRIT *TNMGRIT;
    ownership, of the forward one. */
 PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *mg);
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
-   2-norm of the fine C-point residuals). */
+   2-norm of the fine C-point residuals), -mgrit_skip (true: the first iteration is the nested
+   start, the coarsest level's propagation interpolated by F-relaxation, rather than a cycle
+   from the initial values). */
 PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);
 /* The callbacks (app may be given at creation or here, before the first solve). */
 PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
 PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
+PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
+PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
 /* Builds the level hierarchy and the ownership: every rank holds whole intervals of the
    coarsest level, so only interval ends travel between ranks. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetUp(TNMGRIT);
 /* This rank's steps [lo, hi): it holds the points lo..hi. */
 PETSC_EXTERN PetscErrorCode TNMGRITGetOwnership(TNMGRIT, PetscInt *lo, PetscInt *hi);
+/* Whether fine point p is a C-point (a point of the next level): its final value comes from the
+   coarse correction, not from the step into it. */
+PETSC_EXTERN PetscErrorCode TNMGRITIsCPoint(TNMGRIT, PetscInt p, PetscBool *cpoint);
 /* Solves from u_0 (read on the first rank) for the local points u[(p - lo) * size], p = lo..hi,
-   starting from the values in u (set them, e.g. to u_0, before the first solve). Returns the
-   iterations and the final C-point residual norm; iterates to -mgrit_tol or -mgrit_max_it. */
+   starting from the values in u (set them, e.g. to u_0, before the first solve; with skip only
+   u_0 is read). Each iteration ends with an F-relaxation and the C-point residual, so the
+   F-points are consistent with the C-points on return. Returns the iterations and the final
+   C-point residual norm; iterates to -mgrit_tol or -mgrit_max_it. */
 PETSC_EXTERN PetscErrorCode TNMGRITSolve(TNMGRIT, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual);
 /* Residual norm after each iteration of the last solve (history[0..its)). */
 PETSC_EXTERN PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT, PetscInt *its, const PetscReal **history);

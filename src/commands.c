@@ -37,10 +37,11 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
     PetscCall(TNBlockSolverDestroy(&bs));
     {
       TNMGRIT        mg;
-      TNMGRITApp     none    = {0, NULL, NULL};
+      TNMGRITApp     none    = {0, NULL, NULL, NULL};
       TNCoarseWeight weights = TN_COARSE_INJECT;
+      PetscInt       its     = TN_MGRIT_COARSE_ITS;
       PetscCall(TNMGRITCreate(comm, 2, PETSC_FALSE, &none, &mg));
-      PetscCall(TNNetworkMGRITOptions(&weights, mg));
+      PetscCall(TNNetworkMGRITOptions(&weights, &its, mg));
       PetscCall(TNMGRITDestroy(&mg));
     }
   } else {

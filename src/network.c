@@ -36,12 +36,14 @@ struct _n_TNNetwork {
   /* -depth_solver mgrit: forward over the depth ranks, adjoint over them in reverse order */
   TNDepthSolver   depth_solver;
   TNCoarseWeight  coarse_weights;
+  PetscInt        coarse_its; /* iterations a coarse step's solve may take */
   TNMGRIT         mg_fwd, mg_adj;
   MPI_Comm        reversed;
   PetscScalar    *LAM;    /* adjoints at this rank's points: LAM[q] = lambda_{jhi-q} */
   PetscScalar    *Ac, *bc; /* a coarse step's averaged operator and bias */
   PetscInt        mgB;    /* batch size of the MGRIT solve under way */
-  PetscBool       mg_ok;
+  PetscBool       mg_ok, mg_closing; /* mg_closing: fine steps now may be the last at their points */
+  PetscScalar    *Gmg;    /* the adjoint solve's block gradients, from each block's last step */
   PetscInt64      mg_its, mg_solves, mg_nfactor;
   PetscReal       mg_res, mg_logfactor; /* sum of log convergence factors, over mg_nfactor solves */
   PetscScalar  *lam, *mu, *U, *G, *D;
@@ -129,6 +131,7 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscCall(TNMGRITDestroy(&(*net)->mg_fwd));
   PetscCall(TNMGRITDestroy(&(*net)->mg_adj));
   PetscCall(PetscFree((*net)->LAM));
+  PetscCall(PetscFree((*net)->Gmg));
   PetscCall(PetscFree2((*net)->Ac, (*net)->bc));
   if ((*net)->reversed != MPI_COMM_NULL && (*net)->reversed) PetscCallMPI(MPI_Comm_free(&(*net)->reversed));
   PetscCall(PetscFree(*net));
@@ -566,8 +569,6 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
   }
 }
 
-/* Iterations a coarse step's solve may take: it only steers the correction. */
-#define TN_COARSE_ITS 10
 
 /* A fine step that fails is a failure of the run. A coarse step only steers the correction: a
    solve that stops short (a step of m^l h can leave Picard's and Newton's range) is used as it
@@ -590,18 +591,28 @@ static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, P
   PetscFunctionReturn(0);
 }
 
-/* Forward propagator between points from < to: block `from`, or the coarse step. */
+static PetscErrorCode MGRITClosing(void *ctx, PetscBool on)
+{
+  PetscFunctionBegin;
+  ((TNNetwork)ctx)->mg_closing = on;
+  PetscFunctionReturn(0);
+}
+
+/* Forward propagator between points from < to: block `from`, or the coarse step. A fine step
+   of the closing sweep leaves F_j(y_j) and F_j(y_{j+1}) where the backward pass reads them. */
 static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
 {
-  TNNetwork    net = (TNNetwork)ctx;
-  const PetscInt S = net->mgB * net->model->cfg.n;
-  TNBlockLayer L;
-  PetscBool    ok;
+  TNNetwork      net = (TNNetwork)ctx;
+  const PetscInt S = net->mgB * net->model->cfg.n, i = from - net->model->jlo;
+  const PetscBool keep = net->mg_closing && to == from + 1;
+  TNBlockLayer   L;
+  PetscBool      ok;
 
   PetscFunctionBegin;
   CoarseLayer(net, from, to, &L);
-  if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, TN_COARSE_ITS));
-  PetscCall(ThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mgB, u, out, net->U, net->U + S, &ok));
+  if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
+  PetscCall(ThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mgB, u, out, keep ? net->FJ + i * S : net->U,
+                       keep && net->FN ? net->FN + i * S : net->U + S, &ok));
   PetscCall(TNBlockSolverSetRough(net->solver, 0));
   if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
   PetscFunctionReturn(0);
@@ -623,7 +634,15 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
 
   PetscFunctionBegin;
   if (j1 == j0 + 1) {
-    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->FJ + (j0 - M->jlo) * S, net->FN ? net->FN + (j0 - M->jlo) * S : NULL, lam, out, NULL, &ok));
+    /* in the closing sweep: block j0's weight gradient, from lambda_{j0+1} (its last step's) */
+    if (net->mg_closing) {
+      TNParams g;
+      TNModelParams(M, net->Gmg, &g);
+      PetscCall(PetscArrayzero(g.W + (j0 - M->jlo) * n * n, n * n));
+      PetscCall(PetscArrayzero(g.b + (j0 - M->jlo) * n, n));
+    }
+    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->FJ + (j0 - M->jlo) * S, net->FN ? net->FN + (j0 - M->jlo) * S : NULL, lam, out,
+                                        net->mg_closing ? net->Gmg : NULL, &ok));
     if (!ok) net->mg_ok = PETSC_FALSE;
     PetscFunctionReturn(0);
   }
@@ -636,7 +655,7 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
   TNActivate(L.act, N, net->U + N, net->U + N);
   TNActivationDerivative(L.act, N, net->U + N, net->U + N);
   if (L.theta > 0) {
-    PetscCall(TNBlockSolverSetRough(net->solver, TN_COARSE_ITS));
+    PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
     PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->U + N, lam, net->mu, &ok, &res));
     PetscCall(TNBlockSolverSetRough(net->solver, 0));
     if (!ok) PetscCall(CoarseFailure(net, from, to, N, lam, net->mu));
@@ -655,7 +674,7 @@ PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSol
   if (solver == TN_DEPTH_SEQUENTIAL) PetscCall(TNNetworkDepthOwnership(depth, L, jlo, jhi));
   else {
     TNMGRIT    mg;
-    TNMGRITApp none = {0, NULL, NULL};
+    TNMGRITApp none = {0, NULL, NULL, NULL};
     PetscCall(TNMGRITCreate(depth, L, PETSC_FALSE, &none, &mg));
     PetscCall(TNMGRITSetFromOptions(mg));
     PetscCall(TNMGRITGetOwnership(mg, jlo, jhi));
@@ -664,13 +683,16 @@ PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSol
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *weights, TNMGRIT mg)
+PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *weights, PetscInt *coarse_its, TNMGRIT mg)
 {
   PetscFunctionBegin;
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "MGRIT across depth", "thetanet");
   PetscCall(PetscOptionsEnum("-mgrit_coarse_weights", "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
                              TNCoarseWeights, (PetscEnum)*weights, (PetscEnum *)weights, NULL));
+  PetscCall(PetscOptionsInt("-mgrit_coarse_its", "Most iterations of a coarse step's block solve (it only steers the correction: no fallback)", "",
+                            *coarse_its, coarse_its, NULL));
   PetscOptionsEnd();
+  PetscCheck(*coarse_its >= 1, PETSC_COMM_WORLD, TN_ERR_USER, "-mgrit_coarse_its must be at least 1, got %" PetscInt_FMT, *coarse_its);
   if (mg) PetscCall(TNMGRITSetFromOptions(mg));
   PetscFunctionReturn(0);
 }
@@ -679,7 +701,7 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
 {
   TNModel        M = net->model;
   const PetscInt n = M->cfg.n, S = net->Bmax * n;
-  TNMGRITApp     fwd = {S, net, MGRITForwardStep}, adj = {S, net, MGRITAdjointStep};
+  TNMGRITApp     fwd = {S, net, MGRITForwardStep, MGRITClosing}, adj = {S, net, MGRITAdjointStep, MGRITClosing};
   PetscInt       lo, hi;
   PetscMPIInt    rank, size;
 
@@ -687,7 +709,8 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
   net->depth_solver = solver;
   if (solver == TN_DEPTH_SEQUENTIAL) PetscFunctionReturn(0);
   PetscCheck(net->mode == TN_MEMORY_STORE, PETSC_COMM_SELF, TN_ERR_USER, "-depth_solver mgrit keeps every state: use -memory store");
-  PetscCall(TNNetworkMGRITOptions(&net->coarse_weights, NULL));
+  net->coarse_its = TN_MGRIT_COARSE_ITS;
+  PetscCall(TNNetworkMGRITOptions(&net->coarse_weights, &net->coarse_its, NULL));
   if (M->depth == MPI_COMM_NULL) {
     /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
     net->reversed = MPI_COMM_NULL;
@@ -710,6 +733,7 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
   PetscCall(TNMGRITGetOwnership(net->mg_adj, &lo, &hi));
   PetscCheck(lo == M->cfg.L - M->jhi && hi == M->cfg.L - M->jlo, PETSC_COMM_SELF, PETSC_ERR_PLIB, "adjoint MGRIT does not mirror the forward ownership");
   PetscCall(PetscMalloc1((LocalBlocks(net) + 1) * S, &net->LAM));
+  PetscCall(PetscCalloc1(M->nparams, &net->Gmg));
   PetscCall(PetscMalloc2(n * n, &net->Ac, n, &net->bc));
   PetscFunctionReturn(0);
 }
@@ -735,20 +759,25 @@ PetscErrorCode TNNetworkGetMGRITFactor(TNNetwork net, PetscReal *logsum, PetscIn
   PetscFunctionReturn(0);
 }
 
-/* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward). */
+/* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward), unless
+   the nested start needs no start values. */
 static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
 {
   const PetscInt S = B * net->model->cfg.n, npts = LocalBlocks(net) + 1;
   TNMGRITApp     app;
   PetscInt       its;
   PetscReal      res;
+  PetscBool      skip;
 
   PetscFunctionBegin;
   net->mgB   = B;
   net->mg_ok = PETSC_TRUE;
-  if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
-  for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
-  app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep};
+  PetscCall(TNMGRITGetSkip(mg, &skip));
+  if (!skip) {
+    if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
+    for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
+  }
+  app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep, MGRITClosing};
   PetscCall(TNMGRITSetApp(mg, &app));
   PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
   {
@@ -770,7 +799,26 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
   PetscFunctionReturn(0);
 }
 
-/* MGRIT forward: all states of this rank's points, then the F values the backward pass reads. */
+/* F_j(y_j) and F_j(y_{j+1}) of local block i from the states. */
+static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to)
+{
+  const PetscInt S = B * net->model->cfg.n, n = net->model->cfg.n;
+  TNBlockLayer   L;
+
+  BlockLayer(net, net->model->jlo + i, &L);
+  if (from) {
+    TNRowsApply(B, n, n, net->Y + i * S, L.A, L.b, net->rhs);
+    TNActivate(L.act, S, net->rhs, net->FJ + i * S);
+  }
+  if (to && net->FN) {
+    TNRowsApply(B, n, n, net->Y + (i + 1) * S, L.A, L.b, net->rhs);
+    TNActivate(L.act, S, net->rhs, net->FN + i * S);
+  }
+}
+
+/* MGRIT forward: all states of this rank's points. The closing sweep left the F values the
+   backward pass reads, but for the blocks into C-points: their last step went to the residual,
+   and y_{j+1} is the C-point's value. */
 static PetscErrorCode ForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
 {
   TNModel              M = net->model;
@@ -785,21 +833,28 @@ static PetscErrorCode ForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X
   PetscCall(MGRITSolve(net, net->mg_fwd, M->depth, B, net->Y, ok));
   if (!*ok) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < nloc; i++) {
-    TNBlockLayer L;
-    BlockLayer(net, M->jlo + i, &L);
-    TNRowsApply(B, c->n, c->n, net->Y + i * S, L.A, L.b, net->rhs);
-    TNActivate(L.act, S, net->rhs, net->FJ + i * S);
-    if (net->FN) {
-      TNRowsApply(B, c->n, c->n, net->Y + (i + 1) * S, L.A, L.b, net->rhs);
-      TNActivate(L.act, S, net->rhs, net->FN + i * S);
-    }
+    PetscBool cpoint;
+    PetscCall(TNMGRITIsCPoint(net->mg_fwd, M->jlo + i + 1, &cpoint));
+    if (cpoint) StepValues(net, B, i, PETSC_FALSE, PETSC_TRUE);
   }
   if (M->jhi == c->L) TNRowsApply(B, c->m, c->n, net->Y + nloc * S, M->p.C, M->p.c, out);
   PetscFunctionReturn(0);
 }
 
-/* MGRIT backward: the adjoints at this rank's points, then each block's weight gradient from
-   the final states and adjoints. */
+/* Adds the local blocks' weight gradients in src to grad. */
+static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad)
+{
+  const PetscInt n = net->model->cfg.n, nloc = LocalBlocks(net);
+  TNParams       s, g;
+
+  TNModelParams(net->model, src, &s);
+  TNModelParams(net->model, grad, &g);
+  for (PetscInt i = 0; i < nloc * n * n; i++) g.W[i] += s.W[i];
+  for (PetscInt i = 0; i < nloc * n; i++) g.b[i] += s.b[i];
+}
+
+/* MGRIT backward: the adjoints at this rank's points; each block's weight gradient came from its
+   step in the closing sweep, from the final states and adjoints. */
 static PetscErrorCode BackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad, PetscBool *ok)
 {
   TNModel              M = net->model;
@@ -815,11 +870,7 @@ static PetscErrorCode BackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *
     TNRowsApplyTranspose(B, c->m, c->n, 1.0, dout, M->p.C, 0.0, net->LAM);
   }
   PetscCall(MGRITSolve(net, net->mg_adj, net->reversed, B, net->LAM, ok));
-  for (PetscInt j = M->jlo; j < M->jhi && *ok; j++) {
-    const PetscInt i = j - M->jlo;
-    PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->Y + i * S, net->Y + (i + 1) * S, net->FJ + i * S, net->FN ? net->FN + i * S : NULL,
-                                        net->LAM + (M->jhi - j - 1) * S, net->lam, grad, ok));
-  }
+  if (*ok) AddBlockGradients(net, net->Gmg, grad);
   if (*ok && M->jlo == 0) {
     const PetscScalar *lam0 = net->LAM + nloc * S;
     TNActivationDerivative(c->opening_act, S, net->Y, net->D);
@@ -827,5 +878,24 @@ static PetscErrorCode BackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *
     TNRowsOuterAdd(B, c->n, c->d, 1.0, net->D, X, g.K);
     AddColumnSums(B, c->n, net->D, g.kb);
   }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad)
+{
+  TNModel        M = net->model;
+  const PetscInt S = B * M->cfg.n, nloc = LocalBlocks(net);
+  PetscBool      ok = PETSC_TRUE;
+
+  PetscFunctionBegin;
+  PetscCheck(net->depth_solver == TN_DEPTH_MGRIT, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "the network does not use -depth_solver mgrit");
+  PetscCall(PetscArrayzero(net->Gmg, M->nparams));
+  for (PetscInt i = 0; i < nloc && ok; i++) {
+    StepValues(net, B, i, PETSC_TRUE, PETSC_TRUE);
+    PetscCall(TNNetworkBlockAdjointStep(net, M->jlo + i, B, net->Y + i * S, net->Y + (i + 1) * S, net->FJ + i * S, net->FN ? net->FN + i * S : NULL,
+                                        net->LAM + (nloc - i - 1) * S, net->lam, net->Gmg, &ok));
+  }
+  PetscCheck(ok, PETSC_COMM_SELF, TN_ERR_RUNTIME, "%s", net->failure);
+  AddBlockGradients(net, net->Gmg, grad);
   PetscFunctionReturn(0);
 }

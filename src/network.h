@@ -66,11 +66,16 @@ typedef enum { TN_COARSE_INJECT, TN_COARSE_AVERAGE } TNCoarseWeight;
 PETSC_EXTERN const char *const TNCoarseWeights[];
 /* The ownership a depth solver needs (MGRIT: whole coarsest-level intervals per rank). */
 PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSolver, PetscInt *jlo, PetscInt *jhi);
-/* Reads -mgrit_coarse_weights and, given an MGRIT solver, its -mgrit_* options (also what
-   -help lists). */
-PETSC_EXTERN PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *, TNMGRIT);
+/* Reads -mgrit_coarse_weights, -mgrit_coarse_its (default TN_MGRIT_COARSE_ITS) and, given an
+   MGRIT solver, its -mgrit_* options (also what -help lists). */
+#define TN_MGRIT_COARSE_ITS 10
+PETSC_EXTERN PetscErrorCode TNNetworkMGRITOptions(TNCoarseWeight *, PetscInt *coarse_its, TNMGRIT);
 /* After TNNetworkSetMemory; the model must hold the blocks TNNetworkDepthOwnershipFor gives. */
 PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
+/* The local blocks' weight gradients recomputed from the states and adjoints the last MGRIT
+   forward and backward solves returned, added to grad: block by block, as DESIGN.md §2 defines
+   them. (The solves take them from their closing sweeps; this is the reference to check that.) */
+PETSC_EXTERN PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork, PetscInt B, PetscScalar *grad);
 /* MGRIT iterations and solves since the last call, and the last solve's residual norm. */
 PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork, PetscInt64 *its, PetscInt64 *solves, PetscReal *residual);
 /* Sum of the logarithms of the per-iteration convergence factors of the MGRIT solves since the

@@ -148,6 +148,7 @@ def case_depth_mgrit(tmp):
         check(acc >= exact - 0.01, f"inexact MGRIT reached {acc:.4f} against {exact:.4f}")
     out = os.path.join(tmp, "x.h5")
     expect_usage_error(["train", "-depth_solver", "mgrit", "-memory", "reversible", "-output", out], "-memory store")
+    expect_usage_error(["train", "-depth_solver", "mgrit", "-mgrit_coarse_its", "0", "-output", out], "-mgrit_coarse_its")
     expect_usage_error(["train", "-depth_ranks", "4", "-depth_solver", "mgrit", "-layers", "8", "-mgrit_cfactor", "4"], "fewer than the 4 ranks", ranks=4)
 
 
@@ -256,7 +257,8 @@ def case_commands(tmp):
     check(status == 0, "train -help")
     for opt in ("-width", "-layers", "-theta", "-T", "-act", "-epochs", "-batch", "-lr", "-optimizer", "-weight_decay",
                 "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type", "-depth_solver",
-                "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_coarse_weights", "-memory", "-memory_stride",
+                "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_coarse_weights", "-mgrit_coarse_its", "-mgrit_skip",
+                "-memory", "-memory_stride",
                 "-checkpoint", "-checkpoint_every", "-restart", "-data_layout", "-progress"):
         check(opt in so, f"train -help does not document {opt}")
 

@@ -96,9 +96,73 @@ static void test_mgrit_residual(void **state)
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
 }
 
+/* Inexact MGRIT (one or two iterations, with and without the nested start): the block
+   gradients the adjoint solve takes from its closing sweep are those of the returned states
+   and adjoints, recomputed block by block. */
+static void test_mgrit_gradient(void **state)
+{
+  const PetscInt B = 7;
+  PetscReal      X[14], out[14], dout[14];
+  PetscMPIInt    size;
+  const char    *runs[][2] = {{"1", "true"}, {"2", "true"}, {"1", "false"}, {"2", "false"}};
+
+  (void)state;
+  CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  for (PetscInt i = 0; i < B * 2; i++) {
+    X[i]    = 2 * TNUniform(3, 4, (uint64_t)i) - 1;
+    dout[i] = 2 * TNUniform(3, 5, (uint64_t)i) - 1;
+  }
+  CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
+  for (int theta = 0; theta <= 2; theta++) {
+    TNModelConfig cfg = {.d = 2, .n = 5, .L = 29, .m = 2, .theta = 0.5 * theta, .T = 3.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+      TNModel      M;
+      TNNetwork    net;
+      PetscInt     jlo, jhi;
+      PetscScalar *grad, *ref;
+      TNParams     g, e;
+      PetscReal    err = 0, scale = 0;
+      PetscBool    ok;
+      CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", runs[r][0]));
+      CHECK(PetscOptionsSetValue(NULL, "-mgrit_skip", runs[r][1]));
+      CHECK(TNNetworkDepthOwnershipFor(PETSC_COMM_WORLD, cfg.L, TN_DEPTH_MGRIT, &jlo, &jhi));
+      CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
+      CHECK(TNModelInitialize(M, 3));
+      CHECK(TNNetworkCreate(M, B, &net));
+      CHECK(TNNetworkSetFromOptions(net));
+      CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
+      CHECK(PetscCalloc2(M->nparams, &grad, M->nparams, &ref));
+      CHECK(TNNetworkForward(net, B, X, out, &ok));
+      assert_true(ok);
+      CHECK(TNNetworkBackward(net, B, X, dout, grad, &ok));
+      assert_true(ok);
+      CHECK(TNNetworkMGRITBlockGradients(net, B, ref));
+      TNModelParams(M, grad, &g);
+      TNModelParams(M, ref, &e);
+      for (PetscInt i = 0; i < (jhi - jlo) * cfg.n * cfg.n; i++) {
+        err   = PetscMax(err, PetscAbsScalar(g.W[i] - e.W[i]));
+        scale = PetscMax(scale, PetscAbsScalar(e.W[i]));
+      }
+      for (PetscInt i = 0; i < (jhi - jlo) * cfg.n; i++) err = PetscMax(err, PetscAbsScalar(g.b[i] - e.b[i]));
+      CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
+      CHECK(MPI_Allreduce(MPI_IN_PLACE, &scale, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
+      print_message("%d ranks, theta %.1f, max_it %s, nested start %s: block gradients against the recomputed ones %.1e (largest %.1e)\n", size,
+                    (double)cfg.theta, runs[r][0], runs[r][1], (double)err, (double)scale);
+      assert_true(scale > 0);
+      assert_true(err <= 1e-13 * scale);
+      CHECK(PetscFree2(grad, ref));
+      CHECK(TNNetworkDestroy(&net));
+      CHECK(TNModelDestroy(&M));
+    }
+  }
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_max_it"));
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_skip"));
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
+}
+
 int main(int argc, char **argv)
 {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual), cmocka_unit_test(test_mgrit_gradient)};
   int                     fails;
 
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;

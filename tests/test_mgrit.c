@@ -15,6 +15,9 @@
 typedef struct {
   PetscScalar A[64][K * K], b[64][K];
   PetscReal   h;
+  PetscBool   closing;        /* inside a closing sweep */
+  PetscScalar last[65][K];    /* the last closing fine step into each point */
+  PetscInt    closed[65];     /* closing fine steps into each point */
 } Toy;
 
 /* u_to = u_from + (to - from) h tanh(A_from u + b_from): one explicit step of stride to-from,
@@ -29,6 +32,17 @@ static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const Petsc
     for (PetscInt k = 0; k < K; k++) z += t->A[from][i * K + k] * u[k];
     out[i] = u[i] + (to - from) * t->h * PetscTanhReal(z);
   }
+  if (t->closing && to == from + 1) {
+    for (PetscInt i = 0; i < K; i++) t->last[to][i] = out[i];
+    t->closed[to]++;
+  }
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode ToyClosing(void *ctx, PetscBool on)
+{
+  PetscFunctionBegin;
+  ((Toy *)ctx)->closing = on;
   PetscFunctionReturn(0);
 }
 
@@ -38,13 +52,15 @@ static void ToySetUp(Toy *t, PetscInt N)
     for (PetscInt i = 0; i < K * K; i++) t->A[j][i] = 2 * TNUniform(9, 1, (uint64_t)(j * 100 + i)) - 1;
     for (PetscInt i = 0; i < K; i++) t->b[j][i] = 0.3 * (2 * TNUniform(9, 2, (uint64_t)(j * 100 + i)) - 1);
   }
-  t->h = 1.0 / N;
+  t->h       = 1.0 / N;
+  t->closing = PETSC_FALSE;
+  for (PetscInt p = 0; p <= N; p++) t->closed[p] = 0;
 }
 
-static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror)
+static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip)
 {
   Toy         toy;
-  TNMGRITApp  app = {K, &toy, ToyStep};
+  TNMGRITApp  app = {K, &toy, ToyStep, NULL};
   TNMGRIT     mg;
   PetscScalar ref[(64 + 1) * K], u0[K], *u;
   PetscInt    lo, hi, its, nh;
@@ -56,6 +72,7 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror)
   CHECK(TNMGRITSequential(&app, N, ref));
   CHECK(TNMGRITCreate(PETSC_COMM_WORLD, N, mirror, &app, &mg));
   CHECK(TNMGRITSetParameters(mg, m, levels, 60, 1e-13));
+  CHECK(TNMGRITSetSkip(mg, skip));
   CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
   CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
   for (PetscInt p = 0; p <= hi - lo; p++)
@@ -65,8 +82,8 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror)
     for (PetscInt i = 0; i < K; i++) err = PetscMax(err, PetscAbsScalar(u[(p - lo) * K + i] - ref[p * K + i]));
   CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
   CHECK(TNMGRITGetResidualHistory(mg, &nh, &hist));
-  print_message("N %d m %d levels %d%s: %d iterations, residual %.1e, |MGRIT - sequential| %.1e\n", (int)N, (int)m, (int)levels,
-                mirror ? " mirrored" : "", (int)its, (double)res, (double)err);
+  print_message("N %d m %d levels %d%s%s: %d iterations, residual %.1e, |MGRIT - sequential| %.1e\n", (int)N, (int)m, (int)levels,
+                mirror ? " mirrored" : "", skip ? " nested start" : "", (int)its, (double)res, (double)err);
   assert_true(res <= 1e-13);
   assert_true(err < 1e-11);
   for (PetscInt k = 0; k < nh; k++) print_message("  %.2e", (double)hist[k]);
@@ -93,17 +110,21 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror)
 static void test_two_level(void **state)
 {
   (void)state;
-  Compare(37, 4, 2, PETSC_FALSE);
-  Compare(40, 2, 2, PETSC_FALSE);
-  Compare(37, 4, 2, PETSC_TRUE);
+  for (int skip = 0; skip < 2; skip++) {
+    Compare(37, 4, 2, PETSC_FALSE, (PetscBool)skip);
+    Compare(40, 2, 2, PETSC_FALSE, (PetscBool)skip);
+    Compare(37, 4, 2, PETSC_TRUE, (PetscBool)skip);
+  }
 }
 
 static void test_multilevel(void **state)
 {
   (void)state;
-  Compare(64, 2, 3, PETSC_FALSE);
-  Compare(61, 2, 4, PETSC_TRUE);
-  Compare(50, 3, 3, PETSC_FALSE);
+  for (int skip = 0; skip < 2; skip++) {
+    Compare(64, 2, 3, PETSC_FALSE, (PetscBool)skip);
+    Compare(61, 2, 4, PETSC_TRUE, (PetscBool)skip);
+    Compare(50, 3, 3, PETSC_FALSE, (PetscBool)skip);
+  }
 }
 
 /* One iteration with a fixed small budget is the inexact mode: it must already improve on the
@@ -111,7 +132,7 @@ static void test_multilevel(void **state)
 static void test_inexact(void **state)
 {
   Toy         toy;
-  TNMGRITApp  app = {K, &toy, ToyStep};
+  TNMGRITApp  app = {K, &toy, ToyStep, NULL};
   TNMGRIT     mg;
   PetscScalar u0[K], *u;
   PetscInt    lo, hi, its;
@@ -135,9 +156,73 @@ static void test_inexact(void **state)
   assert_true(r2 < r1);
 }
 
+/* The closing sweep: when a solve returns, the last closing fine step into each F-point gave
+   its value, and into each C-point it was the step from the final state before it (the
+   residual's); every point had one. With the nested start and one iteration the C-points are
+   the coarse propagation from u_0. */
+static void test_closing(void **state)
+{
+  const PetscInt N = 45, m = 4;
+  Toy            toy;
+  TNMGRITApp     app = {K, &toy, ToyStep, ToyClosing};
+  PetscScalar    u0[K], *u, phi[K], coarse[K];
+  PetscInt       lo, hi, its;
+  PetscReal      res, err = 0, nested = 0;
+
+  (void)state;
+  for (PetscInt i = 0; i < K; i++) u0[i] = 2 * TNUniform(9, 3, (uint64_t)i) - 1;
+  for (int run = 0; run < 3; run++) {
+    const PetscBool skip = run < 2 ? PETSC_TRUE : PETSC_FALSE;
+    const PetscInt  max_it = run == 0 ? 1 : 2;
+    TNMGRIT         mg;
+    ToySetUp(&toy, N);
+    CHECK(TNMGRITCreate(PETSC_COMM_WORLD, N, PETSC_FALSE, &app, &mg));
+    CHECK(TNMGRITSetParameters(mg, m, 2, max_it, 0));
+    CHECK(TNMGRITSetSkip(mg, skip));
+    CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
+    CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
+    for (PetscInt p = 0; p <= hi - lo; p++)
+      for (PetscInt i = 0; i < K; i++) u[p * K + i] = u0[i];
+    CHECK(TNMGRITSolve(mg, u0, u, &its, &res));
+    assert_int_equal(its, max_it);
+    for (PetscInt p = lo + 1; p <= hi; p++) {
+      PetscBool cpoint;
+      CHECK(TNMGRITIsCPoint(mg, p, &cpoint));
+      assert_true(cpoint == (p % m == 0 || p == N));
+      assert_true(toy.closed[p] >= 1);
+      if (cpoint) {
+        PetscBool closing = toy.closing;
+        CHECK(ToyStep(&toy, p - 1, p, u + (p - 1 - lo) * K, phi));
+        toy.closing = closing;
+      } else
+        for (PetscInt i = 0; i < K; i++) phi[i] = u[(p - lo) * K + i];
+      for (PetscInt i = 0; i < K; i++) err = PetscMax(err, PetscAbsScalar(toy.last[p][i] - phi[i]));
+    }
+    if (run == 0) {
+      /* coarse propagation u_{Pm} = Phi_c(u_{(P-1)m}) from u_0, on every rank */
+      for (PetscInt i = 0; i < K; i++) coarse[i] = u0[i];
+      for (PetscInt a = 0; a < N; a += m) {
+        const PetscInt b = PetscMin(a + m, N);
+        CHECK(ToyStep(&toy, a, b, coarse, phi));
+        for (PetscInt i = 0; i < K; i++) coarse[i] = phi[i];
+        if (b >= lo && b <= hi)
+          for (PetscInt i = 0; i < K; i++) nested = PetscMax(nested, PetscAbsScalar(u[(b - lo) * K + i] - coarse[i]));
+      }
+    }
+    CHECK(PetscFree(u));
+    CHECK(TNMGRITDestroy(&mg));
+  }
+  CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
+  CHECK(MPI_Allreduce(MPI_IN_PLACE, &nested, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
+  print_message("closing steps against the returned states: %.1e; nested start against coarse propagation: %.1e\n", (double)err, (double)nested);
+  assert_true(err == 0);
+  assert_true(nested == 0);
+}
+
 int main(int argc, char **argv)
 {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_inexact)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_inexact),
+                                     cmocka_unit_test(test_closing)};
   int                     fails;
 
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
