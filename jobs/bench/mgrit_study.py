@@ -7,11 +7,13 @@
     adds a stiff case, slow: coarse steps there leave the block solvers' range), with
     m h |A| reported (|A|: the mean spectral norm of the blocks' operators).
 (B) Wall-clock time of a training epoch of a 256-layer, width-32 network: sequential on 1 rank
-    against inexact MGRIT (-mgrit_max_it 1 and 2) on 2 depth ranks, and the validation accuracy
-    each reaches after the same number of epochs.
-(C) A performance model calibrated with the measured cost of a block step, the message latency
-    and the iteration counts, predicting the speed-up of MGRIT over sequential propagation for
-    8 to 1024 depth ranks and L = 256 to 4096.
+    against inexact MGRIT on 2 depth ranks (the nested start with -mgrit_max_it 1 and 2,
+    cfactor 16; and one FCF cycle with cfactor 4), and the validation accuracy each reaches
+    after the same number of epochs.
+(C) A performance model calibrated with the measured cost of a fine and of a coarse block
+    step, the message latency and the iteration counts of (B), predicting the speed-up of MGRIT
+    over sequential propagation for 2 to 1024 depth ranks and L = 256 to 4096, checked against
+    the measured 2-rank speed-up.
 Everything goes to one HDF5 file and a PNG.
 
 usage: mgrit_study.py --thetanet BUILD/thetanet --mpiexec "mpiexec ..." [--out DIR] [--epochs E]
@@ -85,70 +87,103 @@ def part_a(args, out):
     return np.array(rows, dtype=float)
 
 
+# the inexact configuration of (B) and of the model: the nested start (-mgrit_skip), one
+# iteration per solve, coarse intervals of 16 blocks whose steps take at most 3 Picard iterations
+FAST = ["-mgrit_skip", "-mgrit_cfactor", "16", "-mgrit_coarse_its", "3"]
+
+
 def part_b(args, out):
     base = ["-problem", "spirals", "-width", "32", "-layers", "256", "-T", "4", "-epochs", str(args.epochs)]
+    mg = ["-depth_ranks", "2", "-depth_solver", "mgrit"]
+    configs = (("sequential, 1 rank", 1, []),
+               ("MGRIT max_it 1, nested start, m 16", 2, mg + ["-mgrit_max_it", "1"] + FAST),
+               ("MGRIT max_it 2, nested start, m 16", 2, mg + ["-mgrit_max_it", "2"] + FAST),
+               ("MGRIT max_it 1, FCF cycle, m 4", 2, mg + ["-mgrit_max_it", "1"]))
     print(f"\n(B) training epoch of a 256-layer, width-32 network, {args.epochs} epochs")
     results = []
-    for label, ranks, extra in (("sequential, 1 rank", 1, []),
-                                ("MGRIT max_it 1, 2 depth ranks", 2, ["-depth_ranks", "2", "-depth_solver", "mgrit", "-mgrit_max_it", "1"]),
-                                ("MGRIT max_it 2, 2 depth ranks", 2, ["-depth_ranks", "2", "-depth_solver", "mgrit", "-mgrit_max_it", "2"])):
+    for label, ranks, extra in configs:
         status, s, wall = run(args, base + extra, ranks, check=False)
         epoch_s = s.get("epoch_s", float("nan"))
         acc = s.get("val_accuracy", float("nan"))
-        results.append((ranks, epoch_s, acc, status))
-        print(f"{label:32s} epoch_s {epoch_s:8.3f} val_accuracy {acc:.4f}" + ("" if status == 0 else f" (failed: {status})"))
+        results.append([ranks, epoch_s, acc, status, 1.0])
+        print(f"{label:36s} epoch_s {epoch_s:8.4f} val_accuracy {acc:.4f}" + ("" if status == 0 else f" (failed: {status})"))
     seq = results[0][1]
-    for (ranks, e, acc, _), label in zip(results[1:], ("max_it 1", "max_it 2")):
-        print(f"speed-up of MGRIT {label} on 2 ranks over sequential on 1: {seq / e:.2f}x (target 1.2x), "
-              f"accuracy {acc:.4f} against {results[0][2]:.4f}")
-    return np.array([(r, e, a, st) for r, e, a, st in results], dtype=float)
+    for row, (label, _, _) in zip(results[1:], configs[1:]):
+        row[4] = seq / row[1]
+        print(f"speed-up of {label} on 2 ranks over sequential on 1: {row[4]:.2f}x (target 1.2x), "
+              f"val_accuracy {row[2]:.4f} against {results[0][2]:.4f}")
+    return np.array(results, dtype=float)
 
 
 def part_c(args, out, table_a, table_b):
-    """Per solve, sequential: L c. MGRIT, P ranks, levels l = 0..nl-1: an FCF iteration costs
-    (2 - 1/m) L_l/P steps on each level but the coarsest, the coarsest level's L_c steps in a
-    pipeline, and P + 2 nl messages of latency a; K iterations plus a final F-relaxation; the
-    cfactor m and nl are the best for each L and P. c: one block step, measured from the
-    sequential epoch; a: a message, measured from 1 and 2 rank runs of a tiny network."""
+    """Per solve, sequential: L c. MGRIT on P ranks, levels l = 0..nl-1 of L_l = L/m^l points:
+    a fine step costs c, a coarse one kappa c; every rank holds whole coarsest intervals, so the
+    coarsest level (>= P points) is a pipeline through the ranks. The nested start costs the
+    coarsest pipeline and an F-relaxation on each finer level; every iteration closes with an
+    F-relaxation and the C-point residual on level 0; each further iteration adds the fine
+    F-relaxation, the restriction and a V-cycle (FCF, restriction, F-interpolation per level).
+    Messages cost a: P per pipeline, a few per level and sweep. c: one block step, from a
+    sequential epoch; kappa: from a one-rank MGRIT epoch (m 2, one iteration, nested start) over
+    the sequential one, whose ratio is 1 + kappa/2; a: from 1- and 2-rank runs of a tiny network."""
     L0 = 256
-    status, s1, _ = run(args, ["-problem", "spirals", "-width", "32", "-layers", str(L0), "-T", "4", "-epochs", "2", "-batch", "64"])
+    net = ["-problem", "spirals", "-width", "32", "-layers", str(L0), "-T", "4", "-epochs", "2", "-batch", "64"]
+    _, s1, _ = run(args, net)
+    _, sk, _ = run(args, net + ["-depth_solver", "mgrit", "-mgrit_max_it", "1"] + FAST[:1] + ["-mgrit_cfactor", "2"] + FAST[3:])
     steps = 2 * (512 // 64) * L0  # forward and adjoint steps of an epoch
     c = s1["epoch_s"] / steps
+    kappa = max(0.5, 2 * (sk["epoch_s"] / s1["epoch_s"] - 1))
     # latency: a 2-layer, width-2 network split over 2 depth ranks against 1 rank, where the
     # messages (one forward, one backward per step) are most of the difference
     tiny = ["-problem", "spirals", "-width", "2", "-layers", "2", "-T", "1", "-theta", "0", "-epochs", "20", "-batch", "8"]
     _, t1, _ = run(args, tiny)
     _, t2, _ = run(args, tiny + ["-depth_ranks", "2"], ranks=2)
     a = max(1e-7, (t2["epoch_s"] - t1["epoch_s"]) / (2 * (512 // 8)))
-    K = 2.0
-    print(f"\n(C) model: block step c = {c * 1e6:.1f} us, message latency a = {a * 1e6:.1f} us, K = {K:g} iterations per solve")
-    Ps = [8, 16, 32, 64, 128, 256, 512, 1024]
+    print(f"\n(C) model: block step c = {c * 1e6:.1f} us, coarse step kappa c with kappa = {kappa:.2f}, message latency a = {a * 1e6:.1f} us")
+
+    def mgrit_time(L, P, m, nl, K, skip):
+        Ll = [L / m ** lev for lev in range(nl)]
+        cost = [c] + [kappa * c] * (nl - 1)
+
+        def fsweep(lev):
+            return cost[lev] * Ll[lev] / P * (1 - 1 / m) + a
+
+        def vcycle(lev):
+            if lev == nl - 1:
+                return cost[lev] * Ll[lev] + a * P
+            return 3 * fsweep(lev) + 2 * cost[lev] * Ll[lev] / (m * P) + cost[lev + 1] * Ll[lev + 1] / P + vcycle(lev + 1)
+
+        close = fsweep(0) + c * L / (m * P) + a * math.log2(max(P, 2))
+        t = close
+        if skip:
+            t += cost[-1] * Ll[-1] + a * P + sum(fsweep(lev) for lev in range(1, nl - 1))
+        for _ in range(K - (1 if skip else 0)):
+            t += fsweep(0) + c * L / (m * P) + kappa * c * Ll[1] / P + vcycle(1) + close
+        return t
+
+    Ps = [2, 8, 16, 32, 64, 128, 256, 512, 1024]
     Ls = [256, 512, 1024, 2048, 4096]
-    pred = np.full((len(Ls), len(Ps)), np.nan)
-    best = {}
-
-    def mgrit_time(L, P, m, nl):
-        """K V-cycles over nl levels plus the final F-relaxation; level l has L/m^l steps."""
-        work = sum((2 - 1 / m) * (L / m ** lev) / P for lev in range(nl - 1))
-        coarsest = L / m ** (nl - 1)  # solved sequentially, in a pipeline through the ranks
-        t_it = c * (work + coarsest) + a * (P + 2 * nl)
-        return K * t_it + c * L / P
-
-    for i, L in enumerate(Ls):
-        for j, P in enumerate(Ps):
-            # the best cfactor and number of levels for which every rank holds a coarsest interval
-            options = [(mgrit_time(L, P, m, nl), m, nl) for m in (2, 4, 8, 16) for nl in range(2, 12)
-                       if L / m ** (nl - 1) >= P]
-            if options:
-                t, m, nl = min(options)
-                pred[i, j] = L * c / t
-                best[(L, P)] = (m, nl)
-    print("predicted speed-up, K = 2, best cfactor and levels:  P = " + " ".join(f"{P:6d}" for P in Ps))
-    for i, L in enumerate(Ls):
-        print(f"  L = {L:5d}                                        " + " ".join(f"{x:6.1f}" for x in pred[i]))
-    j64, i1024 = Ps.index(64), Ls.index(1024)
-    print(f"at 64 ranks, L = 1024: {pred[i1024, j64]:.1f}x with cfactor {best[(1024, 64)][0]} and {best[(1024, 64)][1]} levels (target 8x)")
-    return pred, Ps, Ls, c, a
+    models = (("nested start, K = 1", 1, True), ("FCF cycles, K = 2", 2, False))
+    pred = np.full((len(models), len(Ls), len(Ps)), np.nan)
+    for k, (name, K, skip) in enumerate(models):
+        best = {}
+        for i, L in enumerate(Ls):
+            for j, P in enumerate(Ps):
+                options = [(mgrit_time(L, P, m, nl, K, skip), m, nl) for m in (2, 4, 8, 16) for nl in range(2, 12)
+                           if L / m ** (nl - 1) >= P]
+                if options:
+                    t, m, nl = min(options)
+                    pred[k, i, j] = L * c / t
+                    best[(L, P)] = (m, nl)
+        print(f"predicted speed-up, {name}, best cfactor and levels:  P = " + " ".join(f"{P:6d}" for P in Ps))
+        for i, L in enumerate(Ls):
+            print(f"  L = {L:5d}" + " " * 44 + " ".join(f"{x:6.1f}" for x in pred[k, i]))
+        j64, i1024 = Ps.index(64), Ls.index(1024)
+        print(f"  at 64 ranks, L = 1024: {pred[k, i1024, j64]:.1f}x with cfactor {best[(1024, 64)][0]} and {best[(1024, 64)][1]} levels (target 8x)")
+    # the model against the measurement of (B): 2 ranks, L 256, m 16, two levels
+    model_b = L0 * c / mgrit_time(L0, 2, 16, 2, 1, True)
+    measured = table_b[1][4] if len(table_b) > 1 else float("nan")
+    print(f"model at 2 ranks, L 256, m 16, nested start, K 1: {model_b:.2f}x; measured in (B): {measured:.2f}x")
+    return pred, Ps, Ls, c, a, kappa
 
 
 def main():
@@ -156,25 +191,28 @@ def main():
     ap.add_argument("--thetanet", required=True)
     ap.add_argument("--mpiexec", default="mpiexec --oversubscribe")
     ap.add_argument("--out", default="mgrit_study")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--parts", default="ABC", help="which of the parts A, B, C to run")
     ap.add_argument("--T", type=int, nargs="+", default=[4, 16], help="final times of part A")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     a = part_a(args, args.out) if "A" in args.parts else np.zeros((0, 7))
-    b = part_b(args, args.out) if "B" in args.parts else np.zeros((0, 4))
-    pred, Ps, Ls, c, lat = part_c(args, args.out, a, b) if "C" in args.parts else (np.zeros((0, 0)), [], [], 0.0, 0.0)
+    b = part_b(args, args.out) if "B" in args.parts else np.zeros((0, 5))
+    pred, Ps, Ls, c, lat, kappa = part_c(args, args.out, a, b) if "C" in args.parts else (np.zeros((2, 0, 0)), [], [], 0.0, 0.0, 0.0)
     h5 = os.path.join(args.out, "mgrit_study.h5")
     with h5py.File(h5, "w") as f:
         f["iterations"] = a
         f["iterations"].attrs["columns"] = "theta antisymmetric T cfactor mh|A| mgrit_its factor"
         f["speedup_2ranks"] = b
-        f["speedup_2ranks"].attrs["columns"] = "ranks epoch_s val_accuracy status (rows: sequential, max_it 1, max_it 2)"
+        f["speedup_2ranks"].attrs["columns"] = ("ranks epoch_s val_accuracy status speedup (rows: sequential; nested start, m 16, "
+                                                "max_it 1; the same, max_it 2; FCF cycle, m 4, max_it 1)")
         f["model/speedup"] = pred
+        f["model/speedup"].attrs["axes"] = "variant (nested start K 1, FCF cycles K 2) x layers x ranks"
         f["model/ranks"] = Ps
         f["model/layers"] = Ls
         f["model"].attrs["step_s"] = c
         f["model"].attrs["latency_s"] = lat
+        f["model"].attrs["coarse_step_ratio"] = kappa
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for theta, style in ((0.0, "o-"), (0.5, "s-"), (1.0, "^-")):
         for T in args.T:
@@ -186,9 +224,9 @@ def main():
     ax[0].set_ylabel("MGRIT iterations to 1e-10 (dense)")
     ax[0].legend(fontsize=7)
     for i, L in enumerate(Ls):
-        ax[1].loglog(Ps, pred[i], "o-", label=f"L {L}")
+        ax[1].loglog(Ps, pred[0, i], "o-", label=f"L {L}")
     ax[1].set_xlabel("depth ranks")
-    ax[1].set_ylabel("predicted speed-up (model)")
+    ax[1].set_ylabel("predicted speed-up (model, nested start, K 1)")
     ax[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "mgrit_study.png"), dpi=100)
