@@ -1,7 +1,10 @@
 /* MGRIT: FCF relaxation, FAS coarse-grid correction, V-cycles (DESIGN.md §2). Level 0 holds the
-   fine points 0..N; level l+1 holds every cfactor-th point of level l (and the last one). Every
-   rank owns whole intervals of the coarsest level, so relaxation on any level is local but for
-   one state that travels from each rank to the next.
+   fine points 0..N; level l+1 holds every cfactor-th point of level l (and the last one). The
+   ranks split the fine steps evenly and own the points of every level that fall in their share:
+   a coarse level may have fewer points than there are ranks, and an interval may span ranks.
+   Each rank keeps one ghost, the point before its first, and states travel only between the
+   owners of neighbouring points: F-relaxation runs the chains that start at a rank's own
+   C-points first, and only the chain entering from the previous rank waits for it.
 
    An iteration on the fine level is C-relaxation, F-relaxation, the FAS correction, then the
    closing sweep: F-relaxation and the C-point residual. The closing sweep's steps into the
@@ -12,11 +15,13 @@
 #include "events.h"
 
 typedef struct {
-  PetscInt     n;      /* intervals of this level */
-  PetscInt    *pos;    /* pos[0..n]: the fine index of each point */
-  PetscInt     lo, hi; /* this rank's points lo..hi (indices into pos) */
-  PetscInt    *cidx;   /* local index (0-based from lo) of each local point of the next level */
-  PetscScalar *u, *v, *g; /* local values (hi-lo+1 states): iterate, restricted iterate, FAS forcing */
+  PetscInt     n;          /* intervals of this level: points 0..n */
+  PetscInt    *pos;        /* pos[0..n]: the fine index of each point */
+  PetscInt     a, b;       /* the points this rank owns, a..b (none: a > b); it stores a-1..b */
+  PetscMPIInt  prev, next; /* owners of points a-1 and b+1 (-1: point 0, known to all; or none) */
+  PetscBool   *isC;        /* isC[k]: stored point k is a point of the next level */
+  PetscInt    *cidx;       /* stored index on this level of each owned point of the next level */
+  PetscScalar *u, *v, *g;  /* stored states: iterate, restricted iterate, FAS forcing */
 } Level;
 
 struct _n_TNMGRIT {
@@ -30,7 +35,9 @@ struct _n_TNMGRIT {
   PetscBool   skip;
   Level      *lv;
   PetscInt    nlv;
-  PetscScalar *tmp;
+  PetscInt    lo, hi;     /* this rank's fine steps [lo, hi): it stores the points lo..hi */
+  PetscInt   *rlo, *rhi;  /* every rank's */
+  PetscScalar *tmp, *u0;
   PetscReal  *hist;
   PetscInt    hist_n;
 };
@@ -145,14 +152,37 @@ static PetscInt FindPoint(const Level *L, PetscInt fine)
   return a;
 }
 
+/* The rank of comm owning fine point p >= 1 (the one whose steps lead to it). */
+static PetscMPIInt Owner(TNMGRIT mg, PetscInt p)
+{
+  PetscMPIInt r = 0;
+  while (r < mg->size - 1 && !(mg->rlo[r] < p && p <= mg->rhi[r])) r++;
+  return r;
+}
+
 /* The levels and this rank's share of them: what ownership needs, before any state size. */
 static PetscErrorCode Hierarchy(TNMGRIT mg)
 {
-  PetscInt stride = 1, Ilo, Ihi, lo, hi;
-  Level   *top;
+  PetscInt stride = 1;
 
   PetscFunctionBegin;
   if (mg->lv) PetscFunctionReturn(0);
+  PetscCheck(mg->N >= mg->size, mg->comm, TN_ERR_USER, "MGRIT: %" PetscInt_FMT " blocks cannot be split over %d depth ranks: use fewer depth ranks", mg->N,
+             mg->size);
+  /* even shares of the steps; a mirrored problem runs on the ranks in reverse order and owns the
+     mirror image of the forward problem's shares, so each rank keeps its blocks */
+  PetscCall(PetscMalloc2(mg->size, &mg->rlo, mg->size, &mg->rhi));
+  for (PetscMPIInt r = 0; r < mg->size; r++) {
+    if (!mg->mirror) TNGridSplit(mg->N, mg->size, r, &mg->rlo[r], &mg->rhi[r]);
+    else {
+      PetscInt lo, hi;
+      TNGridSplit(mg->N, mg->size, mg->size - 1 - r, &lo, &hi);
+      mg->rlo[r] = mg->N - hi;
+      mg->rhi[r] = mg->N - lo;
+    }
+  }
+  mg->lo = mg->rlo[mg->rank];
+  mg->hi = mg->rhi[mg->rank];
   /* stop coarsening once a level would have a single interval */
   mg->nlv = 1;
   while (mg->nlv < mg->nlevels && stride * mg->cfactor < mg->N) {
@@ -161,33 +191,27 @@ static PetscErrorCode Hierarchy(TNMGRIT mg)
   }
   PetscCall(PetscCalloc1(mg->nlv, &mg->lv));
   stride = 1;
-  for (PetscInt l = 0; l < mg->nlv; l++, stride *= mg->cfactor) PetscCall(LevelPoints(mg, stride, &mg->lv[l]));
-  top = &mg->lv[mg->nlv - 1];
-  PetscCheck(top->n >= mg->size, mg->comm, TN_ERR_USER,
-             "MGRIT: %" PetscInt_FMT " steps give %" PetscInt_FMT " intervals on the coarsest of %" PetscInt_FMT " levels (cfactor %" PetscInt_FMT
-             "), fewer than the %d ranks across depth: use fewer levels, a smaller cfactor or fewer depth ranks",
-             mg->N, top->n, mg->nlv, mg->cfactor, mg->size);
-  /* a mirrored problem runs on the ranks in reverse order and owns the mirror image of the
-     forward problem's intervals, so each rank keeps its blocks */
-  if (!mg->mirror) TNGridSplit(top->n, mg->size, mg->rank, &Ilo, &Ihi);
-  else {
-    PetscInt a, b;
-    TNGridSplit(top->n, mg->size, mg->size - 1 - mg->rank, &a, &b);
-    Ilo = top->n - b;
-    Ihi = top->n - a;
-  }
-  lo = top->pos[Ilo];
-  hi = top->pos[Ihi];
-  for (PetscInt l = 0; l < mg->nlv; l++) {
+  for (PetscInt l = 0; l < mg->nlv; l++, stride *= mg->cfactor) {
     Level *L = &mg->lv[l];
-    L->lo    = FindPoint(L, lo);
-    L->hi    = FindPoint(L, hi);
-    if (l + 1 < mg->nlv) {
-      const Level *C = &mg->lv[l + 1];
-      PetscInt     clo = FindPoint(C, lo), chi = FindPoint(C, hi);
-      PetscCall(PetscMalloc1(chi - clo + 1, &L->cidx));
-      for (PetscInt P = clo; P <= chi; P++) L->cidx[P - clo] = FindPoint(L, C->pos[P]) - L->lo;
+    PetscCall(LevelPoints(mg, stride, L));
+    /* owned: the points in (lo, hi] */
+    L->a = FindPoint(L, mg->lo + 1);
+    L->b = FindPoint(L, mg->hi);
+    if (L->pos[L->b] > mg->hi) L->b--;
+    L->prev = L->a > L->b || L->a == 1 ? -1 : Owner(mg, L->pos[L->a - 1]);
+    L->next = L->a > L->b || L->b == L->n ? -1 : Owner(mg, L->pos[L->b + 1]);
+  }
+  for (PetscInt l = 0; l + 1 < mg->nlv; l++) {
+    Level       *L = &mg->lv[l];
+    const Level *C = &mg->lv[l + 1];
+    if (L->a > L->b) continue;
+    PetscCall(PetscMalloc1(L->b - L->a + 2, &L->isC));
+    for (PetscInt q = L->a - 1; q <= L->b; q++) {
+      const PetscInt P = FindPoint(C, L->pos[q]);
+      L->isC[q - L->a + 1] = P <= C->n && C->pos[P] == L->pos[q] ? PETSC_TRUE : PETSC_FALSE;
     }
+    PetscCall(PetscMalloc1(PetscMax(C->b - C->a + 1, 1), &L->cidx));
+    for (PetscInt P = C->a; P <= C->b; P++) L->cidx[P - C->a] = FindPoint(L, C->pos[P]) - L->a + 1;
   }
   PetscFunctionReturn(0);
 }
@@ -203,12 +227,30 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
   mg->maxsize = mg->app.size;
   for (PetscInt l = 1; l < mg->nlv; l++) {
     Level         *L = &mg->lv[l];
-    const PetscInt n = (L->hi - L->lo + 1) * mg->maxsize;
+    const PetscInt n = PetscMax(L->b - L->a + 2, 1) * mg->maxsize;
     PetscCall(PetscMalloc3(n, &L->u, n, &L->v, n, &L->g));
   }
-  PetscCall(PetscMalloc1(mg->maxsize, &mg->tmp));
+  PetscCall(PetscMalloc2(mg->maxsize, &mg->tmp, mg->maxsize, &mg->u0));
   PetscCall(PetscMalloc1(mg->max_it, &mg->hist));
   mg->setup = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITGetLevels(TNMGRIT mg, PetscInt *nlevels)
+{
+  PetscFunctionBegin;
+  PetscCall(Hierarchy(mg));
+  *nlevels = mg->nlv;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const PetscInt **pos)
+{
+  PetscFunctionBegin;
+  PetscCall(Hierarchy(mg));
+  PetscCheck(l >= 0 && l < mg->nlv, mg->comm, PETSC_ERR_ARG_OUTOFRANGE, "level %" PetscInt_FMT " of %" PetscInt_FMT, l, mg->nlv);
+  *n   = mg->lv[l].n;
+  *pos = mg->lv[l].pos;
   PetscFunctionReturn(0);
 }
 
@@ -229,51 +271,75 @@ PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
 {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
-  *lo = mg->lv[0].lo;
-  *hi = mg->lv[0].hi;
+  *lo = mg->lo;
+  *hi = mg->hi;
   PetscFunctionReturn(0);
 }
 
-#define STATE(L, U, q) ((U) + (size_t)(q) * (size_t)mg->app.size)
+/* Stored state k of a level: point a-1+k. */
+#define STATE(U, k) ((U) + (size_t)(k) * (size_t)mg->app.size)
+#define OWNED(L) ((L)->a <= (L)->b)
+#define LAST(L) ((L)->b - (L)->a + 1)
 
-/* out = Phi(u) + g between local points q-1 and q of level L */
-static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt q, const PetscScalar *u, PetscScalar *out)
+/* message tags by level and kind, so no message of one sweep can match another's */
+#define TAG(L, kind) ((int)(10 + 3 * ((L) - mg->lv) + (kind)))
+enum { TAG_F, TAG_X, TAG_SEQ };
+
+/* out = Phi(u) + g into stored point k of level L, from the state u of point k-1 */
+static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscScalar *u, PetscScalar *out)
+{
+  const PetscInt q = L->a - 1 + k;
+
+  PetscFunctionBegin;
+  PetscCall(mg->app.step(mg->app.ctx, L->pos[q - 1], L->pos[q], u, out));
+  if (L->g)
+    for (PetscInt i = 0; i < mg->app.size; i++) out[i] += STATE(L->g, k)[i];
+  PetscFunctionReturn(0);
+}
+
+/* The ghost (stored point 0) of a rank whose first point follows point 0 is u_0. */
+static PetscErrorCode GhostFromStart(TNMGRIT mg, const Level *L, PetscScalar *U)
 {
   PetscFunctionBegin;
-  PetscCall(mg->app.step(mg->app.ctx, L->pos[L->lo + q - 1], L->pos[L->lo + q], u, out));
-  if (L->g)
-    for (PetscInt i = 0; i < mg->app.size; i++) out[i] += STATE(L, L->g, q)[i];
+  if (OWNED(L) && L->a == 1) PetscCall(PetscArraycpy(STATE(U, 0), mg->u0, mg->app.size));
   PetscFunctionReturn(0);
 }
 
-/* The state at this rank's last point becomes the next rank's first. */
-static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *u)
+/* Each owner's last state becomes the ghost of the owner of the next point. */
+static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U)
 {
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
   MPI_Request       req = MPI_REQUEST_NULL;
 
   PetscFunctionBegin;
-  if (mg->rank > 0) PetscCallMPI(MPI_Irecv(STATE(L, u, 0), n, MPIU_SCALAR, mg->rank - 1, 0, mg->comm, &req));
-  if (mg->rank < mg->size - 1) PetscCallMPI(MPI_Send(STATE(L, u, L->hi - L->lo), n, MPIU_SCALAR, mg->rank + 1, 0, mg->comm));
+  if (!OWNED(L)) PetscFunctionReturn(0);
+  if (L->prev >= 0) PetscCallMPI(MPI_Irecv(STATE(U, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_X), mg->comm, &req));
+  if (L->next >= 0) PetscCallMPI(MPI_Send(STATE(U, LAST(L)), n, MPIU_SCALAR, L->next, TAG(L, TAG_X), mg->comm));
   PetscCallMPI(MPI_Wait(&req, MPI_STATUS_IGNORE));
   PetscFunctionReturn(0);
 }
 
-/* Within each local interval of the next level: F-points from the C-point, and with c also the
-   closing C-point. */
-static PetscErrorCode Relax(TNMGRIT mg, PetscInt l, PetscScalar *u, PetscBool fpoints, PetscBool cpoints)
+/* F-relaxation of level l (l below the coarsest): the chains from this rank's own C-points
+   first, then the chain entering from the previous rank, once its state arrives. The last
+   state goes to the next owner as soon as it is final, and the ghost is current afterwards. */
+static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u)
 {
-  const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
-  const PetscInt nint = C->hi - C->lo;
+  const Level      *L = &mg->lv[l];
+  const PetscMPIInt n = (PetscMPIInt)mg->app.size;
+  const PetscInt    last = LAST(L);
+  PetscInt          first_c = 1;
+  MPI_Request       send = MPI_REQUEST_NULL;
 
   PetscFunctionBegin;
-  for (PetscInt k = 0; k < nint; k++) {
-    const PetscInt a = L->cidx[k], b = L->cidx[k + 1];
-    if (fpoints)
-      for (PetscInt q = a + 1; q < b; q++) PetscCall(Step(mg, L, q, STATE(L, u, q - 1), STATE(L, u, q)));
-    if (cpoints) PetscCall(Step(mg, L, b, STATE(L, u, b - 1), STATE(L, u, b)));
-  }
-  if (cpoints) PetscCall(Exchange(mg, L, u));
+  if (!OWNED(L)) PetscFunctionReturn(0);
+  while (first_c <= last && !L->isC[first_c]) first_c++;
+  for (PetscInt k = first_c + 1; k <= last; k++)
+    if (!L->isC[k]) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
+  if (first_c <= last && L->next >= 0) PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
+  if (L->prev >= 0) PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_F), mg->comm, MPI_STATUS_IGNORE));
+  for (PetscInt k = 1; k < first_c; k++) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
+  if (first_c > last && L->next >= 0) PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
+  PetscCallMPI(MPI_Wait(&send, MPI_STATUS_IGNORE));
   PetscFunctionReturn(0);
 }
 
@@ -285,21 +351,23 @@ static PetscErrorCode Closing(TNMGRIT mg, PetscBool on)
   PetscFunctionReturn(0);
 }
 
-/* The coarsest level is solved exactly: a pipeline through the ranks. */
+/* The coarsest level is solved exactly: a pipeline through the ranks that hold its points. */
 static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
 {
   const Level      *L = &mg->lv[l];
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
 
   PetscFunctionBegin;
-  if (mg->rank > 0) PetscCallMPI(MPI_Recv(STATE(L, u, 0), n, MPIU_SCALAR, mg->rank - 1, 1, mg->comm, MPI_STATUS_IGNORE));
-  for (PetscInt q = 1; q <= L->hi - L->lo; q++) PetscCall(Step(mg, L, q, STATE(L, u, q - 1), STATE(L, u, q)));
-  if (mg->rank < mg->size - 1) PetscCallMPI(MPI_Send(STATE(L, u, L->hi - L->lo), n, MPIU_SCALAR, mg->rank + 1, 1, mg->comm));
+  if (!OWNED(L)) PetscFunctionReturn(0);
+  if (L->prev >= 0) PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_SEQ), mg->comm, MPI_STATUS_IGNORE));
+  for (PetscInt k = 1; k <= LAST(L); k++) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
+  if (L->next >= 0) PetscCallMPI(MPI_Send(STATE(u, LAST(L)), n, MPIU_SCALAR, L->next, TAG(L, TAG_SEQ), mg->comm));
   PetscFunctionReturn(0);
 }
 
-/* phi_P = Phi(u_{b-1}) (+ g) into each local C-point b of level l (the next level's point P),
-   kept in the next level's g; with ss, the squared norm of the residuals phi_P - u_b. */
+/* phi_P = Phi(u_{b-1}) (+ g) into each owned C-point b of level l (the next level's point P),
+   kept in the next level's g; with ss, the squared norm of the residuals phi_P - u_b. The ghost
+   must be current. */
 static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss)
 {
   const Level   *L = &mg->lv[l], *C = &mg->lv[l + 1];
@@ -307,13 +375,13 @@ static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, 
 
   PetscFunctionBegin;
   if (ss) *ss = 0;
-  for (PetscInt P = 1; P <= C->hi - C->lo; P++) {
-    const PetscInt b   = L->cidx[P];
-    PetscScalar   *phi = STATE(C, C->g, P);
-    PetscCall(Step(mg, L, b, STATE(L, u, b - 1), phi));
+  for (PetscInt P = C->a; P <= C->b; P++) {
+    const PetscInt k   = L->cidx[P - C->a];
+    PetscScalar   *phi = STATE(C->g, P - C->a + 1);
+    PetscCall(Step(mg, L, k, STATE(u, k - 1), phi));
     if (ss)
       for (PetscInt i = 0; i < size; i++) {
-        const PetscScalar r = phi[i] - STATE(L, u, b)[i];
+        const PetscScalar r = phi[i] - STATE(u, k)[i];
         *ss += PetscRealPart(r * PetscConj(r));
       }
   }
@@ -326,7 +394,7 @@ static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u)
   const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
 
   PetscFunctionBegin;
-  for (PetscInt P = 1; P <= C->hi - C->lo; P++) PetscCall(PetscArraycpy(STATE(L, u, L->cidx[P]), STATE(C, C->g, P), mg->app.size));
+  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->g, P - C->a + 1), mg->app.size));
   PetscCall(Exchange(mg, L, u));
   PetscFunctionReturn(0);
 }
@@ -335,25 +403,27 @@ static PetscErrorCode Cycle(TNMGRIT, PetscInt, PetscScalar *);
 
 /* The FAS coarse-grid correction of level l, with CPointSteps' phi in the next level's g:
    v_P = u at C-point P, g_P = r_P + v_P - Phi_c(v_{P-1}) = phi_P - Phi_c(v_{P-1}); a V-cycle
-   on the next level; u_P += w_P - v_P at every local C-point (the first one too: its coarse
-   value arrived from the previous rank). The F-points are left to the caller's F-relaxation. */
+   on the next level; u_P += w_P - v_P at every owned C-point. The F-points (and the ghost) are
+   left to the caller's F-relaxation. */
 static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u)
 {
   Level         *L = &mg->lv[l], *C = &mg->lv[l + 1];
-  const PetscInt size = mg->app.size, nC = C->hi - C->lo;
+  const PetscInt size = mg->app.size;
 
   PetscFunctionBegin;
-  for (PetscInt P = 0; P <= nC; P++) PetscCall(PetscArraycpy(STATE(C, C->v, P), STATE(L, u, L->cidx[P]), size));
-  for (PetscInt P = 1; P <= nC; P++) {
-    PetscScalar *g = STATE(C, C->g, P);
-    PetscCall(mg->app.step(mg->app.ctx, C->pos[C->lo + P - 1], C->pos[C->lo + P], STATE(C, C->v, P - 1), mg->tmp));
+  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(C->v, P - C->a + 1), STATE(u, L->cidx[P - C->a]), size));
+  PetscCall(GhostFromStart(mg, C, C->v));
+  PetscCall(Exchange(mg, C, C->v));
+  for (PetscInt P = C->a; P <= C->b; P++) {
+    PetscScalar *g = STATE(C->g, P - C->a + 1);
+    PetscCall(mg->app.step(mg->app.ctx, C->pos[P - 1], C->pos[P], STATE(C->v, P - C->a), mg->tmp));
     for (PetscInt i = 0; i < size; i++) g[i] -= mg->tmp[i];
   }
-  PetscCall(PetscArraycpy(C->u, C->v, (nC + 1) * size));
+  if (OWNED(C)) PetscCall(PetscArraycpy(C->u, C->v, (C->b - C->a + 2) * size));
   PetscCall(Cycle(mg, l + 1, C->u));
-  for (PetscInt P = 0; P <= nC; P++) {
-    PetscScalar *uf = STATE(L, u, L->cidx[P]);
-    for (PetscInt i = 0; i < size; i++) uf[i] += STATE(C, C->u, P)[i] - STATE(C, C->v, P)[i];
+  for (PetscInt P = C->a; P <= C->b; P++) {
+    PetscScalar *uf = STATE(u, L->cidx[P - C->a]);
+    for (PetscInt i = 0; i < size; i++) uf[i] += STATE(C->u, P - C->a + 1)[i] - STATE(C->v, P - C->a + 1)[i];
   }
   PetscFunctionReturn(0);
 }
@@ -367,12 +437,13 @@ static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u)
     PetscCall(SequentialLevel(mg, l, u));
     PetscFunctionReturn(0);
   }
-  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
-  PetscCall(Relax(mg, l, u, PETSC_FALSE, PETSC_TRUE));
-  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(FRelax(mg, l, u));
+  PetscCall(CPointSteps(mg, l, u, NULL));
+  PetscCall(CRelaxFrom(mg, l, u));
+  PetscCall(FRelax(mg, l, u));
   PetscCall(CPointSteps(mg, l, u, NULL));
   PetscCall(Correct(mg, l, u));
-  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(FRelax(mg, l, u));
   PetscFunctionReturn(0);
 }
 
@@ -390,12 +461,12 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
     PetscFunctionReturn(0);
   }
   C = &mg->lv[l + 1];
-  PetscCall(PetscArraycpy(C->u, STATE(L, u, 0), size));
-  PetscCall(PetscArrayzero(C->g, (C->hi - C->lo + 1) * size));
+  if (OWNED(C)) PetscCall(PetscArrayzero(C->g, (C->b - C->a + 2) * size));
+  PetscCall(GhostFromStart(mg, C, C->u));
   PetscCall(Nested(mg, l + 1, C->u));
-  for (PetscInt P = 0; P <= C->hi - C->lo; P++) PetscCall(PetscArraycpy(STATE(L, u, L->cidx[P]), STATE(C, C->u, P), size));
+  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->u, P - C->a + 1), size));
   if (l == 0) PetscCall(Closing(mg, PETSC_TRUE));
-  PetscCall(Relax(mg, l, u, PETSC_TRUE, PETSC_FALSE));
+  PetscCall(FRelax(mg, l, u));
   PetscFunctionReturn(0);
 }
 
@@ -407,7 +478,7 @@ static PetscErrorCode CloseIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax
 
   PetscFunctionBegin;
   PetscCall(Closing(mg, PETSC_TRUE));
-  if (relax) PetscCall(Relax(mg, 0, u, PETSC_TRUE, PETSC_FALSE));
+  if (relax) PetscCall(FRelax(mg, 0, u));
   PetscCall(CPointSteps(mg, 0, u, &ss));
   PetscCall(Closing(mg, PETSC_FALSE));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPIU_REAL, MPI_SUM, mg->comm));
@@ -422,7 +493,9 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
 
   PetscFunctionBegin;
   PetscCall(TNMGRITSetUp(mg));
-  if (!mg->rank) PetscCall(PetscArraycpy(u, u0, mg->app.size));
+  if (!mg->rank) PetscCall(PetscArraycpy(mg->u0, u0, mg->app.size));
+  PetscCallMPI(MPI_Bcast(mg->u0, (PetscMPIInt)mg->app.size, MPIU_SCALAR, 0, mg->comm));
+  PetscCall(GhostFromStart(mg, &mg->lv[0], u));
   mg->hist_n = 0;
   if (mg->nlv == 1) {
     PetscCall(Closing(mg, PETSC_TRUE));
@@ -439,12 +512,16 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
     PetscCall(Nested(mg, 0, u));
     PetscCall(CloseIteration(mg, u, PETSC_FALSE, &res));
     mg->hist[it++] = res;
-  } else PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
+  } else {
+    /* the start values of the ghost too */
+    PetscCall(Exchange(mg, &mg->lv[0], u));
+    PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
+  }
   PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
   while (res > mg->tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
     PetscCall(CRelaxFrom(mg, 0, u));
-    PetscCall(Relax(mg, 0, u, PETSC_TRUE, PETSC_FALSE));
+    PetscCall(FRelax(mg, 0, u));
     PetscCall(CPointSteps(mg, 0, u, NULL));
     PetscCall(Correct(mg, 0, u));
     PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
@@ -474,10 +551,12 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
   for (PetscInt l = 0; l < mg->nlv; l++) {
     PetscCall(PetscFree(mg->lv[l].pos));
     PetscCall(PetscFree(mg->lv[l].cidx));
+    PetscCall(PetscFree(mg->lv[l].isC));
     if (l > 0 && mg->setup) PetscCall(PetscFree3(mg->lv[l].u, mg->lv[l].v, mg->lv[l].g));
   }
   PetscCall(PetscFree(mg->lv));
-  PetscCall(PetscFree(mg->tmp));
+  PetscCall(PetscFree2(mg->rlo, mg->rhi));
+  if (mg->setup) PetscCall(PetscFree2(mg->tmp, mg->u0));
   PetscCall(PetscFree(mg->hist));
   PetscCall(PetscFree(mg));
   *mgp = NULL;

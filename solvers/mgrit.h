@@ -38,11 +38,15 @@ PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
 PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
 PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
 PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
-/* Builds the level hierarchy and the ownership: every rank holds whole intervals of the
-   coarsest level, so only interval ends travel between ranks. */
+/* Builds the level hierarchy and the ownership: the ranks split the steps evenly and own the
+   points of every level in their share; intervals may span ranks. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetUp(TNMGRIT);
 /* This rank's steps [lo, hi): it holds the points lo..hi. */
 PETSC_EXTERN PetscErrorCode TNMGRITGetOwnership(TNMGRIT, PetscInt *lo, PetscInt *hi);
+/* The levels the hierarchy has (after coarsening stops), and the fine indices pos[0..n] of the
+   points of level l (l = 0: every point). */
+PETSC_EXTERN PetscErrorCode TNMGRITGetLevels(TNMGRIT, PetscInt *nlevels);
+PETSC_EXTERN PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT, PetscInt l, PetscInt *n, const PetscInt **pos);
 /* Whether fine point p is a C-point (a point of the next level): its final value comes from the
    coarse correction, not from the step into it. */
 PETSC_EXTERN PetscErrorCode TNMGRITIsCPoint(TNMGRIT, PetscInt p, PetscBool *cpoint);

@@ -44,6 +44,14 @@ struct _n_TNNetwork {
   PetscInt        mgB;    /* batch size of the MGRIT solve under way */
   PetscBool       mg_ok, mg_closing; /* mg_closing: fine steps now may be the last at their points */
   PetscScalar    *Gmg;    /* the adjoint solve's block gradients, from each block's last step */
+  /* coarse intervals whose blocks lie on more than one depth rank: their operators are summed
+     over the ranks before each forward solve, and the adjoint's owner of block j0 receives the
+     state y_j1 at the interval's end, where the coarse adjoint step is linearised */
+  PetscInt        nspan;
+  PetscInt       *span;   /* span[2k], span[2k+1]: the first block and one past the last */
+  PetscMPIInt    *span_to, *span_from; /* the rank holding y_j1 and the one holding block j0 */
+  PetscScalar    *spanAb; /* n*n + n each: the coarse operator and bias */
+  PetscScalar    *spanY;  /* Bmax*n each: y_j1, where block j0 is held here */
   PetscInt64      mg_its, mg_solves, mg_nfactor;
   PetscReal       mg_res, mg_logfactor; /* sum of log convergence factors, over mg_nfactor solves */
   PetscScalar  *lam, *mu, *U, *G, *D;
@@ -132,6 +140,8 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscCall(TNMGRITDestroy(&(*net)->mg_adj));
   PetscCall(PetscFree((*net)->LAM));
   PetscCall(PetscFree((*net)->Gmg));
+  PetscCall(PetscFree4((*net)->span, (*net)->span_to, (*net)->span_from, (*net)->spanAb));
+  PetscCall(PetscFree((*net)->spanY));
   PetscCall(PetscFree2((*net)->Ac, (*net)->bc));
   if ((*net)->reversed != MPI_COMM_NULL && (*net)->reversed) PetscCallMPI(MPI_Comm_free(&(*net)->reversed));
   PetscCall(PetscFree(*net));
@@ -549,10 +559,25 @@ void TNLossEvaluate(TNTask task, PetscInt B, PetscInt m, const PetscReal *out, c
 
 /* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
    interval's first block (inject) or the mean of its blocks' (average). */
+static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1)
+{
+  for (PetscInt k = 0; k < net->nspan; k++)
+    if (net->span[2 * k] == j0 && net->span[2 * k + 1] == j1) return k;
+  return -1;
+}
+
 static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L)
 {
-  const PetscInt n = net->model->cfg.n;
+  const PetscInt n = net->model->cfg.n, k = j1 - j0 > 1 ? SpanIndex(net, j0, j1) : -1;
 
+  if (k >= 0) {
+    /* an interval across ranks: its operator was gathered by SpanOperators */
+    BlockLayer(net, net->model->jlo, L);
+    L->A = net->spanAb + k * (n * n + n);
+    L->b = L->A + n * n;
+    L->h *= (PetscReal)(j1 - j0);
+    return;
+  }
   BlockLayer(net, j0, L);
   L->h *= (PetscReal)(j1 - j0);
   if (net->coarse_weights == TN_COARSE_AVERAGE && j1 - j0 > 1) {
@@ -633,6 +658,7 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
   PetscReal            res;
 
   PetscFunctionBegin;
+  if (j1 > M->jhi) y1 = net->spanY + SpanIndex(net, j0, j1) * net->Bmax * n;
   if (j1 == j0 + 1) {
     /* in the closing sweep: block j0's weight gradient, from lambda_{j0+1} (its last step's) */
     if (net->mg_closing) {
@@ -665,6 +691,101 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
     for (PetscInt i = 0; i < N; i++) net->D[i] = L.h * (1 - L.theta) * net->U[i] * net->mu[i];
     TNRowsApplyTranspose(B, n, n, 1.0, net->D, L.A, 1.0, out);
   }
+  PetscFunctionReturn(0);
+}
+
+/* The coarse intervals of every level whose blocks lie on more than one depth rank. */
+static PetscErrorCode SpanSetUp(TNNetwork net)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n;
+  PetscInt       nlv, cap = 0;
+  PetscMPIInt    size;
+
+  PetscFunctionBegin;
+  if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_size(M->depth, &size));
+  PetscCall(TNMGRITGetLevels(net->mg_fwd, &nlv));
+  for (PetscInt l = 1; l < nlv; l++) {
+    PetscInt        np;
+    const PetscInt *pos;
+    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
+    cap += np;
+  }
+  PetscCall(PetscMalloc4(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from, (cap + 1) * (n * n + n), &net->spanAb));
+  for (PetscInt l = 1; l < nlv; l++) {
+    PetscInt        np;
+    const PetscInt *pos;
+    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
+    for (PetscInt P = 1; P <= np; P++) {
+      const PetscInt j0 = pos[P - 1], j1 = pos[P];
+      PetscMPIInt    r0 = 0, r1 = 0;
+      PetscInt       lo, hi;
+      /* r0 holds block j0, r1 block j1 - 1 (and so the point j1) */
+      for (PetscMPIInt r = 0; r < size; r++) {
+        TNGridSplit(M->cfg.L, size, r, &lo, &hi);
+        if (lo <= j0 && j0 < hi) r0 = r;
+        if (lo < j1 && j1 <= hi) r1 = r;
+      }
+      if (j1 - j0 < 2 || r0 == r1 || SpanIndex(net, j0, j1) >= 0) continue;
+      net->span[2 * net->nspan]     = j0;
+      net->span[2 * net->nspan + 1] = j1;
+      net->span_from[net->nspan]    = r1;
+      net->span_to[net->nspan]      = r0;
+      net->nspan++;
+    }
+  }
+  PetscCall(PetscMalloc1((net->nspan + 1) * net->Bmax * n, &net->spanY));
+  PetscFunctionReturn(0);
+}
+
+/* The coarse operators of the intervals across ranks: each rank's share of the mean (average)
+   or the first block's (inject), summed over the depth ranks. */
+static PetscErrorCode SpanOperators(TNNetwork net)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n, w = n * n + n;
+
+  PetscFunctionBegin;
+  if (!net->nspan) PetscFunctionReturn(0);
+  PetscCall(PetscArrayzero(net->spanAb, net->nspan * w));
+  for (PetscInt k = 0; k < net->nspan; k++) {
+    const PetscInt j0 = net->span[2 * k], j1 = net->span[2 * k + 1];
+    const PetscInt a = PetscMax(j0, M->jlo), e = PetscMin(j1, M->jhi);
+    for (PetscInt j = a; j < e; j++) {
+      TNBlockLayer   Lj;
+      const PetscReal wt = net->coarse_weights == TN_COARSE_AVERAGE ? 1.0 / (j1 - j0) : (j == j0 ? 1.0 : 0.0);
+      if (wt == 0) continue;
+      BlockLayer(net, j, &Lj);
+      for (PetscInt i = 0; i < n * n; i++) net->spanAb[k * w + i] += wt * Lj.A[i];
+      for (PetscInt i = 0; i < n; i++) net->spanAb[k * w + n * n + i] += wt * Lj.b[i];
+    }
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, net->spanAb, (PetscMPIInt)(net->nspan * w), MPIU_SCALAR, MPI_SUM, net->model->depth));
+  PetscFunctionReturn(0);
+}
+
+/* After the forward solve: y_j1 of each interval across ranks to the rank holding block j0. */
+static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
+{
+  TNModel        M = net->model;
+  const PetscInt S = B * M->cfg.n;
+  PetscMPIInt    rank, nreq = 0;
+  MPI_Request   *req;
+
+  PetscFunctionBegin;
+  if (!net->nspan) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
+  PetscCall(PetscMalloc1(2 * net->nspan, &req));
+  for (PetscInt k = 0; k < net->nspan; k++) {
+    const PetscInt j1 = net->span[2 * k + 1];
+    if (net->span_to[k] == rank)
+      PetscCallMPI(MPI_Irecv(net->spanY + k * net->Bmax * M->cfg.n, (PetscMPIInt)S, MPIU_SCALAR, net->span_from[k], 40, M->depth, &req[nreq++]));
+    if (net->span_from[k] == rank)
+      PetscCallMPI(MPI_Isend(net->Y + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40, M->depth, &req[nreq++]));
+  }
+  PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+  PetscCall(PetscFree(req));
   PetscFunctionReturn(0);
 }
 
@@ -735,6 +856,7 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
   PetscCall(PetscMalloc1((LocalBlocks(net) + 1) * S, &net->LAM));
   PetscCall(PetscCalloc1(M->nparams, &net->Gmg));
   PetscCall(PetscMalloc2(n * n, &net->Ac, n, &net->bc));
+  PetscCall(SpanSetUp(net));
   PetscFunctionReturn(0);
 }
 
@@ -830,8 +952,10 @@ static PetscErrorCode ForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X
     TNRowsApply(B, c->n, c->d, X, M->p.K, M->p.kb, net->Y);
     TNActivate(c->opening_act, S, net->Y, net->Y);
   }
+  PetscCall(SpanOperators(net));
   PetscCall(MGRITSolve(net, net->mg_fwd, M->depth, B, net->Y, ok));
   if (!*ok) PetscFunctionReturn(0);
+  PetscCall(SpanStates(net, B));
   for (PetscInt i = 0; i < nloc; i++) {
     PetscBool cpoint;
     PetscCall(TNMGRITIsCPoint(net->mg_fwd, M->jlo + i + 1, &cpoint));

@@ -64,7 +64,7 @@ typedef enum { TN_DEPTH_SEQUENTIAL, TN_DEPTH_MGRIT } TNDepthSolver;
 PETSC_EXTERN const char *const TNDepthSolvers[];
 typedef enum { TN_COARSE_INJECT, TN_COARSE_AVERAGE } TNCoarseWeight;
 PETSC_EXTERN const char *const TNCoarseWeights[];
-/* The ownership a depth solver needs (MGRIT: whole coarsest-level intervals per rank). */
+/* The blocks a depth rank holds under a depth solver (both split them evenly). */
 PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnershipFor(MPI_Comm depth, PetscInt L, TNDepthSolver, PetscInt *jlo, PetscInt *jhi);
 /* Reads -mgrit_coarse_weights, -mgrit_coarse_its (default TN_MGRIT_COARSE_ITS) and, given an
    MGRIT solver, its -mgrit_* options (also what -help lists). */

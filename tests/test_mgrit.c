@@ -117,6 +117,19 @@ static void test_two_level(void **state)
   }
 }
 
+/* Intervals longer than a rank's share, and coarse levels with fewer points than ranks (on 2
+   and 4 ranks): chains cross ranks, and ranks without points on a level pass no messages. */
+static void test_spanning(void **state)
+{
+  (void)state;
+  for (int skip = 0; skip < 2; skip++) {
+    Compare(13, 8, 2, PETSC_FALSE, (PetscBool)skip);
+    Compare(13, 8, 2, PETSC_TRUE, (PetscBool)skip);
+    Compare(22, 4, 3, PETSC_FALSE, (PetscBool)skip);
+    Compare(9, 2, 4, PETSC_TRUE, (PetscBool)skip);
+  }
+}
+
 static void test_multilevel(void **state)
 {
   (void)state;
@@ -221,7 +234,8 @@ static void test_closing(void **state)
 
 int main(int argc, char **argv)
 {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_inexact),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_spanning),
+                                     cmocka_unit_test(test_inexact),
                                      cmocka_unit_test(test_closing)};
   int                     fails;
 

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Write a synthetic classification set for benchmarks: N samples of d Gaussian features,
 labels = argmax of a random linear teacher (classes). usage: make_dataset.py OUT N d classes"""
+import os
 import sys
 
-import h5py
-import numpy as np
+# first: it finds a Python with h5py and numpy (restarting under /usr/bin/python3 if need be)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis"))
+import thetanet_results  # noqa: E402,F401
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
 
 out, N, d, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rng = np.random.default_rng(12345)

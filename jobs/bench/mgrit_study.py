@@ -27,8 +27,12 @@ import subprocess
 import sys
 import time
 
-import h5py
-import numpy as np
+# first: it finds a Python with h5py and numpy (restarting under /usr/bin/python3 if need be)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis"))
+import thetanet_results  # noqa: E402,F401
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
 
 import matplotlib
 
@@ -116,13 +120,17 @@ def part_b(args, out):
 
 
 def part_c(args, out, table_a, table_b):
-    """Per solve, sequential: L c. MGRIT on P ranks, levels l = 0..nl-1 of L_l = L/m^l points:
-    a fine step costs c, a coarse one kappa c; every rank holds whole coarsest intervals, so the
-    coarsest level (>= P points) is a pipeline through the ranks. The nested start costs the
-    coarsest pipeline and an F-relaxation on each finer level; every iteration closes with an
-    F-relaxation and the C-point residual on level 0; each further iteration adds the fine
-    F-relaxation, the restriction and a V-cycle (FCF, restriction, F-interpolation per level).
-    Messages cost a: P per pipeline, a few per level and sweep. c: one block step, from a
+    """Per solve, sequential: L c. MGRIT on P ranks, levels l = 0..nl-1 of L_l = L/m^l points,
+    n_l = L_l/P of them per rank: a fine step costs c, a coarse one kappa c. An F-relaxation on
+    level l costs n_l (1 - 1/m) steps when a rank holds whole intervals (n_l >= m), else the
+    chain of m - 1 steps of one interval through the ranks that hold it, with a message per
+    rank crossed; the C-point steps cost max(1, n_l/m); the coarsest level is a pipeline of L_c
+    steps. The nested start costs the coarsest pipeline and an F-relaxation on each finer level;
+    every iteration closes with an F-relaxation and the C-point residual (an allreduce) on level
+    0; each further iteration adds the fine F-relaxation, the restriction and a V-cycle (FCF,
+    restriction, F-interpolation per level). Per training step the operators of the intervals
+    across ranks (up to P - 1 per level, n^2 + n values each) are summed in one allreduce, at an
+    assumed 2 GB/s, shared by the forward and the adjoint solve. c: one block step, from a
     sequential epoch; kappa: from a one-rank MGRIT epoch (m 2, one iteration, nested start) over
     the sequential one, whose ratio is 1 + kappa/2; a: from 1- and 2-rank runs of a tiny network."""
     L0 = 256
@@ -140,24 +148,33 @@ def part_c(args, out, table_a, table_b):
     a = max(1e-7, (t2["epoch_s"] - t1["epoch_s"]) / (2 * (512 // 8)))
     print(f"\n(C) model: block step c = {c * 1e6:.1f} us, coarse step kappa c with kappa = {kappa:.2f}, message latency a = {a * 1e6:.1f} us")
 
+    width, bandwidth = 32, 2e9
+
     def mgrit_time(L, P, m, nl, K, skip):
         Ll = [L / m ** lev for lev in range(nl)]
         cost = [c] + [kappa * c] * (nl - 1)
 
         def fsweep(lev):
-            return cost[lev] * Ll[lev] / P * (1 - 1 / m) + a
+            n = Ll[lev] / P
+            if n >= m:
+                return cost[lev] * n * (1 - 1 / m) + a
+            return cost[lev] * (m - 1) + a * (m - 1) / max(n, 1)
+
+        def csteps(lev):
+            return cost[lev] * max(1.0, Ll[lev] / (m * P)) + a
 
         def vcycle(lev):
             if lev == nl - 1:
-                return cost[lev] * Ll[lev] + a * P
-            return 3 * fsweep(lev) + 2 * cost[lev] * Ll[lev] / (m * P) + cost[lev + 1] * Ll[lev + 1] / P + vcycle(lev + 1)
+                return cost[lev] * Ll[lev] + a * min(P, Ll[lev])
+            return 3 * fsweep(lev) + 2 * csteps(lev) + csteps(lev + 1) + vcycle(lev + 1)
 
-        close = fsweep(0) + c * L / (m * P) + a * math.log2(max(P, 2))
-        t = close
+        close = fsweep(0) + csteps(0) + a * math.log2(max(P, 2))
+        spans = sum(min(P - 1, Ll[lev]) for lev in range(1, nl)) * (width * width + width) * 8
+        t = close + 0.5 * (a * math.log2(max(P, 2)) + 2 * spans / bandwidth)
         if skip:
-            t += cost[-1] * Ll[-1] + a * P + sum(fsweep(lev) for lev in range(1, nl - 1))
+            t += cost[-1] * Ll[-1] + a * min(P, Ll[-1]) + sum(fsweep(lev) for lev in range(1, nl - 1))
         for _ in range(K - (1 if skip else 0)):
-            t += fsweep(0) + c * L / (m * P) + kappa * c * Ll[1] / P + vcycle(1) + close
+            t += fsweep(0) + csteps(0) + csteps(1) + vcycle(1) + close
         return t
 
     Ps = [2, 8, 16, 32, 64, 128, 256, 512, 1024]
@@ -169,7 +186,7 @@ def part_c(args, out, table_a, table_b):
         for i, L in enumerate(Ls):
             for j, P in enumerate(Ps):
                 options = [(mgrit_time(L, P, m, nl, K, skip), m, nl) for m in (2, 4, 8, 16) for nl in range(2, 12)
-                           if L / m ** (nl - 1) >= P]
+                           if L / m ** (nl - 1) >= 2]
                 if options:
                     t, m, nl = min(options)
                     pred[k, i, j] = L * c / t
