@@ -911,6 +911,8 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
       net->mg_logfactor += PetscLogReal(hist[nh - 1] / hist[0]) / (nh - 1);
       net->mg_nfactor++;
     }
+    PetscCall(PetscInfo(NULL, "MGRIT %s solve: %" PetscInt_FMT " iterations, C-point residual %.3e -> %.3e\n", mg == net->mg_fwd ? "forward" : "adjoint", its,
+                        nh ? (double)hist[0] : 0.0, (double)res));
   }
   net->mg_its += its;
   net->mg_solves++;
