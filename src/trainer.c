@@ -231,8 +231,7 @@ typedef struct {
   PetscBool   differs;
 } OptionCheck;
 
-/* The blocks this depth rank holds: a contiguous share; under MGRIT whole intervals of its
-   coarsest level, so that only interval ends travel between ranks. */
+/* The blocks this depth rank holds: a contiguous, even share (under either depth solver). */
 static PetscErrorCode DepthOwnership(TNTrainer t, PetscInt *jlo, PetscInt *jhi)
 {
   PetscFunctionBegin;
