@@ -144,7 +144,7 @@ static PetscErrorCode HistoryBcast(MPI_Comm comm, TNHistory *h)
   PetscInt     n = h->n;
   PetscMPIInt  rank;
   PetscReal   *buf;
-  const PetscInt w = 9;
+  const PetscInt w = 10;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -152,14 +152,15 @@ static PetscErrorCode HistoryBcast(MPI_Comm comm, TNHistory *h)
   PetscCall(PetscMalloc1(w * n + 1, &buf));
   if (!rank)
     for (PetscInt i = 0; i < n; i++) {
-      const PetscReal row[9] = {(PetscReal)h->epoch[i], h->train_loss[i], h->val_loss[i], h->val_accuracy[i], h->lr[i], h->wall_time[i], h->newton_its[i], h->krylov_its[i], h->mgrit_its[i]};
+      const PetscReal row[10] = {(PetscReal)h->epoch[i], h->train_loss[i], h->val_loss[i], h->val_accuracy[i], h->lr[i],
+                                 h->wall_time[i],        h->newton_its[i], h->krylov_its[i], h->mgrit_its[i], h->mgrit_res[i]};
       PetscCall(PetscArraycpy(buf + w * i, row, w));
     }
   PetscCallMPI(MPI_Bcast(buf, (PetscMPIInt)(w * n), MPIU_REAL, 0, comm));
   if (rank)
     for (PetscInt i = 0; i < n; i++) {
       const PetscReal *r = buf + w * i;
-      PetscCall(TNHistoryAppend(h, (PetscInt)r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]));
+      PetscCall(TNHistoryAppend(h, (PetscInt)r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]));
     }
   PetscCall(PetscFree(buf));
   PetscFunctionReturn(0);

@@ -19,7 +19,9 @@ static const struct {
   {"newton_its", offsetof(TNHistory, newton_its)},
   {"krylov_its", offsetof(TNHistory, krylov_its)},
   {"mgrit_its", offsetof(TNHistory, mgrit_its)},
+  {"mgrit_res", offsetof(TNHistory, mgrit_res)}, /* not in files of earlier versions: read as 0 */
 };
+#define TN_HISTORY_OPTIONAL "mgrit_res"
 #define TN_HISTORY_COLUMNS ((int)(sizeof(HistoryColumns) / sizeof(HistoryColumns[0])))
 
 static PetscReal **HistoryColumn(const TNHistory *h, int k)
@@ -28,9 +30,9 @@ static PetscReal **HistoryColumn(const TNHistory *h, int k)
 }
 
 PetscErrorCode TNHistoryAppend(TNHistory *h, PetscInt epoch, PetscReal train_loss, PetscReal val_loss, PetscReal val_accuracy, PetscReal lr,
-                               PetscReal wall_time, PetscReal newton_its, PetscReal krylov_its, PetscReal mgrit_its)
+                               PetscReal wall_time, PetscReal newton_its, PetscReal krylov_its, PetscReal mgrit_its, PetscReal mgrit_res)
 {
-  const PetscReal v[] = {train_loss, val_loss, val_accuracy, lr, wall_time, newton_its, krylov_its, mgrit_its};
+  const PetscReal v[] = {train_loss, val_loss, val_accuracy, lr, wall_time, newton_its, krylov_its, mgrit_its, mgrit_res};
 
   PetscFunctionBegin;
   if (h->n == h->cap) {
@@ -78,6 +80,7 @@ PetscErrorCode TNH5HistoryRead(hid_t file, const char *path, TNHistory *h)
   TNH5Array  a;
   PetscInt64 *epoch;
   PetscReal  *col[TN_HISTORY_COLUMNS];
+  PetscBool  present[TN_HISTORY_COLUMNS];
   hsize_t    n;
 
   PetscFunctionBegin;
@@ -88,18 +91,21 @@ PetscErrorCode TNH5HistoryRead(hid_t file, const char *path, TNHistory *h)
     char name[64];
     snprintf(name, sizeof name, "/history/%s", HistoryColumns[k].name);
     PetscCall(TNH5ArrayInfo(file, path, name, &a));
+    present[k] = a.found;
+    if (!a.found && !strcmp(HistoryColumns[k].name, TN_HISTORY_OPTIONAL)) continue;
     PetscCheck(a.found && a.rank == 1 && a.dims[0] == n, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s missing or not of length %d", path, name, (int)n);
   }
   PetscCall(PetscMalloc1(n + 1, &epoch));
-  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscMalloc1(n + 1, &col[k]));
+  for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscCalloc1(n + 1, &col[k]));
   PetscCall(TNH5ArrayRead(file, path, "/history/epoch", H5T_NATIVE_INT64, epoch));
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) {
     char name[64];
+    if (!present[k]) continue;
     snprintf(name, sizeof name, "/history/%s", HistoryColumns[k].name);
     PetscCall(TNH5ArrayRead(file, path, name, H5T_NATIVE_DOUBLE, col[k]));
   }
   for (hsize_t i = 0; i < n; i++)
-    PetscCall(TNHistoryAppend(h, (PetscInt)epoch[i], col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i]));
+    PetscCall(TNHistoryAppend(h, (PetscInt)epoch[i], col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i], col[8][i]));
   PetscCall(PetscFree(epoch));
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscFree(col[k]));
   PetscFunctionReturn(0);

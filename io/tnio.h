@@ -27,12 +27,12 @@ PETSC_EXTERN PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel
 typedef struct {
   PetscInt   n, cap;
   PetscInt  *epoch;
-  PetscReal *train_loss, *val_loss, *val_accuracy, *lr, *wall_time, *newton_its, *krylov_its, *mgrit_its;
+  PetscReal *train_loss, *val_loss, *val_accuracy, *lr, *wall_time, *newton_its, *krylov_its, *mgrit_its, *mgrit_res;
 } TNHistory;
 
 PETSC_EXTERN PetscErrorCode TNHistoryAppend(TNHistory *, PetscInt epoch, PetscReal train_loss, PetscReal val_loss,
                                             PetscReal val_accuracy, PetscReal lr, PetscReal wall_time,
-                                            PetscReal newton_its, PetscReal krylov_its, PetscReal mgrit_its);
+                                            PetscReal newton_its, PetscReal krylov_its, PetscReal mgrit_its, PetscReal mgrit_res);
 PETSC_EXTERN PetscErrorCode TNHistoryDestroy(TNHistory *);
 
 /* Per-phase seconds of this rank; names are shared by all ranks. */

@@ -53,7 +53,7 @@ struct _n_TNNetwork {
   PetscScalar    *spanAb; /* n*n + n each: the coarse operator and bias */
   PetscScalar    *spanY;  /* Bmax*n each: y_j1, where block j0 is held here */
   PetscInt64      mg_its, mg_solves, mg_nfactor;
-  PetscReal       mg_res, mg_logfactor; /* sum of log convergence factors, over mg_nfactor solves */
+  PetscReal       mg_res, mg_logfactor; /* largest final residual; sum of log convergence factors, over mg_nfactor solves */
   PetscScalar  *lam, *mu, *U, *G, *D;
   PetscScalar  *rhs;
   char          failure[256];
@@ -866,6 +866,7 @@ PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork net, PetscInt64 *its, PetscInt6
   *its           = net->mg_its;
   *solves        = net->mg_solves;
   *residual      = net->mg_res;
+  net->mg_res    = 0;
   net->mg_its    = 0;
   net->mg_solves = 0;
   PetscFunctionReturn(0);
@@ -916,7 +917,7 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
   }
   net->mg_its += its;
   net->mg_solves++;
-  net->mg_res = res;
+  net->mg_res = PetscMax(net->mg_res, res);
   if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &net->mg_ok, 1, MPIU_BOOL, MPI_LAND, comm));
   *ok = net->mg_ok;
   if (!*ok && !net->failure[0]) PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));

@@ -76,7 +76,8 @@ PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
    forward and backward solves returned, added to grad: block by block, as DESIGN.md §2 defines
    them. (The solves take them from their closing sweeps; this is the reference to check that.) */
 PETSC_EXTERN PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork, PetscInt B, PetscScalar *grad);
-/* MGRIT iterations and solves since the last call, and the last solve's residual norm. */
+/* MGRIT iterations and solves since the last call, and the largest final C-point residual norm
+   of those solves. */
 PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITCounts(TNNetwork, PetscInt64 *its, PetscInt64 *solves, PetscReal *residual);
 /* Sum of the logarithms of the per-iteration convergence factors of the MGRIT solves since the
    last call, and how many solves had one (two or more iterations). */

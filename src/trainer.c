@@ -600,10 +600,9 @@ static PetscReal PeakRSSMB(MPI_Comm comm)
   return max;
 }
 
-/* Nonlinear and linear iterations per block solve since the last call, over all data ranks. */
-/* Nonlinear and linear iterations per block solve, and MGRIT iterations per MGRIT solve, since
-   the last call, over all ranks. */
-static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *krylov, PetscReal *mgrit)
+/* Nonlinear and linear iterations per block solve, MGRIT iterations per MGRIT solve and the
+   largest final C-point residual norm of those solves, since the last call, over all ranks. */
+static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *krylov, PetscReal *mgrit, PetscReal *mgrit_res)
 {
   TNBlockSolver bs;
   PetscInt64    c[5];
@@ -625,6 +624,7 @@ static PetscErrorCode SolverCounts(TNTrainer t, PetscReal *newton, PetscReal *kr
   *newton = c[2] ? (PetscReal)c[0] / c[2] : 0;
   *krylov = c[2] ? (PetscReal)c[1] / c[2] : 0;
   *mgrit  = c[4] ? (PetscReal)c[3] / c[4] : 0;
+  PetscCallMPI(MPI_Allreduce(&res, mgrit_res, 1, MPIU_REAL, MPI_MAX, t->grid.world));
   PetscFunctionReturn(0);
 }
 
@@ -738,7 +738,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
 {
   const PetscInt N = t->train->N, nb = (N + t->batch - 1) / t->batch;
   const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
-  PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0, mgrit_all = 0;
+  PetscReal      start = MPI_Wtime(), newton_all = 0, krylov_all = 0, mgrit_all = 0, mgrit_res_all = 0;
   PetscReal      train_loss = NAN, val_loss = NAN, val_acc = NAN;
   PetscBool      tty = (!t->grid.rank && t->progress) ? PETSC_TRUE : PETSC_FALSE;
   char           eta[32], recon[32] = "";
@@ -759,7 +759,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   }
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
     const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
-    PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, mgrit = 0, now, tp;
+    PetscReal e0 = MPI_Wtime(), loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, last_tty = e0, newton = 0, krylov = 0, mgrit = 0, mgrit_res = 0, now, tp;
     PetscBool stop = PETSC_FALSE;
 
     EpochPermutation(t, e);
@@ -786,9 +786,10 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       t->train_samples += N;
     }
     train_loss = loss_sum / LossDivisor(t->train, N);
-    PetscCall(SolverCounts(t, &newton, &krylov, &mgrit));
+    PetscCall(SolverCounts(t, &newton, &krylov, &mgrit, &mgrit_res));
     newton_all += newton;
     mgrit_all += mgrit;
+    mgrit_res_all = PetscMax(mgrit_res_all, mgrit_res);
     krylov_all += krylov;
     if (t->memory == TN_MEMORY_REVERSIBLE) {
       PetscReal err;
@@ -821,9 +822,11 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", e, t->epochs, (double)train_loss));
     if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)val_loss));
     if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)val_acc));
-    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f time %.3fs eta %s%s\n", (double)t->opt.lr, (double)newton,
-                          (double)krylov, (double)mgrit, (double)(now - e0), eta, recon));
-    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, t->resume.wall_time + now - start, newton, krylov, mgrit));
+    PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f", (double)t->opt.lr, (double)newton, (double)krylov, (double)mgrit));
+    if (t->depth_solver == TN_DEPTH_MGRIT) PetscCall(PetscPrintf(t->comm, " mgrit_res %.1e", (double)mgrit_res));
+    PetscCall(PetscPrintf(t->comm, " time %.3fs eta %s%s\n", (double)(now - e0), eta, recon));
+    PetscCall(TNHistoryAppend(&t->history, e, train_loss, val_loss, val_acc, t->opt.lr, t->resume.wall_time + now - start, newton, krylov, mgrit,
+                              mgrit_res));
     if (t->checkpoint[0] && (e == t->epochs || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
       const TNCheckpointState st = {e, 0, t->seed, 0, 0, t->resume.wall_time + MPI_Wtime() - start};
       PetscCall(CheckpointWrite(t, &st));
@@ -839,10 +842,10 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     factor = lf[1] > 0 ? PetscExpReal(lf[0] / lf[1]) : 0;
     PetscCall(PetscPrintf(t->comm,
                           "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT " theta %g epochs %" PetscInt_FMT
-                          " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g peak_rss_mb %.1f\n",
+                          " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g mgrit_res %.3g peak_rss_mb %.1f\n",
                           t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall,
                           (double)epoch_s, (double)sps, (double)train_loss, (double)val_loss, (double)val_acc, (double)(newton_all / run),
-                          (double)(krylov_all / run), (double)(mgrit_all / run), (double)factor, (double)rss));
+                          (double)(krylov_all / run), (double)(mgrit_all / run), (double)factor, (double)mgrit_res_all, (double)rss));
   }
   if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
   PetscFunctionReturn(0);

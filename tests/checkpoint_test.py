@@ -71,7 +71,8 @@ BASE = ["-problem", "spirals", "-width", "8", "-layers", "4", "-batch", "50"]
 
 
 def case_restart_exact(tmp):
-    """4 epochs in one go == 2 epochs, then a restart up to 4: same losses, same model, bit for bit."""
+    """4 epochs in one go == 2 epochs, then a restart up to 4: same losses, same model, bit for bit;
+    also from a checkpoint that lacks the newer /history/mgrit_res."""
     p = lambda n: os.path.join(tmp, n)
     run(BASE + ["-epochs", "4", "-output", p("full.h5")])
     run(BASE + ["-epochs", "2", "-checkpoint", p("c.h5")])
@@ -82,6 +83,12 @@ def case_restart_exact(tmp):
     a, b = model(p("cont.h5")), model(p("full.h5"))
     for k in a:
         check(np.array_equal(a[k], b[k]), f"/model/{k} differs after the restart")
+    # a checkpoint of an earlier version, whose /history has no mgrit_res, still restarts
+    with h5py.File(p("c.h5"), "a") as f:
+        del f["history/mgrit_res"]
+    run(BASE + ["-epochs", "4", "-restart", p("c.h5"), "-output", p("old.h5")])
+    h = history(p("old.h5"))
+    check(np.array_equal(h["train_loss"], history(p("full.h5"))["train_loss"]), "restart from a checkpoint without /history/mgrit_res")
 
 
 def case_restart_ranks(tmp):

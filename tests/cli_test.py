@@ -139,13 +139,17 @@ def case_depth_mgrit(tmp):
         d = max(rel_diff(h[k], r[k]) for k in ("train_loss", "val_loss"))
         with h5py.File(out, "r") as f, h5py.File(ref, "r") as g:
             w = max(float(np.max(np.abs(f["model"][k][()] - g["model"][k][()]))) for k in ("opening/K", "blocks/W", "blocks/b", "closing/C"))
-        print(f"mgrit {ranks} ranks, depth {depth} {' '.join(extra)}: history {d:.1e}, model {w:.1e}, iterations {h['mgrit_its']}")
+        print(f"mgrit {ranks} ranks, depth {depth} {' '.join(extra)}: history {d:.1e}, model {w:.1e}, iterations {h['mgrit_its']}, "
+              f"largest final residual {max(h['mgrit_res']):.1e}")
         check(d < 1e-9 and w < 1e-9, f"MGRIT on {ranks} ranks differs from sequential: history {d:.1e}, model {w:.1e}")
+        check(max(h["mgrit_res"]) <= 1e-12, f"/history/mgrit_res {h['mgrit_res']} above -mgrit_tol")
+        check(all(" mgrit_res " in l for l in so.splitlines() if l.startswith("epoch ")), "epoch lines without mgrit_res")
     # inexact MGRIT does the same arithmetic on any number of depth ranks (coarse intervals across
     # ranks gather their operators and linearisation states): one iteration gives the 1-rank
     # training on 2 and 4 ranks, with intervals longer than a rank's share
     fast = ["-depth_solver", "mgrit", "-mgrit_max_it", "1", "-mgrit_skip", "-mgrit_cfactor", "8", "-mgrit_coarse_weights", "average"]
     one = history(train(tmp, "fast1", 1, base + fast)[0])
+    check(min(one["mgrit_res"]) > 0, f"an inexact solve reports a zero residual: {one['mgrit_res']}")
     for ranks in (2, 4):
         h = history(train(tmp, f"fast{ranks}", ranks, base + fast + ["-depth_ranks", str(ranks)])[0])
         d = max(rel_diff(h[k], one[k]) for k in ("train_loss", "val_loss"))
@@ -215,7 +219,7 @@ def case_results_file(tmp):
                   "closing/C": (k, n), "closing/b": (k,)}
         for name, shape in shapes.items():
             check(m[name].shape == shape, f"/model/{name} has shape {m[name].shape}, expected {shape}")
-        for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its"):
+        for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", "mgrit_res"):
             check(f["history"][key].shape == (2,), f"/history/{key}")
         check(f["timing"]["forward"].shape == (2,), "/timing/forward holds one entry per rank")
         check(f["config"].attrs["ranks"] == 2, "/config ranks")

@@ -288,7 +288,7 @@ static void ResultsMake(const char *path, TNModel *model)
 
   ModelMake(model);
   for (PetscInt e = 1; e <= 3; e++)
-    assert_int_equal(TNHistoryAppend(&h, e, 1.0 / e, 2.0 / e, 0.5 + 0.1 * e, 1e-3, e * 0.25, 2.0, 3.0, 0.0), 0);
+    assert_int_equal(TNHistoryAppend(&h, e, 1.0 / e, 2.0 / e, 0.5 + 0.1 * e, 1e-3, e * 0.25, 2.0, 3.0, 0.0, 1e-3 / e), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_words", "two words"), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_flag", NULL), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_long", "a_single_rather_long_value"), 0);
@@ -370,7 +370,7 @@ static void test_results_layout(void **state)
   PathOf("layout.h5", path);
   ResultsMake(path, &M);
   if (!rank) {
-    const char *const columns[] = {"val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", NULL};
+    const char *const columns[] = {"val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", "mgrit_res", NULL};
     const hsize_t     three[]   = {3}, P[] = {(hsize_t)size}, W[] = {5, 4, 4};
     double        v[64];
     hid_t         file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g, attr;
@@ -381,6 +381,8 @@ static void test_results_layout(void **state)
     for (int e = 0; e < 3; e++) assert_true(v[e] == e + 1);
     ArrayCheck(file, "/history/train_loss", 1, three, H5T_FLOAT, v);
     assert_true(v[1] == 0.5);
+    ArrayCheck(file, "/history/mgrit_res", 1, three, H5T_FLOAT, v);
+    assert_true(v[1] == 1e-3 / 2);
     for (int k = 0; columns[k]; k++) {
       char name[64];
 
