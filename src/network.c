@@ -52,6 +52,7 @@ struct _n_TNNetwork {
   PetscMPIInt    *span_to, *span_from; /* the rank holding y_j1 and the one holding block j0 */
   PetscScalar    *spanAb; /* n*n + n each: the coarse operator and bias */
   PetscScalar    *spanY;  /* Bmax*n each: y_j1, where block j0 is held here */
+  MPI_Request    *span_req;
   PetscInt64      mg_its, mg_solves, mg_nfactor;
   PetscReal       mg_res, mg_logfactor; /* largest final residual; sum of log convergence factors, over mg_nfactor solves */
   PetscScalar  *lam, *mu, *U, *G, *D;
@@ -140,8 +141,8 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscCall(TNMGRITDestroy(&(*net)->mg_adj));
   PetscCall(PetscFree((*net)->LAM));
   PetscCall(PetscFree((*net)->Gmg));
-  PetscCall(PetscFree4((*net)->span, (*net)->span_to, (*net)->span_from, (*net)->spanAb));
-  PetscCall(PetscFree((*net)->spanY));
+  PetscCall(PetscFree3((*net)->span, (*net)->span_to, (*net)->span_from));
+  PetscCall(PetscFree3((*net)->spanAb, (*net)->spanY, (*net)->span_req));
   PetscCall(PetscFree2((*net)->Ac, (*net)->bc));
   if ((*net)->reversed != MPI_COMM_NULL && (*net)->reversed) PetscCallMPI(MPI_Comm_free(&(*net)->reversed));
   PetscCall(PetscFree(*net));
@@ -712,7 +713,7 @@ static PetscErrorCode SpanSetUp(TNNetwork net)
     PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
     cap += np;
   }
-  PetscCall(PetscMalloc4(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from, (cap + 1) * (n * n + n), &net->spanAb));
+  PetscCall(PetscMalloc3(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from));
   for (PetscInt l = 1; l < nlv; l++) {
     PetscInt        np;
     const PetscInt *pos;
@@ -735,7 +736,7 @@ static PetscErrorCode SpanSetUp(TNNetwork net)
       net->nspan++;
     }
   }
-  PetscCall(PetscMalloc1((net->nspan + 1) * net->Bmax * n, &net->spanY));
+  PetscCall(PetscMalloc3((net->nspan + 1) * (n * n + n), &net->spanAb, (net->nspan + 1) * net->Bmax * n, &net->spanY, 2 * net->nspan + 1, &net->span_req));
   PetscFunctionReturn(0);
 }
 
@@ -771,12 +772,11 @@ static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
   TNModel        M = net->model;
   const PetscInt S = B * M->cfg.n;
   PetscMPIInt    rank, nreq = 0;
-  MPI_Request   *req;
+  MPI_Request   *req = net->span_req;
 
   PetscFunctionBegin;
   if (!net->nspan) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
-  PetscCall(PetscMalloc1(2 * net->nspan, &req));
   for (PetscInt k = 0; k < net->nspan; k++) {
     const PetscInt j1 = net->span[2 * k + 1];
     if (net->span_to[k] == rank)
@@ -785,7 +785,6 @@ static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
       PetscCallMPI(MPI_Isend(net->Y + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40, M->depth, &req[nreq++]));
   }
   PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
-  PetscCall(PetscFree(req));
   PetscFunctionReturn(0);
 }
 
