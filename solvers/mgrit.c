@@ -512,11 +512,7 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
     PetscCall(Nested(mg, 0, u));
     PetscCall(CloseIteration(mg, u, PETSC_FALSE, &res));
     mg->hist[it++] = res;
-  } else {
-    /* the start values of the ghost too */
-    PetscCall(Exchange(mg, &mg->lv[0], u));
-    PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
-  }
+  } else PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
   PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
   while (res > mg->tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
