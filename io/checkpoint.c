@@ -1,57 +1,52 @@
 /* Checkpoints (DESIGN.md §4): written collectively with MPI-IO into a temporary file whose
    /state `complete` attribute is written last, synced and renamed over the previous checkpoint,
    so a crash at any moment leaves a loadable one; read back by rank 0, validated, broadcast. */
+#include <stdio.h>
 #include <string.h>
 #include "h5util.h"
-#include "tnio.h"
-#include "optimizer.h"
+
+static const char *const MomentNames[TN_OPTIMIZER_MOMENTS] = {"m1", "m2"};
 
 typedef struct {
-  TNModel             model;
-  const TNOptimizer  *opt;
-  const TNHistory    *history;
-  const TNCheckpointState *state;
+  TNModel                  model;
+  const TNOptimizerRecord *opt;
+  const TNTable           *history;
+  PetscInt                 nstate;
+  const TNAttribute       *state;
 } CheckpointWrite;
 
 static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
 {
-  hid_t g;
+  const TNOptimizerRecord *o = w->opt;
+  PetscScalar             *params;
+  hid_t                    g;
 
   PetscFunctionBegin;
-  PetscCall(TNH5ModelWrite(file, "model", w->model, w->model->theta_buf));
+  PetscCall(TNModelGetParameters(w->model, NULL, &params));
+  PetscCall(TNH5ModelWrite(file, "model", w->model, params));
   PetscCall(TNH5GroupCreate(file, "optimizer", &g));
-  PetscCall(TNH5AttrWriteString(g, "type", TNOptimizerTypes[w->opt->type]));
-  PetscCall(TNH5AttrWriteInt(g, "step", w->opt->step));
-  PetscCall(TNH5AttrWriteReal(g, "lr", w->opt->lr));
-  PetscCall(TNH5AttrWriteReal(g, "momentum", w->opt->momentum));
-  PetscCall(TNH5AttrWriteReal(g, "beta1", w->opt->beta1));
-  PetscCall(TNH5AttrWriteReal(g, "beta2", w->opt->beta2));
-  PetscCall(TNH5AttrWriteReal(g, "eps", w->opt->eps));
-  if (w->opt->m1) PetscCall(TNH5ModelWrite(g, "m1", w->model, w->opt->m1));
-  if (w->opt->m2) PetscCall(TNH5ModelWrite(g, "m2", w->model, w->opt->m2));
+  PetscCall(TNH5AttrWriteString(g, "type", o->types[o->type]));
+  PetscCall(TNH5AttrWriteInt(g, "step", o->step));
+  for (PetscInt k = 0; k < o->nhyper; k++) PetscCall(TNH5AttrWriteReal(g, o->hyper_names[k], o->hyper[k]));
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++)
+    if (o->moment[k]) PetscCall(TNH5ModelWrite(g, MomentNames[k], w->model, o->moment[k]));
   H5Gclose(g);
-  PetscCall(TNH5HistoryWrite(file, w->history));
+  PetscCall(TNH5TableWrite(file, "history", w->history));
   PetscCall(TNH5GroupCreate(file, "state", &g));
-  PetscCall(TNH5AttrWriteInt(g, "epoch", w->state->epoch));
-  PetscCall(TNH5AttrWriteInt(g, "batch", w->state->batch));
-  PetscCall(TNH5AttrWriteInt(g, "seed", w->state->seed));
-  /* the generator is counter-based: the next draw is the permutation of (seed, rng_epoch),
-     entered at batch rng_batch */
-  PetscCall(TNH5AttrWriteInt(g, "rng_epoch", w->state->epoch + 1));
-  PetscCall(TNH5AttrWriteInt(g, "rng_batch", w->state->batch));
-  PetscCall(TNH5AttrWriteReal(g, "loss_sum", w->state->loss_sum));
-  PetscCall(TNH5AttrWriteReal(g, "correct", w->state->correct));
-  PetscCall(TNH5AttrWriteReal(g, "wall_time", w->state->wall_time));
+  for (PetscInt k = 0; k < w->nstate; k++) {
+    if (w->state[k].integer) PetscCall(TNH5AttrWriteInt(g, w->state[k].name, (PetscInt64)w->state[k].value));
+    else PetscCall(TNH5AttrWriteReal(g, w->state[k].name, w->state[k].value));
+  }
   PetscCall(TNH5AttrWriteString(g, "version", THETANET_VERSION));
   PetscCall(TNH5AttrWriteInt(g, "complete", 1));
   H5Gclose(g);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model, const TNOptimizer *opt,
-                                 const TNHistory *history, const TNCheckpointState *state)
+PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model, const TNOptimizerRecord *opt,
+                                 const TNTable *history, PetscInt nstate, const TNAttribute state[])
 {
-  CheckpointWrite w = {model, opt, history, state};
+  CheckpointWrite w = {model, opt, history, nstate, state};
   hid_t           fapl, file;
   PetscErrorCode  ierr;
 
@@ -69,135 +64,116 @@ PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writ
   PetscFunctionReturn(0);
 }
 
-/* What rank 0 reads besides /model, broadcast afterwards. */
+/* What rank 0 reads besides /model and the moments, broadcast afterwards. */
 typedef struct {
-  TNCheckpointState state;
-  PetscInt          type;
-  PetscInt64        step;
-  PetscReal         hyper[5]; /* lr, momentum, beta1, beta2, eps */
-  TNHistory        *history;
+  TNOptimizerRecord *opt;
+  TNTable           *history;
+  PetscInt           required, nstate;
+  TNAttribute       *state;
+  PetscBool          has[TN_OPTIMIZER_MOMENTS];
 } StateRead;
 
 static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
 {
-  StateRead  *r = (StateRead *)ctx;
-  const char *path;
-  char        name[PETSC_MAX_PATH_LEN];
-  PetscInt64  v, complete = 0;
-  PetscBool   found;
-  hid_t       g;
-  const char *hyper[5] = {"lr", "momentum", "beta1", "beta2", "eps"};
+  StateRead *r = (StateRead *)ctx;
+  char       path[PETSC_MAX_PATH_LEN], group[64];
+  PetscInt64 complete = 0;
+  PetscBool  found;
+  hid_t      g;
 
   PetscFunctionBegin;
-  H5Fget_name(file, name, sizeof name);
-  path = name;
+  H5Fget_name(file, path, sizeof path);
   PetscCheck(H5Lexists(file, "state", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: not a checkpoint (no /state group)", path);
   g = H5Gopen2(file, "state", H5P_DEFAULT);
   PetscCheck(g >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot open /state", path);
   PetscCall(TNH5AttrReadInt(g, path, "/state", "complete", &complete, &found));
   PetscCheck(found && complete == 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: incomplete checkpoint (/state complete is not 1)", path);
-  PetscCall(TNH5AttrReadInt(g, path, "/state", "epoch", &v, NULL));
-  r->state.epoch = (PetscInt)v;
-  PetscCall(TNH5AttrReadInt(g, path, "/state", "batch", &v, NULL));
-  r->state.batch = (PetscInt)v;
-  PetscCall(TNH5AttrReadInt(g, path, "/state", "seed", &v, NULL));
-  r->state.seed = (PetscInt)v;
-  PetscCall(TNH5AttrReadReal(g, path, "/state", "loss_sum", &r->state.loss_sum, NULL));
-  PetscCall(TNH5AttrReadReal(g, path, "/state", "correct", &r->state.correct, NULL));
-  PetscCall(TNH5AttrReadReal(g, path, "/state", "wall_time", &r->state.wall_time, NULL));
+  for (PetscInt k = 0; k < r->nstate; k++) {
+    TNAttribute *a = &r->state[k];
+    if (a->integer) {
+      PetscInt64 v;
+      PetscCall(TNH5AttrReadInt(g, path, "/state", a->name, &v, NULL));
+      PetscCheck(v >= 0 && v <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER, "%s: /state %s %" PetscInt64_FMT " out of range", path, a->name, v);
+      a->value = (PetscReal)v;
+    } else PetscCall(TNH5AttrReadReal(g, path, "/state", a->name, &a->value, NULL));
+  }
   H5Gclose(g);
-  PetscCheck(r->state.epoch >= 0 && r->state.batch >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /state epoch %" PetscInt_FMT " batch %" PetscInt_FMT " out of range",
-             path, r->state.epoch, r->state.batch);
 
   PetscCheck(H5Lexists(file, "optimizer", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: no /optimizer group", path);
   g = H5Gopen2(file, "optimizer", H5P_DEFAULT);
   PetscCheck(g >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot open /optimizer", path);
-  PetscCall(TNH5AttrReadChoice(g, path, "/optimizer", "type", TNOptimizerTypes, &r->type, NULL));
-  PetscCall(TNH5AttrReadInt(g, path, "/optimizer", "step", &r->step, NULL));
-  for (int k = 0; k < 5; k++) PetscCall(TNH5AttrReadReal(g, path, "/optimizer", hyper[k], &r->hyper[k], NULL));
+  PetscCall(TNH5AttrReadChoice(g, path, "/optimizer", "type", r->opt->types, &r->opt->type, NULL));
+  PetscCall(TNH5AttrReadInt(g, path, "/optimizer", "step", &r->opt->step, NULL));
+  for (PetscInt k = 0; k < r->opt->nhyper; k++) PetscCall(TNH5AttrReadReal(g, path, "/optimizer", r->opt->hyper_names[k], &r->opt->hyper[k], NULL));
   H5Gclose(g);
-  PetscCall(TNH5HistoryRead(file, path, r->history));
-  PetscCheck(r->history->n == r->state.epoch, PETSC_COMM_SELF, TN_ERR_USER, "%s: /history has %" PetscInt_FMT " epochs but /state says %" PetscInt_FMT,
-             path, r->history->n, r->state.epoch);
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
+    snprintf(group, sizeof group, "/optimizer/%s", MomentNames[k]);
+    r->has[k] = TNH5LinkExists(file, group);
+  }
+  PetscCall(TNH5TableRead(file, path, "history", r->required, r->history));
   PetscFunctionReturn(0);
 }
 
 typedef struct {
   const TNModelConfig *cfg;
-  PetscScalar         *m1, *m2;
+  PetscScalar         *moment[TN_OPTIMIZER_MOMENTS];
 } MomentRead;
 
 static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
 {
   MomentRead *r = (MomentRead *)ctx;
-  char        path[PETSC_MAX_PATH_LEN];
+  char        path[PETSC_MAX_PATH_LEN], group[64];
 
   PetscFunctionBegin;
   H5Fget_name(file, path, sizeof path);
-  if (r->m1) PetscCall(TNH5ModelArraysRead(file, path, "/optimizer/m1", r->cfg, r->m1));
-  if (r->m2) PetscCall(TNH5ModelArraysRead(file, path, "/optimizer/m2", r->cfg, r->m2));
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
+    snprintf(group, sizeof group, "/optimizer/%s", MomentNames[k]);
+    if (r->moment[k]) PetscCall(TNH5ModelArraysRead(file, path, group, r->cfg, r->moment[k]));
+  }
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode HistoryBcast(MPI_Comm comm, TNHistory *h)
+PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt, TNTable *history, PetscInt required,
+                                PetscInt nstate, TNAttribute state[])
 {
-  PetscInt     n = h->n;
-  PetscMPIInt  rank;
-  PetscReal   *buf;
-  const PetscInt w = 10;
+  StateRead            r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}};
+  MomentRead           mr;
+  PetscMPIInt          rank;
+  PetscInt             n, nrows;
+  PetscReal           *values;
+  const TNModelConfig *cfg;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCallMPI(MPI_Bcast(&n, 1, MPIU_INT, 0, comm));
-  PetscCall(PetscMalloc1(w * n + 1, &buf));
-  if (!rank)
-    for (PetscInt i = 0; i < n; i++) {
-      const PetscReal row[10] = {(PetscReal)h->epoch[i], h->train_loss[i], h->val_loss[i], h->val_accuracy[i], h->lr[i],
-                                 h->wall_time[i],        h->newton_its[i], h->krylov_its[i], h->mgrit_its[i], h->mgrit_res[i]};
-      PetscCall(PetscArraycpy(buf + w * i, row, w));
-    }
-  PetscCallMPI(MPI_Bcast(buf, (PetscMPIInt)(w * n), MPIU_REAL, 0, comm));
-  if (rank)
-    for (PetscInt i = 0; i < n; i++) {
-      const PetscReal *r = buf + w * i;
-      PetscCall(TNHistoryAppend(h, (PetscInt)r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]));
-    }
-  PetscCall(PetscFree(buf));
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizer *opt, TNHistory *history,
-                                TNCheckpointState *state)
-{
-  StateRead  r;
-  MomentRead mr;
-  PetscMPIInt rank;
-
-  PetscFunctionBegin;
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  PetscCall(PetscMemzero(&r, sizeof r));
-  r.history = history;
   PetscCall(TNH5RootRead(comm, path, CheckpointStateRead, &r));
-  PetscCall(HistoryBcast(comm, history));
-  PetscCallMPI(MPI_Bcast(&r.state, sizeof r.state, MPI_BYTE, 0, comm));
-  PetscCallMPI(MPI_Bcast(&r.type, 1, MPIU_INT, 0, comm));
-  PetscCallMPI(MPI_Bcast(&r.step, 1, MPIU_INT64, 0, comm));
-  PetscCallMPI(MPI_Bcast(r.hyper, 5, MPIU_REAL, 0, comm));
+  /* the history, the state and the optimiser's scalars, from rank 0 to all */
+  nrows = history->nrows;
+  PetscCallMPI(MPI_Bcast(&nrows, 1, MPIU_INT, 0, comm));
+  if (rank)
+    for (PetscInt k = 0; k < history->ncols; k++) PetscCall(PetscMalloc1(nrows + 1, &history->columns[k]));
+  history->nrows = nrows;
+  for (PetscInt k = 0; k < history->ncols; k++) PetscCallMPI(MPI_Bcast(history->columns[k], (PetscMPIInt)nrows, MPIU_REAL, 0, comm));
+  PetscCall(PetscMalloc1(nstate + 1, &values));
+  for (PetscInt k = 0; k < nstate; k++) values[k] = state[k].value;
+  PetscCallMPI(MPI_Bcast(values, (PetscMPIInt)nstate, MPIU_REAL, 0, comm));
+  for (PetscInt k = 0; k < nstate; k++) state[k].value = values[k];
+  PetscCall(PetscFree(values));
+  PetscCallMPI(MPI_Bcast(&opt->type, 1, MPIU_INT, 0, comm));
+  PetscCallMPI(MPI_Bcast(&opt->step, 1, MPIU_INT64, 0, comm));
+  PetscCallMPI(MPI_Bcast(opt->hyper, (PetscMPIInt)opt->nhyper, MPIU_REAL, 0, comm));
+  PetscCallMPI(MPI_Bcast(r.has, TN_OPTIMIZER_MOMENTS, MPIU_BOOL, 0, comm));
+
   PetscCall(TNModelLoad(comm, path, model));
-  opt->type     = (TNOptimizerType)r.type;
-  opt->lr       = r.hyper[0];
-  opt->momentum = r.hyper[1];
-  opt->beta1    = r.hyper[2];
-  opt->beta2    = r.hyper[3];
-  opt->eps      = r.hyper[4];
-  PetscCall(TNOptimizerSetUp(opt, (*model)->nparams));
-  opt->step = r.step;
-  mr.cfg    = &(*model)->cfg;
-  mr.m1     = opt->m1;
-  mr.m2     = opt->m2;
+  PetscCall(TNModelGetConfig(*model, &cfg));
+  PetscCall(TNModelGetParameters(*model, &n, NULL));
+  mr.cfg = cfg;
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
+    opt->moment[k] = NULL;
+    if (r.has[k]) PetscCall(PetscMalloc1(n, &opt->moment[k]));
+    mr.moment[k] = opt->moment[k];
+  }
   PetscCall(TNH5RootRead(comm, path, CheckpointMomentsRead, &mr));
-  if (opt->m1) PetscCallMPI(MPI_Bcast(opt->m1, (PetscMPIInt)opt->n, MPIU_SCALAR, 0, comm));
-  if (opt->m2) PetscCallMPI(MPI_Bcast(opt->m2, (PetscMPIInt)opt->n, MPIU_SCALAR, 0, comm));
-  *state = r.state;
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++)
+    if (opt->moment[k]) PetscCallMPI(MPI_Bcast(opt->moment[k], (PetscMPIInt)n, MPIU_SCALAR, 0, comm));
   PetscFunctionReturn(0);
 }

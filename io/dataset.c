@@ -1,10 +1,102 @@
-/* Datasets (DESIGN.md §4): /X [N,d] inputs, /Y class labels or regression targets. Rank 0 reads
-   and checks everything a user would need to fix in a file, then shares it; writes are atomic. */
+/* Data sets (DESIGN.md §4): /X [N,d] inputs, /Y class labels or regression targets. The object
+   holds a set, or a rank's shard of it, in memory. Rank 0 reads and checks everything a user
+   would need to fix in a file, then shares it; writes are atomic. */
 #include <stdio.h>
 #include <string.h>
 #include "h5util.h"
-#include "tnio.h"
-#include "errors.h"
+
+struct _n_TNDataset {
+  PetscInt   N, d, m;        /* m: classes (max label + 1) or targets */
+  PetscInt   Nlocal, offset; /* rows held here: offset..offset+Nlocal-1 (all N unless sharded) */
+  TNTask     task;
+  PetscReal *X;
+  PetscInt  *labels; /* classification: Nlocal labels in [0, m) */
+  PetscReal *Y;      /* regression: Nlocal x m targets */
+  char       name[256];
+};
+
+PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, const char *name, TNDataset *ds)
+{
+  TNDataset D;
+
+  PetscFunctionBegin;
+  PetscCall(PetscNew(&D));
+  D->N      = N;
+  D->d      = d;
+  D->m      = m;
+  D->task   = task;
+  D->Nlocal = N;
+  D->offset = 0;
+  if (name) PetscCall(PetscStrncpy(D->name, name, sizeof D->name));
+  PetscCall(PetscMalloc1(N * d, &D->X));
+  if (task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(N, &D->labels));
+  else PetscCall(PetscMalloc1(N * m, &D->Y));
+  *ds = D;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetDestroy(TNDataset *ds)
+{
+  PetscFunctionBegin;
+  if (!*ds) PetscFunctionReturn(0);
+  PetscCall(PetscFree((*ds)->X));
+  PetscCall(PetscFree((*ds)->labels));
+  PetscCall(PetscFree((*ds)->Y));
+  PetscCall(PetscFree(*ds));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info)
+{
+  PetscFunctionBegin;
+  info->N      = D->N;
+  info->d      = D->d;
+  info->m      = D->m;
+  info->Nlocal = D->Nlocal;
+  info->offset = D->offset;
+  info->task   = D->task;
+  info->name   = D->name;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels, PetscReal **Y)
+{
+  PetscFunctionBegin;
+  if (X) *X = D->X;
+  if (labels) *labels = D->labels;
+  if (Y) *Y = D->Y;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels, PetscReal *Y)
+{
+  PetscFunctionBegin;
+  for (PetscInt s = 0; s < B; s++) {
+    const PetscInt i = idx[s];
+    PetscCall(PetscArraycpy(X + s * D->d, D->X + i * D->d, D->d));
+    if (D->task == TN_TASK_CLASSIFICATION) labels[s] = D->labels[i];
+    else PetscCall(PetscArraycpy(Y + s * D->m, D->Y + i * D->m, D->m));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
+{
+  PetscMPIInt size, rank;
+  PetscInt    start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
+
+  PetscFunctionBegin;
+  PetscCheck(D->Nlocal == D->N, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "data set is sharded already");
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  TNGridSplit(D->N, size, rank, &start, &end);
+  PetscCall(PetscArraymove(D->X, D->X + start * D->d, (end - start) * D->d));
+  if (D->labels) PetscCall(PetscArraymove(D->labels, D->labels + start, end - start));
+  if (D->Y) PetscCall(PetscArraymove(D->Y, D->Y + start * w, (end - start) * w));
+  D->offset = start;
+  D->Nlocal = end - start;
+  PetscFunctionReturn(0);
+}
 
 #define ROOT "the root group"
 
@@ -132,8 +224,7 @@ static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
     PetscCall(TNH5ArrayRead(file, path, "/Y", H5T_NATIVE_DOUBLE, load->labels));
     PetscCall(LabelsCheck(path, 0, N, load->labels, &m));
   }
-  PetscCall(TNDatasetCreate(N, d, m, task, &load->ds));
-  PetscCall(PetscStrncpy(load->ds->name, shape.name, sizeof(load->ds->name)));
+  PetscCall(TNDatasetCreate(N, d, m, task, shape.name, &load->ds));
   PetscCall(TNH5ArrayRead(file, path, "/X", H5T_NATIVE_DOUBLE, load->ds->X));
   PetscCall(FiniteCheck(path, "/X", 0, load->ds->X, N, d));
   if (task == TN_TASK_CLASSIFICATION) {
@@ -177,7 +268,7 @@ PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds)
     shape[3] = (PetscInt)D->task;
   }
   PetscCallMPI(MPI_Bcast(shape, 4, MPIU_INT, 0, comm));
-  if (rank) PetscCall(TNDatasetCreate(shape[0], shape[1], shape[2], (TNTask)shape[3], &D));
+  if (rank) PetscCall(TNDatasetCreate(shape[0], shape[1], shape[2], (TNTask)shape[3], NULL, &D));
   PetscCall(PetscMPIIntCast(D->N * D->d, &nx));
   PetscCallMPI(MPI_Bcast(D->X, nx, MPIU_REAL, 0, comm));
   if (D->task == TN_TASK_CLASSIFICATION) {
@@ -290,7 +381,7 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *
   TNDataset    D;
   hid_t        fapl, file;
   herr_t       status;
-  PetscBool    ok;
+  PetscBool    ok = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscCall(PetscMemzero(&shape, sizeof shape));
@@ -299,10 +390,9 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   TNGridSplit(shape.N, size, rank, &start, &end);
-  PetscCall(TNDatasetCreate(end - start, shape.d, shape.ycols, shape.task, &D));
+  PetscCall(TNDatasetCreate(end - start, shape.d, shape.ycols, shape.task, shape.name, &D));
   D->N      = shape.N;
   D->offset = start;
-  PetscCall(PetscStrncpy(D->name, shape.name, sizeof D->name));
   check = (ShardCheck){path, D, NULL, 0};
   if (shape.task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(D->Nlocal + 1, &check.labels));
 

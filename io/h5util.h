@@ -1,5 +1,5 @@
-/* Private HDF5 building blocks of io/ (implemented in modelio.c): root-only work whose errors
-   reach every rank, validated reads, atomic writes, attributes, and the /model group layout. */
+/* Private HDF5 building blocks of io/ (h5util.c): root-only work whose errors reach every rank,
+   validated reads, atomic writes, attributes, tables; and the /model group layout (modelio.c). */
 #ifndef THETANET_H5UTIL_H
 #define THETANET_H5UTIL_H
 
@@ -21,6 +21,9 @@ PETSC_INTERN PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscE
 /* Opens an existing file read-only; TN_ERR_USER naming path when it is missing, not a regular
    file, unreadable, not HDF5, or truncated. Objects left open close with the file. */
 PETSC_INTERN PetscErrorCode TNH5FileOpen(const char *path, hid_t *file);
+
+/* Whether the object `name` (a path, every group on it included) exists under loc. */
+PETSC_INTERN PetscBool TNH5LinkExists(hid_t loc, const char *name);
 
 /* What an array in a file is: found is PETSC_FALSE when there is nothing under that name. */
 typedef struct {
@@ -89,7 +92,8 @@ PETSC_INTERN PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel
 PETSC_INTERN PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg,
                                                 PetscScalar *params);
 
-/* /history of a results file or checkpoint, and its reader (every column, validated). */
-PETSC_INTERN PetscErrorCode TNH5HistoryWrite(hid_t file, const TNHistory *h);
-PETSC_INTERN PetscErrorCode TNH5HistoryRead(hid_t file, const char *path, TNHistory *h);
+/* A table as the group `group` of loc holding one 1-D array per column; and its reader, which
+   allocates the columns named in t (those from index required on may be missing: zeros). */
+PETSC_INTERN PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t);
+PETSC_INTERN PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t);
 #endif

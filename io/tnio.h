@@ -1,10 +1,35 @@
-/* HDF5 files of thetanet (DESIGN.md §4): datasets, the /model group, results.
-   Readers validate everything and fail with TN_ERR_USER naming the file; writers never leave a
-   half-written file under the final name (they write a temporary file and rename it). */
+/* The files of thetanet (DESIGN.md §4), HDF5 all: data sets, the /model group, results,
+   evaluations and checkpoints. Readers validate everything and fail with TN_ERR_USER naming the
+   file; writers never leave a half-written file under the final name. io/ knows the layouts, not
+   the trainer: what a run records reaches it as the generic tables and records below. */
 #ifndef THETANET_IO_H
 #define THETANET_IO_H
 
 #include "thetanet.h"
+
+/* ---- data sets ---- */
+
+/* A data set held in memory: X is N x d row-major double; classification keeps integer labels,
+   regression N x m targets. A sharded set holds the rows [offset, offset + Nlocal) of N. */
+typedef struct _n_TNDataset *TNDataset;
+
+typedef struct {
+  PetscInt    N, d, m;        /* m: classes (max label + 1) or targets */
+  PetscInt    Nlocal, offset; /* the rows held here */
+  TNTask      task;
+  const char *name;
+} TNDatasetInfo;
+
+PETSC_EXTERN PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask, const char *name, TNDataset *);
+PETSC_EXTERN PetscErrorCode TNDatasetDestroy(TNDataset *);
+PETSC_EXTERN PetscErrorCode TNDatasetGetInfo(TNDataset, TNDatasetInfo *);
+/* The rows held here, to fill or read: X [Nlocal, d], labels [Nlocal] (classification) or
+   Y [Nlocal, m] (regression); the other is NULL. */
+PETSC_EXTERN PetscErrorCode TNDatasetGetArrays(TNDataset, PetscReal **X, PetscInt **labels, PetscReal **Y);
+/* Copies the local rows idx[0..B) into contiguous batch buffers (labels or Y, by the task). */
+PETSC_EXTERN PetscErrorCode TNDatasetGetRows(TNDataset, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels, PetscReal *Y);
+/* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
+PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
 
 /* Collective on comm: rank 0 reads and validates, the result (or the error) reaches every rank.
    Accepts /X [N,d] float32|float64, /Y [N] integer labels, or /Y [N]|[N,m] float targets, the
@@ -13,35 +38,47 @@
 PETSC_EXTERN PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds);
 /* Collective on comm, for data sets larger than a node: rank 0 checks the layout, then rank r
    of P reads only its contiguous block of rows (TNGridSplit) with a collective hyperslab read and
-   checks its values; an error anywhere reaches every rank. D->N is the whole set's size, D->Nlocal
-   and D->offset say which rows this rank holds. */
+   checks its values; an error anywhere reaches every rank. */
 PETSC_EXTERN PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds);
 /* Rank 0 writes /X, /Y (int64 labels or float64 targets) and the `task`/`name` attributes. */
 PETSC_EXTERN PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds);
+
+/* ---- models ---- */
 
 /* Collective on comm: reads the /model group of a model, checkpoint or results file, checks the
    arrays against the attributes, and creates the model. */
 PETSC_EXTERN PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel *model);
 
-/* The per-epoch record of a training run, kept on every rank, written by rank 0. */
-typedef struct {
-  PetscInt   n, cap;
-  PetscInt  *epoch;
-  PetscReal *train_loss, *val_loss, *val_accuracy, *lr, *wall_time, *newton_its, *krylov_its, *mgrit_its, *mgrit_res;
-} TNHistory;
+/* ---- what a run records ---- */
 
-PETSC_EXTERN PetscErrorCode TNHistoryAppend(TNHistory *, PetscInt epoch, PetscReal train_loss, PetscReal val_loss,
-                                            PetscReal val_accuracy, PetscReal lr, PetscReal wall_time,
-                                            PetscReal newton_its, PetscReal krylov_its, PetscReal mgrit_its, PetscReal mgrit_res);
-PETSC_EXTERN PetscErrorCode TNHistoryDestroy(TNHistory *);
-
-/* Per-phase seconds of this rank; names are shared by all ranks. */
-#define TN_MAX_PHASES 16
+/* Named columns of equal length (the /history group); integer columns are stored as int64. */
 typedef struct {
-  PetscInt    nphases;
-  const char *names[TN_MAX_PHASES];
-  PetscReal   seconds[TN_MAX_PHASES];
-} TNTiming;
+  PetscInt           ncols, nrows;
+  const char *const *names;
+  const PetscBool   *integer;
+  PetscReal        **columns; /* columns[k][0..nrows) */
+} TNTable;
+
+/* A named scalar of a group's attributes (the /state of a checkpoint). */
+typedef struct {
+  const char *name;
+  PetscBool   integer; /* stored as int64 */
+  PetscReal   value;
+} TNAttribute;
+
+/* The optimiser's part of a checkpoint (/optimizer): its type, one of types[] (a
+   PetscOptionsEnum-style list), the step count, named scalar hyper-parameters, and up to two
+   moment arrays in the model layout (NULL when the optimiser has none). */
+#define TN_OPTIMIZER_MOMENTS 2
+typedef struct {
+  const char *const *types;
+  PetscInt           type;
+  PetscInt64         step;
+  PetscInt           nhyper;
+  const char *const *hyper_names;
+  PetscReal         *hyper;
+  PetscScalar       *moment[TN_OPTIMIZER_MOMENTS];
+} TNOptimizerRecord;
 
 /* One attribute of /config. */
 typedef struct {
@@ -50,39 +87,33 @@ typedef struct {
 } TNConfigEntry;
 
 /* Collective on comm, written by rank 0: /model (the model's parameters), /history, /timing
-   (gathered: /timing/<phase> [P] seconds of each rank), /config attributes (the given entries,
-   plus every PETSc option in force). */
-PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNHistory *history,
-                                           const TNTiming *timing, PetscInt nconfig, const TNConfigEntry *config);
+   (gathered: /timing/<phase> [P] seconds of each rank, phases named alike on every rank),
+   /config attributes (the given entries, plus every PETSc option in force). */
+PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history, PetscInt nphases,
+                                           const char *const phases[], const PetscReal seconds[], PetscInt nconfig,
+                                           const TNConfigEntry *config);
 
 /* Rank 0 writes a file with /predictions [N,m] and root attributes (NULL names end the list);
    when gradient is not NULL also /gradient in the /model layout of model. */
-PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
-                                              const PetscReal *predictions, const PetscScalar *gradient,
-                                              PetscInt nattr, const char *const attr_names[],
+PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N, const PetscReal *predictions,
+                                              const PetscScalar *gradient, PetscInt nattr, const char *const attr_names[],
                                               const PetscReal attr_values[]);
 
-/* Where a checkpoint stands in the run: epochs done, and batches of the next epoch already taken
-   when it was written within an epoch (on a signal), with that epoch's loss sums so far. */
-typedef struct {
-  PetscInt  epoch, batch, seed;
-  PetscReal loss_sum, correct, wall_time;
-} TNCheckpointState;
-
-struct TNOptimizerS;
-/* Collective on comm: writes /model, /optimizer (attributes type, step and hyper-parameters; the
-   moments m1, m2 in the model layout), /history and /state (attributes epoch, batch, seed,
-   rng_epoch, rng_batch, loss_sum, correct, wall_time, and complete = 1 last) with MPI-IO to
-   "<path>.tmp", then syncs and renames it over path. Ranks with writer unset take part without
-   data (they hold replicas of what the writer writes). */
-PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
-                                              const struct TNOptimizerS *opt, const TNHistory *history,
-                                              const TNCheckpointState *state);
+/* Collective on comm: writes /model, /optimizer (attributes type, step and the hyper-parameters;
+   moments m1, m2 in the model layout), /history and /state (the given attributes, version, and
+   complete = 1 last) with MPI-IO to a temporary file, then syncs and renames it over path. Ranks
+   with writer unset take part without data (they hold replicas of what the writer writes). */
+PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model, const TNOptimizerRecord *opt,
+                                              const TNTable *history, PetscInt nstate, const TNAttribute state[]);
 /* Collective on comm: reads a checkpoint written by any number of ranks; refuses (TN_ERR_USER) a
-   file that is missing, not HDF5, truncated, incomplete or inconsistent. opt->type must be unset
-   (it comes from the file); opt is set up and filled, history appended to. */
-PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, struct TNOptimizerS *opt,
-                                             TNHistory *history, TNCheckpointState *state);
+   file that is missing, not HDF5, truncated, incomplete or inconsistent. opt->types and
+   opt->hyper_names/nhyper say what to read; the moments found are allocated (free them with
+   PetscFree). history->names/ncols/integer say which columns to read (names from index
+   `required` on may be missing: read as 0); its columns are allocated (TNTableFree). The state
+   attributes named in state[] are read into their values. */
+PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt, TNTable *history,
+                                             PetscInt required, PetscInt nstate, TNAttribute state[]);
+PETSC_EXTERN PetscErrorCode TNTableFree(TNTable *);
 
 /* Refuse (TN_ERR_USER) an output path whose directory does not exist or is not writable, before
    any work is done. */

@@ -2,8 +2,8 @@
    batch. The batch is one vector of B*n unknowns whose Jacobian is block diagonal over samples. */
 #include "blocksolver.h"
 #include "activation.h"
+#include "rows.h"
 #include <petscsnes.h>
-#include <petscblaslapack.h>
 #include <string.h>
 
 const char *const TNBlockMethods[] = {"auto", "newton", "newton_assembled", "anderson", "picard", "TNBlockMethod", "TN_BLOCK_", NULL};
@@ -35,8 +35,10 @@ typedef struct {
 
 struct _n_TNBlockSolver {
   PetscInt      n;
-  TNBlockMethod method;   /* resolved: never auto after SetFromOptions */
-  PetscBool     fallback; /* auto: retry a failed Picard solve with Newton-GMRES */
+  TNBlockMethod requested; /* as asked for: may be auto */
+  TNBlockMethod method;    /* resolved: never auto */
+  PetscBool     fallback;  /* auto: retry a failed Picard solve with Newton-GMRES */
+  PetscBool     view;      /* -block_view: print the solver at its next set-up */
   PetscInt      rough_its; /* > 0: iterations a rough solve (an MGRIT coarse step) may take, no fallback */
   TNBlockGuess  guess;
   PetscReal     atol;
@@ -48,42 +50,8 @@ struct _n_TNBlockSolver {
   const PetscScalar  *r;
   PetscReal           last_maxres; /* largest per-sample residual of the last evaluation */
   PetscBool           have_last;   /* xlast holds a point of this solve */
-  PetscInt64          newton, krylov, solves, fallbacks;
+  PetscInt64          newton, krylov, solves;
 };
-
-void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
-                 const PetscScalar *bias, PetscScalar *Z)
-{
-  PetscBLASInt      M = (PetscBLASInt)nout, N = (PetscBLASInt)B, K = (PetscBLASInt)nin;
-  const PetscScalar one = 1.0, zero = 0.0;
-
-  /* row-major Z = Y A^T is column-major Z^T = A Y^T */
-  BLASgemm_("T", "N", &M, &N, &K, &one, A, &K, Y, &K, &zero, Z, &M);
-  (void)PetscLogFlops(2.0 * M * N * K);
-  if (bias)
-    for (PetscInt s = 0; s < B; s++)
-      for (PetscInt i = 0; i < nout; i++) Z[s * nout + i] += bias[i];
-}
-
-void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
-                          const PetscScalar *A, PetscScalar beta, PetscScalar *Out)
-{
-  PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
-
-  BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
-  (void)PetscLogFlops(2.0 * M * N * K);
-}
-
-void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,
-                    PetscScalar *G)
-{
-  PetscBLASInt      M = (PetscBLASInt)ny, N = (PetscBLASInt)nu, K = (PetscBLASInt)B;
-  const PetscScalar one = 1.0;
-
-  if (!B) return;
-  BLASgemm_("N", "T", &M, &N, &K, &alpha, Y, &M, U, &N, &one, G, &M);
-  (void)PetscLogFlops(2.0 * M * N * K);
-}
 
 /* F = s(A y + b) for the rows of y, keeping Z = A y + b. */
 static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F)
@@ -398,17 +366,38 @@ found:
   PetscFunctionReturn(0);
 }
 
+static PetscClassId  TN_CLASSID_BLOCK;
+static PetscLogEvent TN_EVENT_BLOCK, TN_EVENT_ADJOINT;
+
+/* The method a request resolves to: auto picks by width and adds the fallback. */
+static void Resolve(TNBlockSolver bs)
+{
+  bs->method   = bs->requested;
+  bs->fallback = PETSC_FALSE;
+  if (bs->requested == TN_BLOCK_AUTO) {
+    bs->method   = bs->n <= TN_ASSEMBLED_MAX_WIDTH ? TN_BLOCK_NEWTON_ASSEMBLED : TN_BLOCK_PICARD;
+    bs->fallback = bs->method == TN_BLOCK_PICARD ? PETSC_TRUE : PETSC_FALSE;
+  }
+}
+
 PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
 {
   TNBlockSolver bs;
 
   PetscFunctionBegin;
+  if (!TN_CLASSID_BLOCK) {
+    PetscCall(PetscClassIdRegister("TNBlockSolver", &TN_CLASSID_BLOCK));
+    PetscCall(PetscLogEventRegister("TNBlockSolve", TN_CLASSID_BLOCK, &TN_EVENT_BLOCK));
+    PetscCall(PetscLogEventRegister("TNAdjointSolve", TN_CLASSID_BLOCK, &TN_EVENT_ADJOINT));
+  }
+  PetscCheck(width > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "block width must be positive, got %" PetscInt_FMT, width);
   PetscCall(PetscNew(&bs));
-  bs->n      = width;
-  bs->method = TN_BLOCK_AUTO;
-  bs->guess  = TN_GUESS_EXPLICIT;
-  bs->atol   = TN_BLOCK_ATOL;
-  *out       = bs;
+  bs->n         = width;
+  bs->requested = TN_BLOCK_AUTO;
+  bs->guess     = TN_GUESS_EXPLICIT;
+  bs->atol      = TN_BLOCK_ATOL;
+  Resolve(bs);
+  *out = bs;
   PetscFunctionReturn(0);
 }
 
@@ -416,19 +405,17 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
 {
   PetscFunctionBegin;
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Implicit block solver", "thetanet");
-  PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions",
-                             TNBlockMethods, (PetscEnum)bs->method, (PetscEnum *)&bs->method, NULL));
+  PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions", TNBlockMethods,
+                             (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
   PetscCall(PetscOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions", TNBlockGuesses,
                              (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
   PetscCall(PetscOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block", "TNBlockSolverSetFromOptions",
                              bs->atol, &bs->atol, NULL));
+  PetscCall(PetscOptionsName("-block_view", "Print the block solver chosen, once set up", "TNBlockSolverView", &bs->view));
   PetscOptionsEnd();
   PetscCheck(bs->atol > 0, PETSC_COMM_WORLD, TN_ERR_USER, "-block_atol must be positive, got %g", (double)bs->atol);
-  bs->fallback = PETSC_FALSE;
-  if (bs->method == TN_BLOCK_AUTO) {
-    bs->method   = bs->n <= TN_ASSEMBLED_MAX_WIDTH ? TN_BLOCK_NEWTON_ASSEMBLED : TN_BLOCK_PICARD;
-    bs->fallback = bs->method == TN_BLOCK_PICARD ? PETSC_TRUE : PETSC_FALSE;
-  }
+  Resolve(bs);
+  /* solvers made before were configured by the options of then */
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++) PetscCall(BatchSolverDestroy(&bs->cache[i]));
   PetscFunctionReturn(0);
 }
@@ -447,8 +434,32 @@ PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
   BatchSolver *c;
 
   PetscFunctionBegin;
-  if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
   PetscCall(BatchSolverGet(bs, B, &c));
+  if (bs->view) {
+    PetscCall(TNBlockSolverView(bs, PETSC_VIEWER_STDOUT_WORLD));
+    bs->view = PETSC_FALSE;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
+{
+  BatchSolver *c = NULL;
+
+  PetscFunctionBegin;
+  for (PetscInt i = 0; i < TN_BATCH_CACHE; i++)
+    if (bs->cache[i].B && (!c || bs->cache[i].last_use > c->last_use)) c = &bs->cache[i];
+  PetscCall(PetscViewerASCIIPrintf(viewer, "TNBlockSolver: width %" PetscInt_FMT ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g\n", bs->n,
+                                   TNBlockMethods[bs->method], bs->requested == TN_BLOCK_AUTO ? " (auto)" : "", bs->fallback ? " with a Newton-GMRES fallback" : "",
+                                   TNBlockGuesses[bs->guess], (double)bs->atol, (double)TN_ADJOINT_RTOL));
+  if (c) {
+    PetscCall(PetscViewerASCIIPushTab(viewer));
+    PetscCall(PetscViewerASCIIPrintf(viewer, "forward solver (prefix block_) for batches of %" PetscInt_FMT ":\n", c->B));
+    PetscCall(SNESView(c->snes, viewer));
+    PetscCall(PetscViewerASCIIPrintf(viewer, "adjoint solver (prefix adjoint_):\n"));
+    PetscCall(KSPView(c->ksp, viewer));
+    PetscCall(PetscViewerASCIIPopTab(viewer));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -456,13 +467,6 @@ PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
 {
   PetscFunctionBegin;
   bs->rough_its = its;
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver bs, TNBlockMethod *m)
-{
-  PetscFunctionBegin;
-  *m = bs->method;
   PetscFunctionReturn(0);
 }
 
@@ -510,9 +514,8 @@ static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, Pe
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
-                                  const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
-                                  PetscReal *residual)
+static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj, const PetscScalar *r,
+                                 PetscScalar *y, PetscScalar *Fn, PetscBool *converged, PetscReal *residual)
 {
   BatchSolver        *c;
   const PetscInt      N = B * L->n;
@@ -520,7 +523,6 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
 
   PetscFunctionBegin;
   PetscCheck(L->n == bs->n, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "block width %" PetscInt_FMT " != solver width %" PetscInt_FMT, L->n, bs->n);
-  if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
   PetscCall(BatchSolverGet(bs, B, &c));
   bs->cur       = c;
   bs->layer     = L;
@@ -542,7 +544,6 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
   if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(PetscArraycpy(y, c->guess, N));
     PetscCall(ForwardRun(bs, c, c->snes_fb, y, &reason));
-    bs->fallbacks++;
   }
   bs->solves++;
   /* F(y_{j+1}) is the last residual evaluation's when that was at the solution */
@@ -566,14 +567,23 @@ static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPC
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D,
-                                    const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged, PetscReal *residual)
+PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj, const PetscScalar *r,
+                                  PetscScalar *y, PetscScalar *Fn, PetscBool *converged, PetscReal *residual)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(TN_EVENT_BLOCK, 0, 0, 0, 0));
+  PetscCall(BlockSolve(bs, L, B, Fj, r, y, Fn, converged, residual));
+  PetscCall(PetscLogEventEnd(TN_EVENT_BLOCK, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D, const PetscScalar *lambda,
+                                   PetscScalar *mu, PetscBool *converged, PetscReal *residual)
 {
   BatchSolver       *c;
   KSPConvergedReason reason;
 
   PetscFunctionBegin;
-  if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
   PetscCall(BatchSolverGet(bs, B, &c));
   bs->cur   = c;
   bs->layer = L;
@@ -591,11 +601,20 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
   } else PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
   if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(AdjointRun(bs, c, c->ksp_fb, &reason, residual));
-    bs->fallbacks++;
   }
   PetscCall(VecResetArray(c->lam));
   PetscCall(VecResetArray(c->mu));
   *converged = reason > 0 ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D, const PetscScalar *lambda,
+                                    PetscScalar *mu, PetscBool *converged, PetscReal *residual)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(TN_EVENT_ADJOINT, 0, 0, 0, 0));
+  PetscCall(BlockAdjoint(bs, L, B, D, lambda, mu, converged, residual));
+  PetscCall(PetscLogEventEnd(TN_EVENT_ADJOINT, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 
@@ -611,7 +630,7 @@ PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, Pets
 PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
 {
   PetscFunctionBegin;
-  bs->newton = bs->krylov = bs->solves = bs->fallbacks = 0;
+  bs->newton = bs->krylov = bs->solves = 0;
   PetscFunctionReturn(0);
 }
 
@@ -630,7 +649,6 @@ PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver bs, const TNBlockLayer *L, Pe
   PetscReal       nJv, nd;
 
   PetscFunctionBegin;
-  if (bs->method == TN_BLOCK_AUTO) PetscCall(TNBlockSolverSetFromOptions(bs));
   PetscCall(BatchSolverGet(bs, B, &c));
   bs->cur       = c;
   bs->layer     = L;

@@ -1,5 +1,6 @@
 /* The implicit part of one theta-block for a whole local batch: the SNES forward solve of
-   G(y) = y - r - h theta F_j(y) = 0 and the KSP transpose solve of the adjoint step. */
+   G(y) = y - r - h theta F_j(y) = 0 and the KSP transpose solve of the adjoint step. A solver sees
+   the layer only through TNBlockLayer; -log_view times them as TNBlockSolve and TNAdjointSolve. */
 #ifndef THETANET_BLOCKSOLVER_H
 #define THETANET_BLOCKSOLVER_H
 
@@ -29,11 +30,14 @@ typedef struct {
 typedef struct _n_TNBlockSolver *TNBlockSolver;
 
 PETSC_EXTERN PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *);
-/* Reads -block_method, -block_guess, -block_atol and the SNES/KSP options (prefixes block_,
-   adjoint_) of the solvers it creates. */
+/* Reads -block_method, -block_guess, -block_atol, -block_view and the SNES/KSP options (prefixes
+   block_, adjoint_) of the solvers it creates. Without it the defaults hold. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver);
-/* Creates the SNES and KSP for batches of B samples now (they are otherwise made on first use). */
+/* Creates the SNES and KSP for batches of B samples now (they are otherwise made on first use);
+   with -block_view prints the solver once. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSetUp(TNBlockSolver, PetscInt B);
+/* The method chosen, its tolerances, and the SNES and KSP of the latest batch size. */
+PETSC_EXTERN PetscErrorCode TNBlockSolverView(TNBlockSolver, PetscViewer);
 PETSC_EXTERN PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *);
 
 /* Solve y = r + h theta F(y) for the B rows of y. On entry y holds y_j, Fj = F(y_j) and r the
@@ -49,7 +53,6 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver, const TNBlockLay
 /* Iterations since the last reset: nonlinear, linear (forward and adjoint), and forward solves. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves);
 PETSC_EXTERN PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver);
-PETSC_EXTERN PetscErrorCode TNBlockSolverGetMethod(TNBlockSolver, TNBlockMethod *);
 /* its > 0: the following solves stop after its iterations without falling back (an MGRIT
    coarse step needs no more than a rough solve); 0: solves to tolerance again. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSetRough(TNBlockSolver, PetscInt its);
@@ -57,14 +60,5 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverSetRough(TNBlockSolver, PetscInt its);
    against central differences, and of its transpose by the dot-product test. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver, const TNBlockLayer *, PetscInt B, const PetscScalar *y,
                                                   PetscReal *jacobian_error, PetscReal *transpose_error);
-
-/* Batched row operations shared by the layer code: Z = Y A^T (+ bias), Out = alpha U A + beta Out,
-   G += alpha U^T Y. Y, U, Z, Out are B x cols row-major. */
-PETSC_EXTERN void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
-                              const PetscScalar *bias, PetscScalar *Z);
-PETSC_EXTERN void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
-                                       const PetscScalar *A, PetscScalar beta, PetscScalar *Out);
-PETSC_EXTERN void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U,
-                                 const PetscScalar *Y, PetscScalar *G);
 
 #endif

@@ -7,12 +7,14 @@
    C-points first, and only the chain entering from the previous rank waits for it.
 
    An iteration on the fine level is C-relaxation, F-relaxation, the FAS correction, then the
-   closing sweep: F-relaxation and the C-point residual. The closing sweep's steps into the
+   final sweep: F-relaxation and the C-point residual. The final sweep's steps into the
    C-points are the next iteration's C-relaxation, so an FCF cycle costs no more than in the
    textbook order, and the solve returns with F-points consistent with the C-points and the
    residual of what it returns. */
 #include "mgrit.h"
-#include "events.h"
+
+static PetscClassId  TN_CLASSID_MGRIT;
+static PetscLogEvent TN_EVENT_MGRIT;
 
 typedef struct {
   PetscInt     n;          /* intervals of this level: points 0..n */
@@ -40,6 +42,7 @@ struct _n_TNMGRIT {
   PetscScalar *tmp, *u0;
   PetscReal  *hist;
   PetscInt    hist_n;
+  PetscBool   view; /* -mgrit_view: print at set-up */
 };
 
 PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out)
@@ -47,11 +50,16 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   TNMGRIT mg;
 
   PetscFunctionBegin;
+  if (!TN_CLASSID_MGRIT) {
+    PetscCall(PetscClassIdRegister("TNMGRIT", &TN_CLASSID_MGRIT));
+    PetscCall(PetscLogEventRegister("TNMGRITCycle", TN_CLASSID_MGRIT, &TN_EVENT_MGRIT));
+  }
   PetscCheck(N > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "MGRIT needs at least one step, got %" PetscInt_FMT, N);
   PetscCall(PetscNew(&mg));
-  mg->comm = comm;
-  PetscCallMPI(MPI_Comm_rank(comm, &mg->rank));
-  PetscCallMPI(MPI_Comm_size(comm, &mg->size));
+  /* a communicator of its own: no message of MGRIT can match one of the application's */
+  PetscCallMPI(MPI_Comm_dup(comm, &mg->comm));
+  PetscCallMPI(MPI_Comm_rank(mg->comm, &mg->rank));
+  PetscCallMPI(MPI_Comm_size(mg->comm, &mg->size));
   mg->N       = N;
   mg->mirror  = mirror;
   mg->app     = *app;
@@ -80,6 +88,14 @@ PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt level
   PetscCheck(levels >= 2, mg->comm, TN_ERR_USER, "-mgrit_levels must be at least 2, got %" PetscInt_FMT, levels);
   PetscCheck(max_it >= 1, mg->comm, TN_ERR_USER, "-mgrit_max_it must be at least 1, got %" PetscInt_FMT, max_it);
   PetscCheck(tol >= 0, mg->comm, TN_ERR_USER, "-mgrit_tol must be non-negative, got %g", (double)tol);
+  /* the hierarchy, once built, fixes the coarsening; the residual history is sized by max_it */
+  PetscCheck(!mg->lv || (cfactor == mg->cfactor && levels == mg->nlevels), mg->comm, PETSC_ERR_ARG_WRONGSTATE,
+             "MGRIT: the coarsening factor and levels cannot change once the hierarchy is built");
+  if (mg->setup && max_it != mg->max_it) {
+    PetscCall(PetscFree(mg->hist));
+    PetscCall(PetscMalloc1(max_it, &mg->hist));
+    mg->hist_n = 0;
+  }
   mg->cfactor = cfactor;
   mg->nlevels = levels;
   mg->max_it  = max_it;
@@ -115,6 +131,7 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscCall(PetscOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
   PetscCall(PetscOptionsBool("-mgrit_skip", "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)", "",
                              skip, &skip, NULL));
+  PetscCall(PetscOptionsName("-mgrit_view", "Print the MGRIT hierarchy once set up", "TNMGRITView", &mg->view));
   PetscOptionsEnd();
   PetscCall(TNMGRITSetParameters(mg, m, l, it, tol));
   mg->skip = skip;
@@ -233,6 +250,20 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
   PetscCall(PetscMalloc2(mg->maxsize, &mg->tmp, mg->maxsize, &mg->u0));
   PetscCall(PetscMalloc1(mg->max_it, &mg->hist));
   mg->setup = PETSC_TRUE;
+  if (mg->view) PetscCall(TNMGRITView(mg, PETSC_VIEWER_STDOUT_(mg->comm)));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer)
+{
+  PetscFunctionBegin;
+  PetscCall(Hierarchy(mg));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "TNMGRIT%s: %" PetscInt_FMT " steps on %d ranks, cfactor %" PetscInt_FMT ", %" PetscInt_FMT " levels (%" PetscInt_FMT " asked for), max_it %" PetscInt_FMT ", tol %g%s\n",
+                                   mg->mirror ? " (mirrored)" : "", mg->N, mg->size, mg->cfactor, mg->nlv, mg->nlevels, mg->max_it, (double)mg->tol,
+                                   mg->skip ? ", nested start" : ""));
+  PetscCall(PetscViewerASCIIPushTab(viewer));
+  for (PetscInt l = 0; l < mg->nlv; l++) PetscCall(PetscViewerASCIIPrintf(viewer, "level %" PetscInt_FMT ": %" PetscInt_FMT " intervals\n", l, mg->lv[l].n));
+  PetscCall(PetscViewerASCIIPopTab(viewer));
   PetscFunctionReturn(0);
 }
 
@@ -343,11 +374,11 @@ static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u)
   PetscFunctionReturn(0);
 }
 
-/* Fine steps in a closing sweep may be the last at their points (see TNMGRITApp). */
-static PetscErrorCode Closing(TNMGRIT mg, PetscBool on)
+/* Fine steps in a final sweep may be the last at their points (see TNMGRITApp). */
+static PetscErrorCode FinalSweep(TNMGRIT mg, PetscBool on)
 {
   PetscFunctionBegin;
-  if (mg->app.closing) PetscCall(mg->app.closing(mg->app.ctx, on));
+  if (mg->app.final_sweep) PetscCall(mg->app.final_sweep(mg->app.ctx, on));
   PetscFunctionReturn(0);
 }
 
@@ -465,22 +496,22 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
   PetscCall(GhostFromStart(mg, C, C->u));
   PetscCall(Nested(mg, l + 1, C->u));
   for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->u, P - C->a + 1), size));
-  if (l == 0) PetscCall(Closing(mg, PETSC_TRUE));
+  if (l == 0) PetscCall(FinalSweep(mg, PETSC_TRUE));
   PetscCall(FRelax(mg, l, u));
   PetscFunctionReturn(0);
 }
 
-/* The closing sweep of a fine-level iteration: F-relaxation (unless the nested start just did
+/* The final sweep of a fine-level iteration: F-relaxation (unless the nested start just did
    it) and the C-point residual norm. */
-static PetscErrorCode CloseIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
+static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
 {
   PetscReal ss;
 
   PetscFunctionBegin;
-  PetscCall(Closing(mg, PETSC_TRUE));
+  PetscCall(FinalSweep(mg, PETSC_TRUE));
   if (relax) PetscCall(FRelax(mg, 0, u));
   PetscCall(CPointSteps(mg, 0, u, &ss));
-  PetscCall(Closing(mg, PETSC_FALSE));
+  PetscCall(FinalSweep(mg, PETSC_FALSE));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPIU_REAL, MPI_SUM, mg->comm));
   *res = PetscSqrtReal(ss);
   PetscFunctionReturn(0);
@@ -498,21 +529,20 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
   PetscCall(GhostFromStart(mg, &mg->lv[0], u));
   mg->hist_n = 0;
   if (mg->nlv == 1) {
-    PetscCall(Closing(mg, PETSC_TRUE));
+    PetscCall(FinalSweep(mg, PETSC_TRUE));
     PetscCall(SequentialLevel(mg, 0, u));
-    PetscCall(Closing(mg, PETSC_FALSE));
+    PetscCall(FinalSweep(mg, PETSC_FALSE));
     *its      = 0;
     *residual = 0;
     PetscFunctionReturn(0);
   }
-  PetscCall(TNEventsRegister());
   PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
   if (mg->skip) {
     /* the nested start is the first iteration */
     PetscCall(Nested(mg, 0, u));
-    PetscCall(CloseIteration(mg, u, PETSC_FALSE, &res));
+    PetscCall(FinishIteration(mg, u, PETSC_FALSE, &res));
     mg->hist[it++] = res;
-  } else PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
+  } else PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
   PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
   while (res > mg->tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
@@ -520,7 +550,7 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
     PetscCall(FRelax(mg, 0, u));
     PetscCall(CPointSteps(mg, 0, u, NULL));
     PetscCall(Correct(mg, 0, u));
-    PetscCall(CloseIteration(mg, u, PETSC_TRUE, &res));
+    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
     PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
     mg->hist[it++] = res;
   }
@@ -554,6 +584,7 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
   PetscCall(PetscFree2(mg->rlo, mg->rhi));
   if (mg->setup) PetscCall(PetscFree2(mg->tmp, mg->u0));
   PetscCall(PetscFree(mg->hist));
+  PetscCallMPI(MPI_Comm_free(&mg->comm));
   PetscCall(PetscFree(mg));
   *mgp = NULL;
   PetscFunctionReturn(0);

@@ -1,6 +1,7 @@
 /* Multigrid reduction in time (MGRIT, FAS, FCF relaxation, V-cycles over any number of levels)
    for a one-step recursion u_p = Phi_p(u_{p-1}), p = 1..N, distributed over the ranks of a
-   communicator. The solver owns the communication; it sees the problem only through TNMGRITApp. */
+   communicator. The solver owns the communication; it sees the problem only through TNMGRITApp.
+   -log_view times each iteration as TNMGRITCycle. */
 #ifndef THETANET_MGRIT_H
 #define THETANET_MGRIT_H
 
@@ -9,8 +10,8 @@
 /* The recursion as the solver sees it. step() advances a state of `size` local entries from point
    `from` to point `to` (fine indices): to = from + 1 is the fine step Phi; a longer stride is the
    coarse propagator of the interval [from, to) (for thetanet: the theta-step of size (to-from)h).
-   closing (optional) brackets the steps that may be a solve's last at each point: the fine
-   F-relaxation and residual sweep that end every iteration (closing(ctx, PETSC_TRUE) before,
+   final_sweep (optional) brackets the steps that may be a solve's last at each point: the fine
+   F-relaxation and residual sweep that end every iteration (final_sweep(ctx, PETSC_TRUE) before,
    PETSC_FALSE after). When the solve returns, each fine step's last evaluation was in such a
    sweep, from the final states: an application can take what it needs of a step (for thetanet
    the weight gradient) there, rather than in another pass. */
@@ -18,7 +19,7 @@ typedef struct {
   PetscInt size;
   void    *ctx;
   PetscErrorCode (*step)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out);
-  PetscErrorCode (*closing)(void *ctx, PetscBool on);
+  PetscErrorCode (*final_sweep)(void *ctx, PetscBool on);
 } TNMGRITApp;
 
 typedef struct _n_TNMGRIT *TNMGRIT;
@@ -31,16 +32,20 @@ PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool m
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
    2-norm of the fine C-point residuals), -mgrit_skip (true: the first iteration is the nested
    start, the coarsest level's propagation interpolated by F-relaxation, rather than a cycle
-   from the initial values). */
+   from the initial values), -mgrit_view. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);
 /* The callbacks (app may be given at creation or here, before the first solve). */
 PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
+/* cfactor and levels are fixed once the hierarchy exists (after TNMGRITSetUp or an ownership or
+   level query); max_it and tol may change between solves. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
 PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
 PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
 /* Builds the level hierarchy and the ownership: the ranks split the steps evenly and own the
    points of every level in their share; intervals may span ranks. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetUp(TNMGRIT);
+/* Steps, ranks, coarsening and the intervals of each level. */
+PETSC_EXTERN PetscErrorCode TNMGRITView(TNMGRIT, PetscViewer);
 /* This rank's steps [lo, hi): it holds the points lo..hi. */
 PETSC_EXTERN PetscErrorCode TNMGRITGetOwnership(TNMGRIT, PetscInt *lo, PetscInt *hi);
 /* The levels the hierarchy has (after coarsening stops), and the fine indices pos[0..n] of the

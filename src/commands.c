@@ -2,8 +2,8 @@
    and what each command prints and writes. */
 #include "commands.h"
 #include "errors.h"
+#include "evaluate.h"
 #include "trainer.h"
-#include "mgrit.h"
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
    before hours of compute, not after. */
@@ -28,24 +28,9 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   PetscCall(TNTrainerCreate(comm, &t));
   PetscCall(TNTrainerSetFromOptions(t));
-  if (help) {
-    /* list the block and adjoint solver options too, then stop */
-    TNBlockSolver bs;
-    PetscCall(TNBlockSolverCreate(TNTrainerGetWidth(t), &bs));
-    PetscCall(TNBlockSolverSetFromOptions(bs));
-    PetscCall(TNBlockSolverSetUp(bs, 1));
-    PetscCall(TNBlockSolverDestroy(&bs));
-    {
-      TNMGRIT        mg;
-      TNMGRITApp     none    = {0, NULL, NULL, NULL};
-      TNCoarseWeight weights = TN_COARSE_INJECT;
-      PetscInt       its     = TN_MGRIT_COARSE_ITS;
-      PetscCall(TNMGRITCreate(comm, 2, PETSC_FALSE, &none, &mg));
-      PetscCall(TNNetworkMGRITOptions(&weights, &its, mg));
-      PetscCall(TNMGRITDestroy(&mg));
-    }
-  } else {
-    PetscCall(TNTrainerSetUp(t));
+  /* with -help, setting up lists the options of every object made on the way, then it stops */
+  PetscCall(TNTrainerSetUp(t));
+  if (!help) {
     PetscCall(WarnUnusedOptions(comm, "train"));
     PetscCall(TNTrainerTrain(t));
   }
@@ -55,21 +40,17 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
 
 /* The data set must fit the model: input dimension, task, labels below the number of classes,
    number of regression targets. */
-static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, TNDataset D, const char *model_path, TNModel M)
+static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, const TNDatasetInfo *D, const char *model_path, const TNModelConfig *c)
 {
-  const TNModelConfig *c = &M->cfg;
-
   PetscFunctionBegin;
-  PetscCheck(D->d == c->d, comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d,
-             model_path, c->d);
-  PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path, TNTasks[D->task],
-             model_path, TNTasks[c->task]);
+  PetscCheck(D->d == c->d, comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d, model_path, c->d);
+  PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path, TNTasks[D->task], model_path, TNTasks[c->task]);
   if (D->task == TN_TASK_CLASSIFICATION)
-    PetscCheck(D->m <= c->m, comm, TN_ERR_USER, "%s: label %" PetscInt_FMT " but the model %s has %" PetscInt_FMT " classes", data_path,
-               D->m - 1, model_path, c->m);
+    PetscCheck(D->m <= c->m, comm, TN_ERR_USER, "%s: label %" PetscInt_FMT " but the model %s has %" PetscInt_FMT " classes", data_path, D->m - 1, model_path,
+               c->m);
   else
-    PetscCheck(D->m == c->m, comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample but the model %s has %" PetscInt_FMT " outputs",
-               data_path, D->m, model_path, c->m);
+    PetscCheck(D->m == c->m, comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample but the model %s has %" PetscInt_FMT " outputs", data_path, D->m,
+               model_path, c->m);
   PetscFunctionReturn(0);
 }
 
@@ -86,6 +67,9 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscScalar     *grad = NULL;
   PetscReal       *pred = NULL, loss, acc, R;
   const char      *cmd  = predict ? "predict" : "evaluate";
+  const TNModelConfig *c;
+  TNDatasetInfo        info;
+  PetscInt             nparams;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
@@ -95,11 +79,10 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCall(PetscOptionsString("-output", predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes", "", output, output, sizeof output, NULL));
   if (!predict) {
     PetscCall(PetscOptionsBool("-gradient", "Also write /gradient = dJ/dparameters over the whole data set", "", gradient, &gradient, NULL));
-    PetscCall(PetscOptionsReal("-weight_decay", "alpha of the regulariser in J", "", reg.alpha, &reg.alpha, NULL));
-    PetscCall(PetscOptionsReal("-smooth", "beta of the regulariser in J", "", reg.beta, &reg.beta, NULL));
   }
   PetscCall(PetscOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
   PetscOptionsEnd();
+  if (!predict) PetscCall(TNRegularizationSetFromOptions(comm, &reg));
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   if (help) PetscFunctionReturn(0);
@@ -107,36 +90,34 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCheck(data_path[0], comm, TN_ERR_USER, "%s needs -data FILE", cmd);
   PetscCheck(!predict || output[0], comm, TN_ERR_USER, "predict needs -output FILE");
   PetscCheck(chunk > 0, comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, chunk);
-  PetscCheck(reg.alpha >= 0 && reg.beta >= 0, comm, TN_ERR_USER, "-weight_decay and -smooth must be non-negative");
   if (output[0]) PetscCall(TNOutputPathCheck(comm, "-output", output));
 
   PetscCall(TNModelLoad(comm, model_path, &M));
+  PetscCall(TNModelGetConfig(M, &c));
+  PetscCall(TNModelGetParameters(M, &nparams, NULL));
   PetscCall(TNDatasetLoad(comm, data_path, &D));
-  PetscCall(CheckDataAgainstModel(comm, data_path, D, model_path, M));
-  PetscCall(TNGridCreate(comm, 1, M->cfg.L, &grid));
-  chunk = PetscMax(1, PetscMin(chunk, (D->N + grid.data_size - 1) / grid.data_size));
+  PetscCall(TNDatasetGetInfo(D, &info));
+  PetscCall(CheckDataAgainstModel(comm, data_path, &info, model_path, c));
+  PetscCall(TNGridCreate(comm, 1, c->L, &grid));
+  chunk = PetscMax(1, PetscMin(chunk, (info.N + grid.data_size - 1) / grid.data_size));
   PetscCall(TNNetworkCreate(M, chunk, &net));
   PetscCall(TNNetworkSetFromOptions(net));
-  {
-    TNBlockSolver bs;
-    PetscCall(TNNetworkGetBlockSolver(net, &bs));
-    PetscCall(TNBlockSolverSetUp(bs, chunk));
-  }
+  PetscCall(TNNetworkSetUp(net));
   PetscCall(WarnUnusedOptions(comm, cmd));
-  if (gradient) PetscCall(PetscCalloc1(M->nparams, &grad));
-  if (output[0]) PetscCall(PetscMalloc1(D->N * M->cfg.m, &pred));
+  if (gradient) PetscCall(PetscCalloc1(nparams, &grad));
+  if (output[0]) PetscCall(PetscMalloc1(info.N * c->m, &pred));
   PetscCall(TNEvaluateDataset(net, &grid, D, chunk, data_path, &loss, &acc, grad, pred));
   PetscCall(TNModelRegularizer(M, reg.alpha, reg.beta, &R, grad));
   if (!predict) {
-    PetscCall(PetscPrintf(comm, "evaluate %s: N %" PetscInt_FMT " loss %.6g", data_path, D->N, (double)loss));
-    if (D->task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(comm, " accuracy %.6g", (double)acc));
+    PetscCall(PetscPrintf(comm, "evaluate %s: N %" PetscInt_FMT " loss %.6g", data_path, info.N, (double)loss));
+    if (info.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(comm, " accuracy %.6g", (double)acc));
     PetscCall(PetscPrintf(comm, " regularizer %.6g objective %.6g\n", (double)R, (double)(loss + R)));
   }
   if (output[0]) {
     const char *names[3]  = {"loss", "regularizer", "accuracy"};
     PetscReal   values[3] = {loss, R, acc};
-    PetscInt    nattr     = predict ? 0 : (D->task == TN_TASK_CLASSIFICATION ? 3 : 2);
-    PetscCall(TNEvaluationWrite(comm, output, M, D->N, pred, grad, nattr, names, values));
+    PetscInt    nattr     = predict ? 0 : (info.task == TN_TASK_CLASSIFICATION ? 3 : 2);
+    PetscCall(TNEvaluationWrite(comm, output, M, info.N, pred, grad, nattr, names, values));
     PetscCall(PetscPrintf(comm, "%s written to %s\n", predict ? "predictions" : "evaluation", output));
   }
   PetscCall(PetscFree(grad));
@@ -166,12 +147,12 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
   PetscCheck(path[0], comm, TN_ERR_USER, "info needs -model FILE");
   PetscCall(WarnUnusedOptions(comm, "info"));
   PetscCall(TNModelLoad(comm, path, &M));
-  c = &M->cfg;
+  PetscCall(TNModelGetConfig(M, &c));
   PetscCall(PetscPrintf(comm, "model %s\n  task %s\n  input_dim %" PetscInt_FMT "\n  width %" PetscInt_FMT "\n  layers %" PetscInt_FMT "\n  outputs %" PetscInt_FMT "\n",
                         path, TNTasks[c->task], c->d, c->n, c->L, c->m));
   PetscCall(PetscPrintf(comm, "  theta %g\n  T %g\n  h %g\n  activation %s\n  opening_activation %s\n  antisymmetric %s\n  gamma %g\n  parameters %" PetscInt_FMT "\n",
                         (double)c->theta, (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
-                        c->antisymmetric ? "yes" : "no", (double)c->gamma, M->nparams));
+                        c->antisymmetric ? "yes" : "no", (double)c->gamma, TNParamCount(c)));
   PetscCall(TNModelDestroy(&M));
   PetscFunctionReturn(0);
 }

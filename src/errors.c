@@ -42,13 +42,3 @@ int TNExitStatus(PetscErrorCode ierr)
   if (!ierr) return 0;
   return ierr == TN_ERR_USER ? 2 : 1;
 }
-
-PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok)
-{
-  int mine = ok ? 1 : 0, all = 0;
-
-  PetscFunctionBegin;
-  PetscCallMPI(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm));
-  *all_ok = all ? PETSC_TRUE : PETSC_FALSE;
-  PetscFunctionReturn(0);
-}

@@ -12,7 +12,5 @@ PETSC_EXTERN PetscErrorCode TNErrorHandlerPush(void);
 PETSC_EXTERN void TNErrorReadingOptions(PetscBool);
 /* Exit status for an error code returned to main: 0, 1 (run-time failure) or 2 (user error). */
 PETSC_EXTERN int TNExitStatus(PetscErrorCode);
-/* Collective agreement: every rank learns whether any rank failed (ok = PETSC_FALSE there). */
-PETSC_EXTERN PetscErrorCode TNAllAgree(MPI_Comm, PetscBool ok, PetscBool *all_ok);
 
 #endif

@@ -1,8 +1,7 @@
 /* Registration of the -log_view events named in events.h. */
 #include "events.h"
 
-PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_BLOCK, TN_EVENT_ADJOINT, TN_EVENT_ALLREDUCE, TN_EVENT_UPDATE, TN_EVENT_IO,
-  TN_EVENT_MGRIT;
+PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_ALLREDUCE, TN_EVENT_UPDATE, TN_EVENT_IO;
 
 PetscErrorCode TNEventsRegister(void)
 {
@@ -14,12 +13,9 @@ PetscErrorCode TNEventsRegister(void)
   PetscCall(PetscClassIdRegister("thetanet", &id));
   PetscCall(PetscLogEventRegister("TNForward", id, &TN_EVENT_FORWARD));
   PetscCall(PetscLogEventRegister("TNBackward", id, &TN_EVENT_BACKWARD));
-  PetscCall(PetscLogEventRegister("TNBlockSolve", id, &TN_EVENT_BLOCK));
-  PetscCall(PetscLogEventRegister("TNAdjointSolve", id, &TN_EVENT_ADJOINT));
   PetscCall(PetscLogEventRegister("TNAllreduce", id, &TN_EVENT_ALLREDUCE));
   PetscCall(PetscLogEventRegister("TNUpdate", id, &TN_EVENT_UPDATE));
   PetscCall(PetscLogEventRegister("TNIO", id, &TN_EVENT_IO));
-  PetscCall(PetscLogEventRegister("TNMGRITCycle", id, &TN_EVENT_MGRIT));
   registered = PETSC_TRUE;
   PetscFunctionReturn(0);
 }

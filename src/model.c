@@ -1,26 +1,54 @@
-/* The network's parameters: shape checks, the contiguous layout of DESIGN.md §4, Glorot
-   initialisation, the block operator A_j and the regulariser R. */
-#include "thetanet.h"
+/* The model object: the network's shape (options and checks), the contiguous parameter layout of
+   DESIGN.md §4, a depth rank's share of it, Glorot initialisation and the block operator A_j. */
+#include "modelimpl.h"
 #include "rng.h"
 
 const char *const TNActivations[] = {"none", "tanh", "relu", "softplus", "sigmoid", "TNActivation", "TN_ACT_", NULL};
 const char *const TNTasks[]       = {"classification", "regression", "TNTask", "TN_TASK_", NULL};
 
-PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what)
+/* The options' part of a configuration: everything but the data's shape (d, m). prefix starts
+   each message ("" for options, "FILE: " for a file). */
+static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const char *prefix)
 {
   PetscFunctionBegin;
-  PetscCheck(c->d > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: input dimension must be positive, got %" PetscInt_FMT, what, c->d);
-  PetscCheck(c->n > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: -width must be positive, got %" PetscInt_FMT, what, c->n);
-  PetscCheck(c->L > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: -layers must be positive, got %" PetscInt_FMT, what, c->L);
-  PetscCheck(c->m > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: number of outputs must be positive, got %" PetscInt_FMT, what, c->m);
-  PetscCheck(c->theta >= 0 && c->theta <= 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: -theta must lie in [0, 1], got %g", what,
-             (double)c->theta);
-  PetscCheck(c->T > 0 && PetscIsNormalReal(c->T), PETSC_COMM_SELF, TN_ERR_USER, "%s: -T must be positive and finite, got %g",
-             what, (double)c->T);
-  PetscCheck(c->gamma >= 0 && PetscIsNormalReal(c->gamma + 1), PETSC_COMM_SELF, TN_ERR_USER,
-             "%s: -gamma must be non-negative and finite, got %g", what, (double)c->gamma);
-  PetscCheck(c->act > TN_ACT_NONE && c->act <= TN_ACT_SIGMOID, PETSC_COMM_SELF, TN_ERR_USER,
-             "%s: -act must be tanh, relu, softplus or sigmoid", what);
+  PetscCheck(c->n > 0, comm, TN_ERR_USER, "%s-width must be positive, got %" PetscInt_FMT, prefix, c->n);
+  PetscCheck(c->L > 0, comm, TN_ERR_USER, "%s-layers must be positive, got %" PetscInt_FMT, prefix, c->L);
+  PetscCheck(c->theta >= 0 && c->theta <= 1, comm, TN_ERR_USER, "%s-theta must lie in [0, 1], got %g", prefix, (double)c->theta);
+  PetscCheck(c->T > 0 && PetscIsNormalReal(c->T), comm, TN_ERR_USER, "%s-T must be positive and finite, got %g", prefix, (double)c->T);
+  PetscCheck(c->gamma >= 0 && PetscIsNormalReal(c->gamma + 1), comm, TN_ERR_USER, "%s-gamma must be non-negative and finite, got %g", prefix,
+             (double)c->gamma);
+  PetscCheck(c->act != TN_ACT_NONE, comm, TN_ERR_USER, "%s-act none is not allowed: the blocks need a nonlinearity", prefix);
+  PetscCheck(c->act > TN_ACT_NONE && c->act <= TN_ACT_SIGMOID, comm, TN_ERR_USER, "%s-act must be tanh, relu, softplus or sigmoid", prefix);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what)
+{
+  char prefix[PETSC_MAX_PATH_LEN + 2];
+
+  PetscFunctionBegin;
+  PetscCall(PetscSNPrintf(prefix, sizeof prefix, "%s: ", what));
+  PetscCheck(c->d > 0, PETSC_COMM_SELF, TN_ERR_USER, "%sinput dimension must be positive, got %" PetscInt_FMT, prefix, c->d);
+  PetscCheck(c->m > 0, PETSC_COMM_SELF, TN_ERR_USER, "%snumber of outputs must be positive, got %" PetscInt_FMT, prefix, c->m);
+  PetscCall(HyperCheck(PETSC_COMM_SELF, c, prefix));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c)
+{
+  PetscFunctionBegin;
+  PetscOptionsBegin(comm, NULL, "thetanet train: model", "thetanet");
+  PetscCall(PetscOptionsInt("-width", "Width n of the blocks", "", c->n, &c->n, NULL));
+  PetscCall(PetscOptionsInt("-layers", "Number L of theta-blocks", "", c->L, &c->L, NULL));
+  PetscCall(PetscOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", c->theta, &c->theta, NULL));
+  PetscCall(PetscOptionsReal("-T", "Final time; the step is h = T/L", "", c->T, &c->T, NULL));
+  PetscCall(PetscOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)c->act, (PetscEnum *)&c->act, NULL));
+  PetscCall(PetscOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations, (PetscEnum)c->opening_act,
+                             (PetscEnum *)&c->opening_act, NULL));
+  PetscCall(PetscOptionsBool("-antisymmetric", "Blocks use A = W - W^T - gamma I", "", c->antisymmetric, &c->antisymmetric, NULL));
+  PetscCall(PetscOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", c->gamma, &c->gamma, NULL));
+  PetscOptionsEnd();
+  PetscCall(HyperCheck(comm, c, ""));
   PetscFunctionReturn(0);
 }
 
@@ -68,9 +96,50 @@ PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, Pets
   M->jhi     = jhi;
   M->depth   = depth;
   M->nparams = TNParamCountBlocks(cfg, jhi - jlo);
-  PetscCall(PetscCalloc1(M->nparams, &M->theta_buf));
-  TNModelParams(M, M->theta_buf, &M->p);
+  PetscCall(PetscCalloc1(M->nparams, &M->params));
+  TNModelParams(M, M->params, &M->p);
   *model = M;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelGetConfig(TNModel M, const TNModelConfig **cfg)
+{
+  PetscFunctionBegin;
+  *cfg = &M->cfg;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params)
+{
+  PetscFunctionBegin;
+  if (n) *n = M->nparams;
+  if (params) *params = M->params;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth)
+{
+  PetscFunctionBegin;
+  if (jlo) *jlo = M->jlo;
+  if (jhi) *jhi = M->jhi;
+  if (depth) *depth = M->depth;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNModelView(TNModel M, PetscViewer viewer)
+{
+  const TNModelConfig *c = &M->cfg;
+
+  PetscFunctionBegin;
+  PetscCall(PetscViewerASCIIPrintf(viewer, "TNModel: %s, input_dim %" PetscInt_FMT ", width %" PetscInt_FMT ", layers %" PetscInt_FMT ", outputs %" PetscInt_FMT "\n",
+                                   TNTasks[c->task], c->d, c->n, c->L, c->m));
+  PetscCall(PetscViewerASCIIPushTab(viewer));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "theta %g, T %g, h %g, activation %s, opening activation %s, %s blocks (gamma %g)\n", (double)c->theta,
+                                   (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
+                                   c->antisymmetric ? "antisymmetric" : "dense", (double)c->gamma));
+  PetscCall(PetscViewerASCIIPrintf(viewer, "%" PetscInt_FMT " parameters in all; blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") held here (%" PetscInt_FMT " parameters)\n",
+                                   TNParamCount(c), M->jlo, M->jhi, M->nparams));
+  PetscCall(PetscViewerASCIIPopTab(viewer));
   PetscFunctionReturn(0);
 }
 
@@ -128,7 +197,7 @@ PetscErrorCode TNModelDestroy(TNModel *model)
 {
   PetscFunctionBegin;
   if (!*model) PetscFunctionReturn(0);
-  PetscCall(PetscFree((*model)->theta_buf));
+  PetscCall(PetscFree((*model)->params));
   PetscCall(PetscFree(*model));
   PetscFunctionReturn(0);
 }
@@ -146,7 +215,7 @@ PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed)
   const TNModelConfig *c = &M->cfg;
 
   PetscFunctionBegin;
-  PetscCall(PetscArrayzero(M->theta_buf, M->nparams));
+  PetscCall(PetscArrayzero(M->params, M->nparams));
   /* offsets in the whole network's layout, whatever share is held here */
   {
     GlorotFill(M->p.K, c->n, c->d, seed, 0);
@@ -170,158 +239,3 @@ void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A)
     for (PetscInt k = 0; k < n; k++) A[i * n + k] = W[i * n + k] - W[k * n + i] - (i == k ? M->cfg.gamma : 0.0);
 }
 
-/* The neighbours' boundary blocks: W, b of block jlo-1 from the previous depth rank and of
-   block jhi from the next (left unset where there is none). */
-static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar *next)
-{
-  const PetscInt    n = M->cfg.n, w = n * n + n, nloc = M->jhi - M->jlo;
-  PetscMPIInt       rank, size;
-  PetscScalar      *first, *last;
-  MPI_Request       req[4];
-  PetscInt          k = 0;
-
-  PetscFunctionBegin;
-  if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
-  PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
-  PetscCallMPI(MPI_Comm_size(M->depth, &size));
-  PetscCall(PetscMalloc2(w, &first, w, &last));
-  PetscCall(PetscArraycpy(first, M->p.W, n * n));
-  PetscCall(PetscArraycpy(first + n * n, M->p.b, n));
-  PetscCall(PetscArraycpy(last, M->p.W + (nloc - 1) * n * n, n * n));
-  PetscCall(PetscArraycpy(last + n * n, M->p.b + (nloc - 1) * n, n));
-  if (rank > 0) {
-    PetscCallMPI(MPI_Irecv(prev, (PetscMPIInt)w, MPIU_SCALAR, rank - 1, 11, M->depth, &req[k++]));
-    PetscCallMPI(MPI_Isend(first, (PetscMPIInt)w, MPIU_SCALAR, rank - 1, 12, M->depth, &req[k++]));
-  }
-  if (rank < size - 1) {
-    PetscCallMPI(MPI_Irecv(next, (PetscMPIInt)w, MPIU_SCALAR, rank + 1, 12, M->depth, &req[k++]));
-    PetscCallMPI(MPI_Isend(last, (PetscMPIInt)w, MPIU_SCALAR, rank + 1, 11, M->depth, &req[k++]));
-  }
-  PetscCallMPI(MPI_Waitall((PetscMPIInt)k, req, MPI_STATUSES_IGNORE));
-  PetscCall(PetscFree2(first, last));
-  PetscFunctionReturn(0);
-}
-
-static PetscReal SumSquares(const PetscScalar *x, PetscInt len)
-{
-  PetscReal s = 0;
-  for (PetscInt i = 0; i < len; i++) s += x[i] * x[i];
-  return s;
-}
-
-/* One smoothness term 1/(2h) beta |x1 - x0|^2 over len entries; gradients into g0, g1 where given. */
-static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, const PetscScalar *x1, PetscScalar *g0, PetscScalar *g1, PetscBool count)
-{
-  PetscReal r = 0;
-  for (PetscInt i = 0; i < len; i++) {
-    const PetscScalar dx = x1[i] - x0[i];
-    r += 0.5 * s * dx * dx;
-    if (g1) g1[i] += s * dx;
-    if (g0) g0[i] -= s * dx;
-  }
-  return count ? r : 0;
-}
-
-/* R = alpha/2 (|K|^2 + sum_j |W_j|^2 + |C|^2) + beta/(2h) sum_{j<L-1} (|W_{j+1}-W_j|^2 + |b_{j+1}-b_j|^2).
-   A depth rank counts the opening layer if it holds block 0, the closing layer if it holds block
-   L-1, and the smoothness pairs (j, j+1) with j+1 held here; the pair across its lower boundary
-   and the one across its upper boundary both add to its gradient. */
-PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad)
-{
-  const TNModelConfig *c = &M->cfg;
-  const PetscInt       n = c->n, nn = n * n, nloc = M->jhi - M->jlo;
-  const PetscBool      first = M->jlo == 0 ? PETSC_TRUE : PETSC_FALSE, last = M->jhi == c->L ? PETSC_TRUE : PETSC_FALSE;
-  const PetscReal      h = c->T / c->L;
-  TNParams             g = {NULL, NULL, NULL, NULL, NULL, NULL};
-  PetscReal            r = 0;
-
-  PetscFunctionBegin;
-  if (grad) TNModelParams(M, grad, &g);
-  if (alpha != 0) {
-    r += 0.5 * alpha * SumSquares(M->p.W, nloc * nn);
-    if (first) r += 0.5 * alpha * SumSquares(M->p.K, n * c->d);
-    if (last) r += 0.5 * alpha * SumSquares(M->p.C, c->m * n);
-    if (grad) {
-      for (PetscInt i = 0; i < nloc * nn; i++) g.W[i] += alpha * M->p.W[i];
-      if (first)
-        for (PetscInt i = 0; i < n * c->d; i++) g.K[i] += alpha * M->p.K[i];
-      if (last)
-        for (PetscInt i = 0; i < c->m * n; i++) g.C[i] += alpha * M->p.C[i];
-    }
-  }
-  if (beta != 0) {
-    const PetscReal s = beta / h;
-    PetscScalar    *prev, *next;
-    PetscCall(PetscMalloc2(nn + n, &prev, nn + n, &next));
-    PetscCall(NeighbourBlocks(M, prev, next));
-    for (PetscInt j = M->jlo - 1; j + 1 < M->jhi; j++) {
-      const PetscInt     k  = j - M->jlo; /* local index of block j, -1 for the neighbour's */
-      const PetscScalar *W0 = k >= 0 ? M->p.W + k * nn : prev, *b0 = k >= 0 ? M->p.b + k * n : prev + nn;
-      if (j < 0) continue;
-      r += SmoothTerm(s, nn, W0, M->p.W + (k + 1) * nn, grad && k >= 0 ? g.W + k * nn : NULL, grad ? g.W + (k + 1) * nn : NULL, PETSC_TRUE);
-      r += SmoothTerm(s, n, b0, M->p.b + (k + 1) * n, grad && k >= 0 ? g.b + k * n : NULL, grad ? g.b + (k + 1) * n : NULL, PETSC_TRUE);
-    }
-    if (!last && grad) {
-      /* the pair (jhi-1, jhi) is counted by the next rank; its gradient for block jhi-1 is ours */
-      (void)SmoothTerm(s, nn, M->p.W + (nloc - 1) * nn, next, g.W + (nloc - 1) * nn, NULL, PETSC_FALSE);
-      (void)SmoothTerm(s, n, M->p.b + (nloc - 1) * n, next + nn, g.b + (nloc - 1) * n, NULL, PETSC_FALSE);
-    }
-    PetscCall(PetscFree2(prev, next));
-  }
-  *R = r;
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, TNDataset *ds)
-{
-  TNDataset D;
-
-  PetscFunctionBegin;
-  PetscCall(PetscNew(&D));
-  D->N    = N;
-  D->d    = d;
-  D->m    = m;
-  D->task   = task;
-  D->Nlocal = N;
-  D->offset = 0;
-  PetscCall(PetscMalloc1(N * d, &D->X));
-  if (task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(N, &D->labels));
-  else PetscCall(PetscMalloc1(N * m, &D->Y));
-  *ds = D;
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
-{
-  PetscMPIInt size, rank;
-  PetscInt    start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
-
-  PetscFunctionBegin;
-  PetscCheck(D->Nlocal == D->N, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "data set is sharded already");
-  PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCallMPI(MPI_Comm_rank(comm, &rank));
-  TNGridSplit(D->N, size, rank, &start, &end);
-  PetscCall(PetscArraymove(D->X, D->X + start * D->d, (end - start) * D->d));
-  if (D->labels) PetscCall(PetscArraymove(D->labels, D->labels + start, end - start));
-  if (D->Y) PetscCall(PetscArraymove(D->Y, D->Y + start * w, (end - start) * w));
-  D->offset = start;
-  D->Nlocal = end - start;
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNDatasetDestroy(TNDataset *ds)
-{
-  PetscFunctionBegin;
-  if (!*ds) PetscFunctionReturn(0);
-  PetscCall(PetscFree((*ds)->X));
-  PetscCall(PetscFree((*ds)->labels));
-  PetscCall(PetscFree((*ds)->Y));
-  PetscCall(PetscFree(*ds));
-  PetscFunctionReturn(0);
-}
-
-void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
-{
-  *start = (PetscInt)(((PetscInt64)N * r) / P);
-  *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
-}

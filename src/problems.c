@@ -10,18 +10,22 @@ static PetscErrorCode Spirals(TNDataset *train, TNDataset *val)
 {
   const PetscInt P = 513, Ntr = 2 * (P / 2), Nva = 2 * (P - P / 2);
   PetscInt       itr = 0, iva = 0;
+  PetscReal     *X[2];
+  PetscInt      *labels[2];
 
   PetscFunctionBegin;
-  PetscCall(TNDatasetCreate(Ntr, 2, 2, TN_TASK_CLASSIFICATION, train));
-  PetscCall(TNDatasetCreate(Nva, 2, 2, TN_TASK_CLASSIFICATION, val));
+  PetscCall(TNDatasetCreate(Ntr, 2, 2, TN_TASK_CLASSIFICATION, "spirals", train));
+  PetscCall(TNDatasetCreate(Nva, 2, 2, TN_TASK_CLASSIFICATION, "spirals", val));
+  PetscCall(TNDatasetGetArrays(*train, &X[1], &labels[1], NULL));
+  PetscCall(TNDatasetGetArrays(*val, &X[0], &labels[0], NULL));
   for (PetscInt arm = 0; arm < 2; arm++)
     for (PetscInt i = 0; i < P; i++) {
       const PetscReal a = 4 * PETSC_PI * i / (P - 1), r = (PetscReal)i / (P - 1) + 0.2 * arm;
-      TNDataset       D = (i % 2) ? *train : *val;
-      PetscInt       *k = (i % 2) ? &itr : &iva;
-      D->X[2 * *k]      = r * PetscCosReal(a);
-      D->X[2 * *k + 1]  = r * PetscSinReal(a);
-      D->labels[*k]     = arm;
+      const PetscInt  o = i % 2;
+      PetscInt       *k = o ? &itr : &iva;
+      X[o][2 * *k]      = r * PetscCosReal(a);
+      X[o][2 * *k + 1]  = r * PetscSinReal(a);
+      labels[o][*k]     = arm;
       (*k)++;
     }
   PetscFunctionReturn(0);
@@ -33,15 +37,19 @@ static PetscErrorCode Sine(TNDataset *train, TNDataset *val)
   const PetscInt P = 513;
   PetscInt       itr = 0, iva = 0;
 
+  PetscReal     *X[2], *Y[2];
+
   PetscFunctionBegin;
-  PetscCall(TNDatasetCreate(P / 2, 1, 1, TN_TASK_REGRESSION, train));
-  PetscCall(TNDatasetCreate(P - P / 2, 1, 1, TN_TASK_REGRESSION, val));
+  PetscCall(TNDatasetCreate(P / 2, 1, 1, TN_TASK_REGRESSION, "sine", train));
+  PetscCall(TNDatasetCreate(P - P / 2, 1, 1, TN_TASK_REGRESSION, "sine", val));
+  PetscCall(TNDatasetGetArrays(*train, &X[1], NULL, &Y[1]));
+  PetscCall(TNDatasetGetArrays(*val, &X[0], NULL, &Y[0]));
   for (PetscInt i = 0; i < P; i++) {
     const PetscReal x = -1 + 2.0 * i / (P - 1);
-    TNDataset       D = (i % 2) ? *train : *val;
-    PetscInt       *k = (i % 2) ? &itr : &iva;
-    D->X[*k]          = x;
-    D->Y[*k]          = PetscSinReal(2 * PETSC_PI * x) * PetscExpReal(-x * x / 2);
+    const PetscInt  o = i % 2;
+    PetscInt       *k = o ? &itr : &iva;
+    X[o][*k]          = x;
+    Y[o][*k]          = PetscSinReal(2 * PETSC_PI * x) * PetscExpReal(-x * x / 2);
     (*k)++;
   }
   PetscFunctionReturn(0);
@@ -59,8 +67,8 @@ static PetscReal Peaks(PetscReal x, PetscReal y)
 static PetscErrorCode PeaksClasses(TNDataset *train, TNDataset *val)
 {
   const PetscInt G = 65, classes = 5;
-  PetscReal      vmin = PETSC_MAX_REAL, vmax = PETSC_MIN_REAL;
-  PetscInt       itr = 0, iva = 0;
+  PetscReal      vmin = PETSC_MAX_REAL, vmax = PETSC_MIN_REAL, *X[2];
+  PetscInt       itr = 0, iva = 0, *labels[2];
 
   PetscFunctionBegin;
   for (PetscInt i = 0; i < G; i++)
@@ -69,17 +77,19 @@ static PetscErrorCode PeaksClasses(TNDataset *train, TNDataset *val)
       vmin              = PetscMin(vmin, v);
       vmax              = PetscMax(vmax, v);
     }
-  PetscCall(TNDatasetCreate(G * G / 2, 2, classes, TN_TASK_CLASSIFICATION, train));
-  PetscCall(TNDatasetCreate(G * G - G * G / 2, 2, classes, TN_TASK_CLASSIFICATION, val));
+  PetscCall(TNDatasetCreate(G * G / 2, 2, classes, TN_TASK_CLASSIFICATION, "peaks", train));
+  PetscCall(TNDatasetCreate(G * G - G * G / 2, 2, classes, TN_TASK_CLASSIFICATION, "peaks", val));
+  PetscCall(TNDatasetGetArrays(*train, &X[1], &labels[1], NULL));
+  PetscCall(TNDatasetGetArrays(*val, &X[0], &labels[0], NULL));
   for (PetscInt i = 0; i < G; i++)
     for (PetscInt j = 0; j < G; j++) {
       const PetscReal x = -3 + 6.0 * i / (G - 1), y = -3 + 6.0 * j / (G - 1);
       const PetscInt  c = PetscMin(classes - 1, (PetscInt)((Peaks(x, y) - vmin) / (vmax - vmin) * classes));
-      TNDataset       D = ((i + j) % 2) ? *train : *val;
-      PetscInt       *k = ((i + j) % 2) ? &itr : &iva;
-      D->X[2 * *k]      = x;
-      D->X[2 * *k + 1]  = y;
-      D->labels[*k]     = c;
+      const PetscInt  o = (i + j) % 2;
+      PetscInt       *k = o ? &itr : &iva;
+      X[o][2 * *k]      = x;
+      X[o][2 * *k + 1]  = y;
+      labels[o][*k]     = c;
       (*k)++;
     }
   PetscFunctionReturn(0);
@@ -91,17 +101,13 @@ PetscErrorCode TNProblemCreate(TNProblem p, TNDataset *train, TNDataset *val)
   switch (p) {
   case TN_PROBLEM_SPIRALS:
     PetscCall(Spirals(train, val));
-    PetscCall(PetscStrcpy((*train)->name, "spirals"));
     break;
   case TN_PROBLEM_SINE:
     PetscCall(Sine(train, val));
-    PetscCall(PetscStrcpy((*train)->name, "sine"));
     break;
   case TN_PROBLEM_PEAKS:
     PetscCall(PeaksClasses(train, val));
-    PetscCall(PetscStrcpy((*train)->name, "peaks"));
     break;
   }
-  PetscCall(PetscStrcpy((*val)->name, (*train)->name));
   PetscFunctionReturn(0);
 }

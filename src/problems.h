@@ -3,7 +3,7 @@
 #ifndef THETANET_PROBLEMS_H
 #define THETANET_PROBLEMS_H
 
-#include "thetanet.h"
+#include "tnio.h"
 
 typedef enum { TN_PROBLEM_SPIRALS, TN_PROBLEM_SINE, TN_PROBLEM_PEAKS } TNProblem;
 PETSC_EXTERN const char *const TNProblems[];

@@ -1,6 +1,5 @@
 /* Counter-based generator: splitmix64's finaliser applied to a mixed (seed, stream, index). */
 #include "rng.h"
-#include <math.h>
 
 uint64_t TNHash64(uint64_t x)
 {
@@ -18,14 +17,6 @@ static uint64_t Counter(uint64_t seed, uint64_t stream, uint64_t index)
 double TNUniform(uint64_t seed, uint64_t stream, uint64_t index)
 {
   return (double)(Counter(seed, stream, index) >> 11) * 0x1.0p-53;
-}
-
-double TNNormal(uint64_t seed, uint64_t stream, uint64_t index)
-{
-  uint64_t r  = Counter(seed, stream, index);
-  double   u1 = ((double)(r >> 11) + 0.5) * 0x1.0p-53;
-  double   u2 = (double)(TNHash64(r) >> 11) * 0x1.0p-53;
-  return sqrt(-2.0 * log(u1)) * cos(2.0 * PETSC_PI * u2);
 }
 
 void TNPermutation(uint64_t seed, uint64_t epoch, PetscInt N, PetscInt *perm)

@@ -1,9 +1,11 @@
-/* thetanet: public types of the trainer for implicit residual networks.
-   The model, its parameter layout (DESIGN.md §4), datasets and user-error reporting. */
+/* thetanet: the public types of the trainer for implicit residual networks, read by every layer
+   of the code (src/, solvers/, io/): error codes, the model's shape and parameter layout
+   (DESIGN.md §1, §4), the model object, and small collective helpers. */
 #ifndef THETANET_H
 #define THETANET_H
 
 #include <petscsys.h>
+#include <petscviewer.h>
 
 #define THETANET_VERSION "0.1.0"
 
@@ -42,27 +44,31 @@ typedef struct {
   PetscScalar *K, *kb, *W, *b, *C, *c;
 } TNParams;
 
-PETSC_EXTERN PetscInt       TNParamCount(const TNModelConfig *);
-PETSC_EXTERN void           TNParamsSet(const TNModelConfig *, PetscScalar *buf, TNParams *);
+PETSC_EXTERN PetscInt TNParamCount(const TNModelConfig *);
+PETSC_EXTERN void     TNParamsSet(const TNModelConfig *, PetscScalar *buf, TNParams *);
 /* The same layout holding only nblocks of the L blocks (a depth rank's share). */
-PETSC_EXTERN PetscInt       TNParamCountBlocks(const TNModelConfig *, PetscInt nblocks);
-PETSC_EXTERN void           TNParamsSetBlocks(const TNModelConfig *, PetscInt nblocks, PetscScalar *buf, TNParams *);
+PETSC_EXTERN PetscInt TNParamCountBlocks(const TNModelConfig *, PetscInt nblocks);
+PETSC_EXTERN void     TNParamsSetBlocks(const TNModelConfig *, PetscInt nblocks, PetscScalar *buf, TNParams *);
+/* Every field of a complete configuration in range (what: the file or option set it came from,
+   for messages). */
 PETSC_EXTERN PetscErrorCode TNModelConfigCheck(const TNModelConfig *, const char *what);
+/* Reads the model options -width -layers -theta -T -act -opening_act -antisymmetric -gamma into
+   cfg (its values are the defaults) and checks them. */
+PETSC_EXTERN PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm, TNModelConfig *cfg);
 
+/* The parameters of a network, or of a depth rank's share of its blocks. */
 typedef struct _n_TNModel *TNModel;
-struct _n_TNModel {
-  TNModelConfig cfg;       /* the whole network */
-  PetscInt      jlo, jhi;  /* the blocks held here: all of them, or a depth rank's share */
-  MPI_Comm      depth;     /* the ranks holding the other blocks (MPI_COMM_NULL: none) */
-  PetscInt      nparams;   /* parameters held here */
-  PetscScalar  *theta_buf; /* the nparams parameters: K kb W[jlo..jhi) b[jlo..jhi) C c */
-  TNParams      p;         /* views into theta_buf; p.W starts at block jlo */
-};
 
 PETSC_EXTERN PetscErrorCode TNModelCreate(const TNModelConfig *, TNModel *);
 /* A model holding blocks [jlo, jhi) on this rank of depth (the opening layer is meaningful on
    the rank with jlo = 0, the closing one on the rank with jhi = L). */
 PETSC_EXTERN PetscErrorCode TNModelCreateLocal(const TNModelConfig *, MPI_Comm depth, PetscInt jlo, PetscInt jhi, TNModel *);
+PETSC_EXTERN PetscErrorCode TNModelDestroy(TNModel *);
+PETSC_EXTERN PetscErrorCode TNModelGetConfig(TNModel, const TNModelConfig **);
+/* The parameters held here (either argument may be NULL): their number and the buffer. */
+PETSC_EXTERN PetscErrorCode TNModelGetParameters(TNModel, PetscInt *n, PetscScalar **params);
+/* The blocks [jlo, jhi) held here and the depth communicator (MPI_COMM_NULL: all blocks here). */
+PETSC_EXTERN PetscErrorCode TNModelGetBlocks(TNModel, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth);
 /* Views of a buffer in this model's (local) layout: a gradient, an optimiser moment. */
 PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
 /* Collective on the model's depth ranks: the whole-network buffer full (every rank) from each
@@ -70,33 +76,37 @@ PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
 PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
 PETSC_EXTERN void           TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
 PETSC_EXTERN PetscErrorCode TNModelInitialize(TNModel, PetscInt64 seed);
-PETSC_EXTERN PetscErrorCode TNModelDestroy(TNModel *);
 /* A = W or W - W^T - gamma I for block j (held here), into an n x n buffer. */
 PETSC_EXTERN void TNModelBlockOperator(TNModel, PetscInt j, PetscScalar *A);
-/* R of DESIGN.md §1, and (when grad != NULL) dR/dparams added into grad. With the blocks split
-   across depth ranks (collective on them) each rank returns its share of R: the decay of its
-   layers and the smoothness terms ending in its blocks; summed over the ranks it is R. */
+PETSC_EXTERN PetscErrorCode TNModelView(TNModel, PetscViewer);
+
+/* The objective's regulariser R of DESIGN.md §1: -weight_decay alpha, -smooth beta. */
+typedef struct {
+  PetscReal alpha, beta;
+} TNRegularization;
+
+PETSC_EXTERN PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm, TNRegularization *);
+/* R, and (when grad != NULL) dR/dparams added into grad. With the blocks split across depth
+   ranks (collective on them) each rank returns its share of R: the decay of its layers and the
+   smoothness terms ending in its blocks; summed over the ranks it is R. */
 PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad);
 
-/* A dataset held in memory: X is N x d row-major double; classification keeps integer labels,
-   regression N x m targets. */
-typedef struct _n_TNDataset *TNDataset;
-struct _n_TNDataset {
-  PetscInt   N, d, m;        /* m: classes (max label + 1) or targets */
-  PetscInt   Nlocal, offset; /* rows held here: offset..offset+Nlocal-1 (all N unless sharded) */
-  TNTask     task;
-  PetscReal *X;
-  PetscInt  *labels; /* classification: N labels in [0, m) */
-  PetscReal *Y;      /* regression: N x m targets */
-  char       name[256];
-};
-
 /* [start, end) of the rows of N that rank r of P holds: contiguous, sizes differing by at most 1. */
-PETSC_EXTERN void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end);
+static inline void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
+{
+  *start = (PetscInt)(((PetscInt64)N * r) / P);
+  *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
+}
 
-PETSC_EXTERN PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask, TNDataset *);
-PETSC_EXTERN PetscErrorCode TNDatasetDestroy(TNDataset *);
-/* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
-PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
+/* Collective agreement: every rank learns whether any rank failed (ok = PETSC_FALSE there). */
+static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok)
+{
+  int mine = ok ? 1 : 0, all = 0;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm));
+  *all_ok = all ? PETSC_TRUE : PETSC_FALSE;
+  PetscFunctionReturn(0);
+}
 
 #endif

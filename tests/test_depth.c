@@ -8,6 +8,7 @@
 #include <cmocka.h>
 #include "thetanet.h"
 #include "network.h"
+#include "modelimpl.h"
 #include "rng.h"
 
 #define CHECK(call) assert_int_equal((call), 0)
@@ -33,8 +34,8 @@ static void test_split_model(void **state)
   for (PetscInt i = 0; i < (jhi - jlo) * cfg.n; i++) part->p.b[i] = full->p.b[jlo * cfg.n + i];
 
   CHECK(PetscCalloc3(full->nparams, &gfull, part->nparams, &gpart, full->nparams, &gathered));
-  CHECK(TNModelAllgather(part, part->theta_buf, gathered));
-  for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - full->theta_buf[i]));
+  CHECK(TNModelAllgather(part, part->params, gathered));
+  for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - full->params[i]));
   assert_true(err == 0);
 
   CHECK(TNModelRegularizer(full, 0.3, 0.7, &Rfull, gfull));
@@ -70,12 +71,13 @@ static void test_mgrit_residual(void **state)
     TNModel    M;
     TNNetwork  net;
     PetscInt   jlo, jhi;
-    PetscInt64 n, solves;
-    PetscReal  res;
-    PetscBool  ok;
+    TNNetworkCounts counts;
+    PetscInt64      n;
+    PetscReal       res;
+    PetscBool       ok;
     snprintf(v, sizeof v, "%d", its);
     CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", v));
-    CHECK(TNNetworkDepthOwnershipFor(PETSC_COMM_WORLD, cfg.L, TN_DEPTH_MGRIT, &jlo, &jhi));
+    CHECK(TNNetworkDepthOwnership(PETSC_COMM_WORLD, cfg.L, &jlo, &jhi));
     CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
     CHECK(TNModelInitialize(M, 2));
     for (PetscInt i = 0; i < (jhi - jlo) * cfg.n * cfg.n; i++) M->p.W[i] *= 3; /* a stiff network: h theta |A| of order one */
@@ -84,7 +86,9 @@ static void test_mgrit_residual(void **state)
     CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
     CHECK(TNNetworkForward(net, B, X, out, &ok));
     assert_true(ok);
-    CHECK(TNNetworkGetMGRITCounts(net, &n, &solves, &res));
+    CHECK(TNNetworkGetCounts(net, &counts));
+    n   = counts.mgrit_its;
+    res = counts.mgrit_res;
     print_message("%d ranks, %d MGRIT iterations: C-point residual %.3e\n", size, its, (double)res);
     assert_int_equal(n, its);
     assert_true(res < prev);
@@ -125,7 +129,7 @@ static void test_mgrit_gradient(void **state)
       PetscBool    ok;
       CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", runs[r][0]));
       CHECK(PetscOptionsSetValue(NULL, "-mgrit_skip", runs[r][1]));
-      CHECK(TNNetworkDepthOwnershipFor(PETSC_COMM_WORLD, cfg.L, TN_DEPTH_MGRIT, &jlo, &jhi));
+      CHECK(TNNetworkDepthOwnership(PETSC_COMM_WORLD, cfg.L, &jlo, &jhi));
       CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
       CHECK(TNModelInitialize(M, 3));
       CHECK(TNNetworkCreate(M, B, &net));

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <hdf5.h>
 #include "tnio.h"
+#include "modelimpl.h"
 
 static char        dir[PETSC_MAX_PATH_LEN]; /* unique to this run, made by rank 0 */
 static PetscMPIInt rank, size;
@@ -105,34 +106,54 @@ static void DatasetMake(const char *path, const DatasetSpec *s)
 
 /* -------- datasets -------- */
 
-static void DatasetsEqual(TNDataset a, TNDataset b)
+/* A data set's shape and arrays, for the checks below. */
+typedef struct {
+  TNDatasetInfo info;
+  PetscReal    *X, *Y;
+  PetscInt     *labels;
+} DatasetView;
+
+static DatasetView View(TNDataset ds)
 {
-  assert_int_equal(a->N, b->N);
-  assert_int_equal(a->d, b->d);
-  assert_int_equal(a->m, b->m);
-  assert_int_equal(a->task, b->task);
-  assert_string_equal(a->name, b->name);
-  for (PetscInt i = 0; i < a->N * a->d; i++) assert_true(a->X[i] == b->X[i]);
-  if (a->task == TN_TASK_CLASSIFICATION)
-    for (PetscInt i = 0; i < a->N; i++) assert_int_equal(a->labels[i], b->labels[i]);
+  DatasetView v;
+
+  assert_int_equal(TNDatasetGetInfo(ds, &v.info), 0);
+  assert_int_equal(TNDatasetGetArrays(ds, &v.X, &v.labels, &v.Y), 0);
+  return v;
+}
+
+static void DatasetsEqual(TNDataset da, TNDataset db)
+{
+  const DatasetView a = View(da), b = View(db);
+
+  assert_int_equal(a.info.N, b.info.N);
+  assert_int_equal(a.info.d, b.info.d);
+  assert_int_equal(a.info.m, b.info.m);
+  assert_int_equal(a.info.task, b.info.task);
+  assert_string_equal(a.info.name, b.info.name);
+  for (PetscInt i = 0; i < a.info.N * a.info.d; i++) assert_true(a.X[i] == b.X[i]);
+  if (a.info.task == TN_TASK_CLASSIFICATION)
+    for (PetscInt i = 0; i < a.info.N; i++) assert_int_equal(a.labels[i], b.labels[i]);
   else
-    for (PetscInt i = 0; i < a->N * a->m; i++) assert_true(a->Y[i] == b->Y[i]);
+    for (PetscInt i = 0; i < a.info.N * a.info.m; i++) assert_true(a.Y[i] == b.Y[i]);
 }
 
 static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file)
 {
-  TNDataset ds, back = NULL;
-  char      path[PETSC_MAX_PATH_LEN];
-  PetscInt  N = 37, d = 3;
+  TNDataset   ds, back = NULL;
+  DatasetView v;
+  char        path[PETSC_MAX_PATH_LEN], name[64];
+  PetscInt    N = 37, d = 3;
 
   PathOf(file, path);
-  assert_int_equal(TNDatasetCreate(N, d, m, task, &ds), 0);
-  snprintf(ds->name, sizeof(ds->name), "toy %s", TNTasks[task]);
-  for (PetscInt i = 0; i < N * d; i++) ds->X[i] = sin(1.0 + i) / 3.0;
+  snprintf(name, sizeof(name), "toy %s", TNTasks[task]);
+  assert_int_equal(TNDatasetCreate(N, d, m, task, name, &ds), 0);
+  v = View(ds);
+  for (PetscInt i = 0; i < N * d; i++) v.X[i] = sin(1.0 + i) / 3.0;
   if (task == TN_TASK_CLASSIFICATION)
-    for (PetscInt i = 0; i < N; i++) ds->labels[i] = (i * 7) % m;
+    for (PetscInt i = 0; i < N; i++) v.labels[i] = (i * 7) % m;
   else
-    for (PetscInt i = 0; i < N * m; i++) ds->Y[i] = cos(0.5 * i) * 1e3;
+    for (PetscInt i = 0; i < N * m; i++) v.Y[i] = cos(0.5 * i) * 1e3;
   assert_int_equal(TNDatasetSave(PETSC_COMM_WORLD, path, ds), 0);
   assert_int_equal(TNDatasetLoad(PETSC_COMM_WORLD, path, &back), 0);
   DatasetsEqual(ds, back);
@@ -159,16 +180,18 @@ static void test_dataset_accepts(void **state)
   const DatasetSpec flt = {"fltlabels", NULL, 2, 2, {10, 2}, {10, 1}, F64, F64, "classification", 0, 0, 0, 0};
   char              path[PETSC_MAX_PATH_LEN];
   TNDataset         ds = NULL;
+  DatasetView       v;
 
   (void)state;
   PathOf("f32.h5", path);
   DatasetMake(path, &f32);
   assert_int_equal(TNDatasetLoad(PETSC_COMM_WORLD, path, &ds), 0);
-  assert_int_equal(ds->task, TN_TASK_CLASSIFICATION);
-  assert_int_equal(ds->m, 3);
-  assert_string_equal(ds->name, "f32");
-  for (PetscInt i = 0; i < 20; i++) assert_true(ds->X[i] == 0.25 * i + 0.125);
-  for (PetscInt i = 0; i < 10; i++) assert_int_equal(ds->labels[i], i % 3);
+  v = View(ds);
+  assert_int_equal(v.info.task, TN_TASK_CLASSIFICATION);
+  assert_int_equal(v.info.m, 3);
+  assert_string_equal(v.info.name, "f32");
+  for (PetscInt i = 0; i < 20; i++) assert_true(v.X[i] == 0.25 * i + 0.125);
+  for (PetscInt i = 0; i < 10; i++) assert_int_equal(v.labels[i], i % 3);
   assert_int_equal(TNDatasetDestroy(&ds), 0);
 
   /* [N,1] float values 0.125 + 0.25 i are not whole numbers */
@@ -249,9 +272,12 @@ static void test_dataset_truncated(void **state)
 
   (void)state;
   PathOf("truncated.h5", path);
-  assert_int_equal(TNDatasetCreate(100, 4, 2, TN_TASK_CLASSIFICATION, &ds), 0);
-  for (PetscInt i = 0; i < 400; i++) ds->X[i] = i;
-  for (PetscInt i = 0; i < 100; i++) ds->labels[i] = i % 2;
+  DatasetView v;
+
+  assert_int_equal(TNDatasetCreate(100, 4, 2, TN_TASK_CLASSIFICATION, NULL, &ds), 0);
+  v = View(ds);
+  for (PetscInt i = 0; i < 400; i++) v.X[i] = i;
+  for (PetscInt i = 0; i < 100; i++) v.labels[i] = i % 2;
   assert_int_equal(TNDatasetSave(PETSC_COMM_WORLD, path, ds), 0);
   assert_int_equal(TNDatasetDestroy(&ds), 0);
   if (!rank) {
@@ -274,7 +300,7 @@ static void ModelMake(TNModel *model)
 
   assert_int_equal(TNModelCreate(&cfg, model), 0);
   /* distinct values that are not short binary fractions, so any rounding would show */
-  for (PetscInt i = 0; i < (*model)->nparams; i++) (*model)->theta_buf[i] = (i + 1) / 7.0 - (i % 3) * PETSC_PI;
+  for (PetscInt i = 0; i < (*model)->nparams; i++) (*model)->params[i] = (i + 1) / 7.0 - (i % 3) * PETSC_PI;
 }
 
 /* A results file with a 3-epoch history, two timed phases (rank r: r + 1 and 10 r + 0.5
@@ -283,18 +309,24 @@ static void ModelMake(TNModel *model)
 static void ResultsMake(const char *path, TNModel *model)
 {
   const TNConfigEntry config[] = {{"grid", "1x2"}, {"layers", "5"}};
-  TNHistory           h        = {0};
-  TNTiming            t        = {2, {"forward", "backward"}, {rank + 1.0, 10.0 * rank + 0.5}};
+  const char *const   names[]  = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", "mgrit_res"};
+  const PetscBool     integer[10] = {PETSC_TRUE};
+  const char *const   phases[] = {"forward", "backward"};
+  const PetscReal     seconds[] = {rank + 1.0, 10.0 * rank + 0.5};
+  PetscReal           col[10][3], *cols[10];
+  TNTable             h = {10, 3, names, integer, cols};
 
   ModelMake(model);
-  for (PetscInt e = 1; e <= 3; e++)
-    assert_int_equal(TNHistoryAppend(&h, e, 1.0 / e, 2.0 / e, 0.5 + 0.1 * e, 1e-3, e * 0.25, 2.0, 3.0, 0.0, 1e-3 / e), 0);
+  for (PetscInt e = 1; e <= 3; e++) {
+    const PetscReal row[10] = {e, 1.0 / e, 2.0 / e, 0.5 + 0.1 * e, 1e-3, e * 0.25, 2.0, 3.0, 0.0, 1e-3 / e};
+    for (int k = 0; k < 10; k++) col[k][e - 1] = row[k];
+  }
+  for (int k = 0; k < 10; k++) cols[k] = col[k];
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_words", "two words"), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_flag", NULL), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_long", "a_single_rather_long_value"), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_shift", "-1e-3"), 0);
-  assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, &h, &t, 2, config), 0);
-  assert_int_equal(TNHistoryDestroy(&h), 0);
+  assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, &h, 2, phases, seconds, 2, config), 0);
 }
 
 static void test_model_roundtrip(void **state)
@@ -318,7 +350,7 @@ static void test_model_roundtrip(void **state)
   assert_int_equal(R->cfg.antisymmetric, M->cfg.antisymmetric);
   assert_int_equal(R->cfg.task, M->cfg.task);
   assert_int_equal(R->nparams, M->nparams);
-  for (PetscInt i = 0; i < M->nparams; i++) assert_true(R->theta_buf[i] == M->theta_buf[i]);
+  for (PetscInt i = 0; i < M->nparams; i++) assert_true(R->params[i] == M->params[i]);
   assert_int_equal(TNModelDestroy(&M), 0);
   assert_int_equal(TNModelDestroy(&R), 0);
 }
@@ -482,7 +514,7 @@ static void test_failed_write_keeps_old_file(void **state)
   /* HDF5 refuses an attribute without a name */
   assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 1, pred, NULL, 1, names, values), PETSC_ERR_FILE_WRITE);
   assert_int_equal(TNModelLoad(PETSC_COMM_WORLD, path, &R), 0);
-  for (PetscInt i = 0; i < M->nparams; i++) assert_true(R->theta_buf[i] == M->theta_buf[i]);
+  for (PetscInt i = 0; i < M->nparams; i++) assert_true(R->params[i] == M->params[i]);
   snprintf(tmp, sizeof(tmp), "%s.tmp", path);
   assert_int_not_equal(access(tmp, F_OK), 0);
   assert_int_equal(TNModelDestroy(&M), 0);
@@ -592,7 +624,10 @@ static void test_output_path(void **state)
   ExpectUserError(TNOutputPathCheck(PETSC_COMM_WORLD, "-output", path), NULL, expect);
   ExpectUserError(TNOutputPathCheck(PETSC_COMM_WORLD, "-output", dir), NULL, "is a directory");
   ModelMake(&M);
-  ExpectUserError(TNResultsWrite(PETSC_COMM_WORLD, path, M, NULL, NULL, 0, NULL), NULL, "does not exist");
+  {
+    TNTable empty = {0, 0, NULL, NULL, NULL};
+    ExpectUserError(TNResultsWrite(PETSC_COMM_WORLD, path, M, &empty, 0, NULL, NULL, 0, NULL), NULL, "does not exist");
+  }
   assert_int_equal(TNModelDestroy(&M), 0);
 }
 

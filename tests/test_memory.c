@@ -6,7 +6,8 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
-#include "trainer.h"
+#include "evaluate.h"
+#include "modelimpl.h"
 #include "rng.h"
 
 #define CHECK(call) assert_int_equal((call), 0)
@@ -36,6 +37,8 @@ static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask 
   const PetscInt m   = task == TN_TASK_CLASSIFICATION ? 3 : 2;
   TNModelConfig  cfg = {.d = D_IN, .n = WIDTH, .L = DEPTH, .m = m, .theta = theta, .T = 1.5, .gamma = 0.1, .act = TN_ACT_TANH,
                         .opening_act = TN_ACT_TANH, .antisymmetric = antisym, .task = task};
+  PetscReal     *X, *Y;
+  PetscInt      *labels;
 
   CHECK(TNModelCreate(&cfg, &p->M));
   CHECK(TNModelInitialize(p->M, 5));
@@ -43,11 +46,12 @@ static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask 
   RandomFill(p->M->p.kb, WIDTH, 0.3, 1);
   RandomFill(p->M->p.b, DEPTH * WIDTH, 0.3, 2);
   for (PetscInt i = 0; i < DEPTH * WIDTH * WIDTH; i++) p->M->p.W[i] *= 1.5;
-  CHECK(TNDatasetCreate(SAMPLES, D_IN, m, task, &p->D));
-  RandomFill(p->D->X, SAMPLES * D_IN, 1.0, 3);
+  CHECK(TNDatasetCreate(SAMPLES, D_IN, m, task, NULL, &p->D));
+  CHECK(TNDatasetGetArrays(p->D, &X, &labels, &Y));
+  RandomFill(X, SAMPLES * D_IN, 1.0, 3);
   if (task == TN_TASK_CLASSIFICATION)
-    for (PetscInt s = 0; s < SAMPLES; s++) p->D->labels[s] = s % m;
-  else RandomFill(p->D->Y, SAMPLES * m, 1.0, 4);
+    for (PetscInt s = 0; s < SAMPLES; s++) labels[s] = s % m;
+  else RandomFill(Y, SAMPLES * m, 1.0, 4);
   CHECK(TNGridCreate(PETSC_COMM_WORLD, 1, DEPTH, &p->grid));
 }
 
@@ -62,17 +66,21 @@ static void ProblemDestroy(Problem *p)
    error of y_0 over the data ranks. */
 static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar *g, PetscReal *recon)
 {
-  TNNetwork net;
-  PetscReal loss, acc, again;
+  TNNetwork       net;
+  TNNetworkCounts counts;
+  PetscReal       loss, acc, again;
 
   CHECK(TNNetworkCreate(p->M, CHUNK, &net));
   CHECK(TNNetworkSetFromOptions(net));
   CHECK(TNNetworkSetMemory(net, mode, stride, 1e-6));
   CHECK(PetscArrayzero(g, p->M->nparams));
   CHECK(TNEvaluateDataset(net, &p->grid, p->D, CHUNK, "test", &loss, &acc, g, NULL));
-  CHECK(TNNetworkGetReconstructionError(net, recon));
-  CHECK(TNNetworkGetReconstructionError(net, &again));
-  assert_true(again == 0); /* the error is reset by the query */
+  CHECK(TNNetworkGetCounts(net, &counts));
+  *recon = counts.recon;
+  CHECK(TNNetworkResetCounts(net));
+  CHECK(TNNetworkGetCounts(net, &counts));
+  again = counts.recon;
+  assert_true(again == 0); /* the error is reset by ResetCounts, not by the query */
   CHECK(MPI_Allreduce(MPI_IN_PLACE, recon, 1, MPIU_REAL, MPI_MAX, p->grid.data));
   CHECK(TNNetworkDestroy(&net));
 }

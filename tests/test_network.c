@@ -8,7 +8,9 @@
 #include <cmocka.h>
 #include <petscts.h>
 #include "network.h"
+#include "modelimpl.h"
 #include "activation.h"
+#include "rows.h"
 #include "rng.h"
 
 #define CHECK(call) assert_int_equal((call), 0)
@@ -106,13 +108,13 @@ static PetscReal GradientError(TNModel M)
   CHECK(PetscMalloc1(M->nparams, &g));
   (void)ObjectiveEval(&o, g);
   for (PetscInt i = 0; i < M->nparams; i++) {
-    const PetscScalar save = M->theta_buf[i];
+    const PetscScalar save = M->params[i];
     PetscReal         fp, fm, fd;
-    M->theta_buf[i] = save + eps;
+    M->params[i] = save + eps;
     fp              = ObjectiveEval(&o, NULL);
-    M->theta_buf[i] = save - eps;
+    M->params[i] = save - eps;
     fm              = ObjectiveEval(&o, NULL);
-    M->theta_buf[i] = save;
+    M->params[i] = save;
     fd              = (fp - fm) / (2 * eps);
     num += (g[i] - fd) * (g[i] - fd);
     den += fd * fd;

@@ -1,0 +1,71 @@
+/* A whole data set through a network: each data rank takes a contiguous share of the rows,
+   chunk by chunk; the loss statistics come from the last depth rank and a failure from any rank,
+   all in one reduction. */
+#include "evaluate.h"
+
+PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
+{
+  return (PetscReal)N * (task == TN_TASK_REGRESSION ? m : 1);
+}
+
+PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where, PetscReal *loss,
+                                 PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
+{
+  const TNModelConfig *c;
+  TNModel              M;
+  TNDatasetInfo        info;
+  PetscInt             start, end, m, nparams;
+  PetscReal            sums[3] = {0, 0, 0}, *X, *Y, *out, *dout, divisor;
+  PetscInt            *labels, *idx;
+  PetscBool            ok = PETSC_TRUE;
+  const char          *failure;
+
+  PetscFunctionBegin;
+  PetscCall(TNNetworkGetModel(net, &M));
+  PetscCall(TNModelGetConfig(M, &c));
+  PetscCall(TNModelGetParameters(M, &nparams, NULL));
+  PetscCall(TNDatasetGetInfo(D, &info));
+  m       = c->m;
+  divisor = TNLossDivisor(info.task, info.N, info.m);
+  TNGridSplit(info.N, grid->data_size, grid->data_rank, &start, &end);
+  PetscCall(PetscMalloc6(chunk * info.d, &X, chunk * m, &Y, chunk * m, &out, chunk * m, &dout, chunk, &labels, chunk, &idx));
+  for (PetscInt s0 = start; s0 < end && ok; s0 += chunk) {
+    const PetscInt B = PetscMin(chunk, end - s0);
+    PetscReal      l;
+    PetscInt       k;
+    for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s - info.offset;
+    PetscCall(TNDatasetGetRows(D, B, idx, X, labels, Y));
+    PetscCall(TNNetworkForward(net, B, X, out, &ok));
+    if (!ok) break;
+    if (grid->depth_rank == grid->depth_size - 1) {
+      TNLossEvaluate(info.task, B, m, out, labels, Y, 1.0 / divisor, &l, &k, grad ? dout : NULL);
+      sums[0] += l;
+      sums[1] += k;
+    }
+    if (predictions) PetscCall(PetscArraycpy(predictions + s0 * m, out, B * m));
+    if (grad) PetscCall(TNNetworkBackward(net, B, X, dout, grad, &ok));
+  }
+  failure = TNNetworkGetFailure(net);
+  if (!ok && failure[0]) PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s: %s\n", where, failure));
+  sums[2] = ok ? 0 : 1;
+  PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
+  /* over every rank: the loss comes from the last depth ranks, a failure from anywhere */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPIU_REAL, MPI_SUM, grid->world));
+  PetscCheck(sums[2] == 0, grid->world, TN_ERR_RUNTIME, "%s", "");
+  if (grad) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, grad, (PetscMPIInt)nparams, MPIU_SCALAR, MPI_SUM, grid->data));
+  if (predictions) {
+    PetscMPIInt *counts, *displs;
+    PetscCall(PetscMalloc2(grid->data_size, &counts, grid->data_size, &displs));
+    for (PetscMPIInt r = 0; r < grid->data_size; r++) {
+      PetscInt a, b;
+      TNGridSplit(info.N, grid->data_size, r, &a, &b);
+      counts[r] = (PetscMPIInt)((b - a) * m);
+      displs[r] = (PetscMPIInt)(a * m);
+    }
+    PetscCallMPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, predictions, counts, displs, MPIU_REAL, grid->data));
+    PetscCall(PetscFree2(counts, displs));
+  }
+  *loss = sums[0] / divisor;
+  if (accuracy) *accuracy = info.task == TN_TASK_CLASSIFICATION ? sums[1] / info.N : NAN;
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,19 @@
+/* Propagation of a whole data set through a network, over the process grid: the loss, the
+   accuracy, and optionally the gradient and the predictions (validation, evaluate, predict). */
+#ifndef THETANET_EVALUATE_H
+#define THETANET_EVALUATE_H
+
+#include "network.h"
+#include "grid.h"
+#include "tnio.h"
+
+/* Mean loss, accuracy (classification, else NaN), and when grad != NULL the gradient of the mean
+   loss, when predictions != NULL the outputs [N, m]; summed over the data communicator, chunk
+   samples at a time per rank. A failed block solve is reported as "thetanet: <where>:
+   <failure>" and raised on every rank as TN_ERR_RUNTIME. */
+PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, const char *where, PetscReal *loss,
+                                              PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions);
+/* Rows of a data set of N samples and m outputs over which its mean loss is taken. */
+PETSC_EXTERN PetscReal TNLossDivisor(TNTask, PetscInt N, PetscInt m);
+
+#endif

@@ -1,0 +1,422 @@
+/* The MGRIT application: the network presented to solvers/mgrit.c as a one-step recursion across
+   depth (DESIGN.md §2). The forward recursion's step is the theta-step of a block (fine) or of an
+   interval of blocks with step (j1-j0)h (coarse); the adjoint recursion runs backwards on the
+   mirrored hierarchy, its coarse step linearised at the fine states of the interval's ends. The
+   weight gradient and the F values the backward pass needs come from each block's step in the
+   last sweep of the solves, from the final states and adjoints. */
+#include "networkimpl.h"
+#include "activation.h"
+#include "rows.h"
+
+
+/* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
+   interval's first block (inject) or the mean of its blocks' (average). */
+static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1)
+{
+  for (PetscInt k = 0; k < net->nspan; k++)
+    if (net->span[2 * k] == j0 && net->span[2 * k + 1] == j1) return k;
+  return -1;
+}
+
+static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L)
+{
+  const PetscInt n = net->model->cfg.n, k = j1 - j0 > 1 ? SpanIndex(net, j0, j1) : -1;
+
+  if (k >= 0) {
+    /* an interval across ranks: its operator was gathered by SpanOperators */
+    TNNetworkBlockLayer(net, net->model->jlo, L);
+    L->A = net->span_op + k * (n * n + n);
+    L->b = L->A + n * n;
+    L->h *= (PetscReal)(j1 - j0);
+    return;
+  }
+  TNNetworkBlockLayer(net, j0, L);
+  L->h *= (PetscReal)(j1 - j0);
+  if (net->coarse_weights == TN_COARSE_AVERAGE && j1 - j0 > 1) {
+    TNBlockLayer Lj;
+    for (PetscInt i = 0; i < n * n; i++) net->coarse_A[i] = 0;
+    for (PetscInt i = 0; i < n; i++) net->coarse_b[i] = 0;
+    for (PetscInt j = j0; j < j1; j++) {
+      TNNetworkBlockLayer(net, j, &Lj);
+      for (PetscInt i = 0; i < n * n; i++) net->coarse_A[i] += Lj.A[i] / (j1 - j0);
+      for (PetscInt i = 0; i < n; i++) net->coarse_b[i] += Lj.b[i] / (j1 - j0);
+    }
+    L->A = net->coarse_A;
+    L->b = net->coarse_b;
+  }
+}
+
+
+/* A fine step that fails is a failure of the run. A coarse step only steers the correction: a
+   solve that stops short (a step of m^l h can leave Picard's and Newton's range) is used as it
+   is, or, if it is not even finite, replaced by no step at all; the fine relaxation still
+   drives MGRIT to the fine solution. */
+static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, PetscInt S, const PetscScalar *u, PetscScalar *out)
+{
+  PetscFunctionBegin;
+  if (to == from + 1) {
+    net->mg_ok = PETSC_FALSE;
+    PetscFunctionReturn(0);
+  }
+  net->failure[0] = 0;
+  for (PetscInt i = 0; i < S; i++)
+    if (PetscIsInfOrNanScalar(out[i])) {
+      PetscCall(PetscArraycpy(out, u, S));
+      break;
+    }
+  PetscCall(PetscInfo(NULL, "coarse step [%" PetscInt_FMT ", %" PetscInt_FMT ") did not converge; its last iterate is used\n", from, to));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on)
+{
+  PetscFunctionBegin;
+  ((TNNetwork)ctx)->mg_last_sweep = on;
+  PetscFunctionReturn(0);
+}
+
+/* Forward propagator between points from < to: block `from`, or the coarse step. A fine step
+   of the last sweep leaves F_j(y_j) and F_j(y_{j+1}) where the backward pass reads them. */
+static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
+{
+  TNNetwork      net = (TNNetwork)ctx;
+  const PetscInt S = net->mg_batch * net->model->cfg.n, i = from - net->model->jlo;
+  const PetscBool keep = net->mg_last_sweep && to == from + 1;
+  TNBlockLayer   L;
+  PetscBool      ok;
+
+  PetscFunctionBegin;
+  CoarseLayer(net, from, to, &L);
+  if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
+  PetscCall(TNNetworkThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mg_batch, u, out, keep ? net->Fyj + i * S : net->scaled,
+                       keep && net->Fyj1 ? net->Fyj1 + i * S : net->scaled + S, &ok));
+  PetscCall(TNBlockSolverSetRough(net->solver, 0));
+  if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
+  PetscFunctionReturn(0);
+}
+
+/* Adjoint propagator between mirrored points from < to (fine index L - p): block j = L - to, or
+   the coarse adjoint step over blocks [L - to, L - from), linearised at the fine states at the
+   interval's ends: mu = (I - H theta J(y_j1))^{-T} lambda, lambda_j0 = mu + H(1-theta) J(y_j0)^T mu. */
+static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam, PetscScalar *out)
+{
+  TNNetwork            net = (TNNetwork)ctx;
+  TNModel              M   = net->model;
+  const TNModelConfig *c   = &M->cfg;
+  const PetscInt       B = net->mg_batch, n = c->n, N = B * n, S = N, j0 = c->L - to, j1 = c->L - from;
+  const PetscScalar   *y0 = net->states + (j0 - M->jlo) * S, *y1 = net->states + (j1 - M->jlo) * S;
+  TNBlockLayer         L;
+  PetscBool            ok = PETSC_TRUE;
+  PetscReal            res;
+
+  PetscFunctionBegin;
+  if (j1 > M->jhi) y1 = net->span_state + SpanIndex(net, j0, j1) * net->Bmax * n;
+  if (j1 == j0 + 1) {
+    /* in the last sweep: block j0's weight gradient, from lambda_{j0+1} (its last step's) */
+    if (net->mg_last_sweep) {
+      TNParams g;
+      TNModelParams(M, net->block_grad, &g);
+      PetscCall(PetscArrayzero(g.W + (j0 - M->jlo) * n * n, n * n));
+      PetscCall(PetscArrayzero(g.b + (j0 - M->jlo) * n, n));
+    }
+    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->Fyj + (j0 - M->jlo) * S, net->Fyj1 ? net->Fyj1 + (j0 - M->jlo) * S : NULL, lam, out,
+                                        net->mg_last_sweep ? net->block_grad : NULL, &ok));
+    if (!ok) net->mg_ok = PETSC_FALSE;
+    PetscFunctionReturn(0);
+  }
+  CoarseLayer(net, j0, j1, &L);
+  /* U holds s'(z) at both ends: U[0..N) at y_j0, U[N..2N) at y_j1 */
+  TNRowsApply(B, n, n, y0, L.A, L.b, net->scaled);
+  TNActivate(L.act, N, net->scaled, net->scaled);
+  TNActivationDerivative(L.act, N, net->scaled, net->scaled);
+  TNRowsApply(B, n, n, y1, L.A, L.b, net->scaled + N);
+  TNActivate(L.act, N, net->scaled + N, net->scaled + N);
+  TNActivationDerivative(L.act, N, net->scaled + N, net->scaled + N);
+  if (L.theta > 0) {
+    PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
+    PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->scaled + N, lam, net->mu, &ok, &res));
+    PetscCall(TNBlockSolverSetRough(net->solver, 0));
+    if (!ok) PetscCall(CoarseFailure(net, from, to, N, lam, net->mu));
+  } else PetscCall(PetscArraycpy(net->mu, lam, N));
+  PetscCall(PetscArraycpy(out, net->mu, N));
+  if (L.theta < 1) {
+    for (PetscInt i = 0; i < N; i++) net->deriv[i] = L.h * (1 - L.theta) * net->scaled[i] * net->mu[i];
+    TNRowsApplyTranspose(B, n, n, 1.0, net->deriv, L.A, 1.0, out);
+  }
+  PetscFunctionReturn(0);
+}
+
+/* The coarse intervals of every level whose blocks lie on more than one depth rank. */
+static PetscErrorCode SpanSetUp(TNNetwork net)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n;
+  PetscInt       nlv, cap = 0;
+  PetscMPIInt    size;
+
+  PetscFunctionBegin;
+  if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_size(M->depth, &size));
+  PetscCall(TNMGRITGetLevels(net->mg_fwd, &nlv));
+  for (PetscInt l = 1; l < nlv; l++) {
+    PetscInt        np;
+    const PetscInt *pos;
+    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
+    cap += np;
+  }
+  PetscCall(PetscMalloc3(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from));
+  for (PetscInt l = 1; l < nlv; l++) {
+    PetscInt        np;
+    const PetscInt *pos;
+    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
+    for (PetscInt P = 1; P <= np; P++) {
+      const PetscInt j0 = pos[P - 1], j1 = pos[P];
+      PetscMPIInt    r0 = 0, r1 = 0;
+      PetscInt       lo, hi;
+      /* r0 holds block j0, r1 block j1 - 1 (and so the point j1) */
+      for (PetscMPIInt r = 0; r < size; r++) {
+        TNGridSplit(M->cfg.L, size, r, &lo, &hi);
+        if (lo <= j0 && j0 < hi) r0 = r;
+        if (lo < j1 && j1 <= hi) r1 = r;
+      }
+      if (j1 - j0 < 2 || r0 == r1 || SpanIndex(net, j0, j1) >= 0) continue;
+      net->span[2 * net->nspan]     = j0;
+      net->span[2 * net->nspan + 1] = j1;
+      net->span_from[net->nspan]    = r1;
+      net->span_to[net->nspan]      = r0;
+      net->nspan++;
+    }
+  }
+  PetscCall(PetscMalloc3((net->nspan + 1) * (n * n + n), &net->span_op, (net->nspan + 1) * net->Bmax * n, &net->span_state, 2 * net->nspan + 1, &net->span_req));
+  PetscFunctionReturn(0);
+}
+
+/* The coarse operators of the intervals across ranks: each rank's share of the mean (average)
+   or the first block's (inject), summed over the depth ranks. */
+static PetscErrorCode SpanOperators(TNNetwork net)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n, w = n * n + n;
+
+  PetscFunctionBegin;
+  if (!net->nspan) PetscFunctionReturn(0);
+  PetscCall(PetscArrayzero(net->span_op, net->nspan * w));
+  for (PetscInt k = 0; k < net->nspan; k++) {
+    const PetscInt j0 = net->span[2 * k], j1 = net->span[2 * k + 1];
+    const PetscInt a = PetscMax(j0, M->jlo), e = PetscMin(j1, M->jhi);
+    for (PetscInt j = a; j < e; j++) {
+      TNBlockLayer   Lj;
+      const PetscReal wt = net->coarse_weights == TN_COARSE_AVERAGE ? 1.0 / (j1 - j0) : (j == j0 ? 1.0 : 0.0);
+      if (wt == 0) continue;
+      TNNetworkBlockLayer(net, j, &Lj);
+      for (PetscInt i = 0; i < n * n; i++) net->span_op[k * w + i] += wt * Lj.A[i];
+      for (PetscInt i = 0; i < n; i++) net->span_op[k * w + n * n + i] += wt * Lj.b[i];
+    }
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, net->span_op, (PetscMPIInt)(net->nspan * w), MPIU_SCALAR, MPI_SUM, net->model->depth));
+  PetscFunctionReturn(0);
+}
+
+/* After the forward solve: y_j1 of each interval across ranks to the rank holding block j0. */
+static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
+{
+  TNModel        M = net->model;
+  const PetscInt S = B * M->cfg.n;
+  PetscMPIInt    rank, nreq = 0;
+  MPI_Request   *req = net->span_req;
+
+  PetscFunctionBegin;
+  if (!net->nspan) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
+  for (PetscInt k = 0; k < net->nspan; k++) {
+    const PetscInt j1 = net->span[2 * k + 1];
+    if (net->span_to[k] == rank)
+      PetscCallMPI(MPI_Irecv(net->span_state + k * net->Bmax * M->cfg.n, (PetscMPIInt)S, MPIU_SCALAR, net->span_from[k], 40, M->depth, &req[nreq++]));
+    if (net->span_from[k] == rank)
+      PetscCallMPI(MPI_Isend(net->states + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40, M->depth, &req[nreq++]));
+  }
+  PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
+{
+  TNModel        M = net->model;
+  const PetscInt n = M->cfg.n, S = net->Bmax * n;
+  TNMGRITApp     fwd = {S, net, MGRITForwardStep, MGRITLastSweep}, adj = {S, net, MGRITAdjointStep, MGRITLastSweep};
+  PetscInt       lo, hi;
+  PetscMPIInt    rank, size;
+
+  PetscFunctionBegin;
+  PetscCall(TNNetworkMGRITDestroy(net));
+  if (M->depth == MPI_COMM_NULL) {
+    /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
+    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
+    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
+  } else {
+    PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
+    PetscCallMPI(MPI_Comm_size(M->depth, &size));
+    PetscCallMPI(MPI_Comm_split(M->depth, 0, size - 1 - rank, &net->reversed));
+    PetscCall(TNMGRITCreate(M->depth, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
+    PetscCall(TNMGRITCreate(net->reversed, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
+  }
+  PetscCall(TNMGRITSetFromOptions(net->mg_fwd));
+  PetscCall(TNMGRITSetFromOptions(net->mg_adj));
+  PetscCall(TNMGRITSetUp(net->mg_fwd));
+  PetscCall(TNMGRITSetUp(net->mg_adj));
+  PetscCall(TNMGRITGetOwnership(net->mg_fwd, &lo, &hi));
+  PetscCheck(lo == M->jlo && hi == M->jhi, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "model blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") but MGRIT owns [%" PetscInt_FMT ", %" PetscInt_FMT ")", M->jlo, M->jhi, lo, hi);
+  PetscCall(TNMGRITGetOwnership(net->mg_adj, &lo, &hi));
+  PetscCheck(lo == M->cfg.L - M->jhi && hi == M->cfg.L - M->jlo, PETSC_COMM_SELF, PETSC_ERR_PLIB, "adjoint MGRIT does not mirror the forward ownership");
+  PetscCall(PetscMalloc1((TNNetworkLocalBlocks(net) + 1) * S, &net->adjoints));
+  PetscCall(PetscCalloc1(M->nparams, &net->block_grad));
+  PetscCall(PetscMalloc2(n * n, &net->coarse_A, n, &net->coarse_b));
+  PetscCall(SpanSetUp(net));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net)
+{
+  PetscFunctionBegin;
+  PetscCall(TNMGRITDestroy(&net->mg_fwd));
+  PetscCall(TNMGRITDestroy(&net->mg_adj));
+  PetscCall(PetscFree(net->adjoints));
+  PetscCall(PetscFree(net->block_grad));
+  PetscCall(PetscFree3(net->span, net->span_to, net->span_from));
+  PetscCall(PetscFree3(net->span_op, net->span_state, net->span_req));
+  PetscCall(PetscFree2(net->coarse_A, net->coarse_b));
+  net->nspan = 0;
+  if (net->reversed != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&net->reversed));
+  PetscFunctionReturn(0);
+}
+
+/* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward), unless
+   the nested start needs no start values. */
+static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
+{
+  const PetscInt S = B * net->model->cfg.n, npts = TNNetworkLocalBlocks(net) + 1;
+  TNMGRITApp     app;
+  PetscInt       its;
+  PetscReal      res;
+  PetscBool      skip;
+
+  PetscFunctionBegin;
+  net->mg_batch   = B;
+  net->mg_ok = PETSC_TRUE;
+  PetscCall(TNMGRITGetSkip(mg, &skip));
+  if (!skip) {
+    if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
+    for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
+  }
+  app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep, MGRITLastSweep};
+  PetscCall(TNMGRITSetApp(mg, &app));
+  PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
+  {
+    /* the mean reduction of the residual per iteration: (r_last / r_first)^(1/(its-1)) */
+    PetscInt         nh;
+    const PetscReal *hist;
+    PetscCall(TNMGRITGetResidualHistory(mg, &nh, &hist));
+    if (nh >= 2 && hist[0] > 0 && hist[nh - 1] > 0) {
+      net->mg_counts.mgrit_logfactor += PetscLogReal(hist[nh - 1] / hist[0]) / (nh - 1);
+      net->mg_counts.mgrit_nfactor++;
+    }
+    PetscCall(PetscInfo(NULL, "MGRIT %s solve: %" PetscInt_FMT " iterations, C-point residual %.3e -> %.3e\n", mg == net->mg_fwd ? "forward" : "adjoint", its,
+                        nh ? (double)hist[0] : 0.0, (double)res));
+  }
+  net->mg_counts.mgrit_its += its;
+  net->mg_counts.mgrit_solves++;
+  net->mg_counts.mgrit_res = PetscMax(net->mg_counts.mgrit_res, res);
+  if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &net->mg_ok, 1, MPIU_BOOL, MPI_LAND, comm));
+  *ok = net->mg_ok;
+  if (!*ok && !net->failure[0]) PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));
+  PetscFunctionReturn(0);
+}
+
+/* F_j(y_j) and F_j(y_{j+1}) of local block i from the states. */
+static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to)
+{
+  const PetscInt S = B * net->model->cfg.n, n = net->model->cfg.n;
+  TNBlockLayer   L;
+
+  TNNetworkBlockLayer(net, net->model->jlo + i, &L);
+  if (from) {
+    TNRowsApply(B, n, n, net->states + i * S, L.A, L.b, net->z);
+    TNActivate(L.act, S, net->z, net->Fyj + i * S);
+  }
+  if (to && net->Fyj1) {
+    TNRowsApply(B, n, n, net->states + (i + 1) * S, L.A, L.b, net->z);
+    TNActivate(L.act, S, net->z, net->Fyj1 + i * S);
+  }
+}
+
+/* MGRIT forward: all states of this rank's points. The last sweep left the F values the
+   backward pass reads, but for the blocks into C-points: their last step went to the residual,
+   and y_{j+1} is the C-point's value. */
+PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
+{
+  TNModel              M = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt       S = B * c->n, nloc = TNNetworkLocalBlocks(net);
+
+  PetscFunctionBegin;
+  if (M->jlo == 0) TNNetworkOpening(net, B, X, net->states);
+  PetscCall(SpanOperators(net));
+  PetscCall(MGRITSolve(net, net->mg_fwd, M->depth, B, net->states, ok));
+  if (!*ok) PetscFunctionReturn(0);
+  PetscCall(SpanStates(net, B));
+  for (PetscInt i = 0; i < nloc; i++) {
+    PetscBool cpoint;
+    PetscCall(TNMGRITIsCPoint(net->mg_fwd, M->jlo + i + 1, &cpoint));
+    if (cpoint) StepValues(net, B, i, PETSC_FALSE, PETSC_TRUE);
+  }
+  if (M->jhi == c->L) TNRowsApply(B, c->m, c->n, net->states + nloc * S, M->p.C, M->p.c, out);
+  PetscFunctionReturn(0);
+}
+
+/* Adds the local blocks' weight gradients in src to grad. */
+static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad)
+{
+  const PetscInt n = net->model->cfg.n, nloc = TNNetworkLocalBlocks(net);
+  TNParams       s, g;
+
+  TNModelParams(net->model, src, &s);
+  TNModelParams(net->model, grad, &g);
+  for (PetscInt i = 0; i < nloc * n * n; i++) g.W[i] += s.W[i];
+  for (PetscInt i = 0; i < nloc * n; i++) g.b[i] += s.b[i];
+}
+
+/* MGRIT backward: the adjoints at this rank's points; each block's weight gradient came from its
+   step in the last sweep, from the final states and adjoints. */
+PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad, PetscBool *ok)
+{
+  TNModel              M = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt       S = B * c->n, nloc = TNNetworkLocalBlocks(net);
+
+  PetscFunctionBegin;
+  if (M->jhi == c->L) TNNetworkClosingGradient(net, B, net->states + nloc * S, dout, grad, net->adjoints);
+  PetscCall(MGRITSolve(net, net->mg_adj, net->reversed, B, net->adjoints, ok));
+  if (*ok) AddBlockGradients(net, net->block_grad, grad);
+  if (*ok && M->jlo == 0) TNNetworkOpeningGradient(net, B, X, net->states, net->adjoints + nloc * S, grad);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad)
+{
+  TNModel        M = net->model;
+  const PetscInt S = B * M->cfg.n, nloc = TNNetworkLocalBlocks(net);
+  PetscBool      ok = PETSC_TRUE;
+
+  PetscFunctionBegin;
+  PetscCheck(net->depth_solver == TN_DEPTH_MGRIT, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "the network does not use -depth_solver mgrit");
+  PetscCall(PetscArrayzero(net->block_grad, M->nparams));
+  for (PetscInt i = 0; i < nloc && ok; i++) {
+    StepValues(net, B, i, PETSC_TRUE, PETSC_TRUE);
+    PetscCall(TNNetworkBlockAdjointStep(net, M->jlo + i, B, net->states + i * S, net->states + (i + 1) * S, net->Fyj + i * S, net->Fyj1 ? net->Fyj1 + i * S : NULL,
+                                        net->adjoints + (nloc - i - 1) * S, net->lambda, net->block_grad, &ok));
+  }
+  PetscCheck(ok, PETSC_COMM_SELF, TN_ERR_RUNTIME, "%s", net->failure);
+  AddBlockGradients(net, net->block_grad, grad);
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,172 @@
+/* The trainer's checkpoints and restarts: what a checkpoint holds is the whole network, its
+   optimiser state, the history and where the run stands, whatever the grid that wrote it; a
+   restart takes them back onto any grid and continues the run exactly. */
+#include "trainerimpl.h"
+#include "events.h"
+#include <sys/stat.h>
+
+/* The checkpoint's /state attributes, in this order (rng_epoch and rng_batch say where the
+   counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch). */
+enum { ST_EPOCH, ST_BATCH, ST_SEED, ST_RNG_EPOCH, ST_RNG_BATCH, ST_LOSS_SUM, ST_CORRECT, ST_WALL_TIME, ST_COUNT };
+
+static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
+{
+  a[ST_EPOCH]     = (TNAttribute){"epoch", PETSC_TRUE, r ? r->epoch : 0};
+  a[ST_BATCH]     = (TNAttribute){"batch", PETSC_TRUE, r ? r->batch : 0};
+  a[ST_SEED]      = (TNAttribute){"seed", PETSC_TRUE, r ? r->seed : 0};
+  a[ST_RNG_EPOCH] = (TNAttribute){"rng_epoch", PETSC_TRUE, r ? r->epoch + 1 : 0};
+  a[ST_RNG_BATCH] = (TNAttribute){"rng_batch", PETSC_TRUE, r ? r->batch : 0};
+  a[ST_LOSS_SUM]  = (TNAttribute){"loss_sum", PETSC_FALSE, r ? r->loss_sum : 0};
+  a[ST_CORRECT]   = (TNAttribute){"correct", PETSC_FALSE, r ? r->correct : 0};
+  a[ST_WALL_TIME] = (TNAttribute){"wall_time", PETSC_FALSE, r ? r->wall_time : 0};
+}
+
+PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[])
+{
+  TNOptimizerRecord local;
+
+  PetscFunctionBegin;
+  PetscCall(TNOptimizerGetRecord(t->opt, &local));
+  *rec = local;
+  if (t->grid.depth_size == 1) {
+    *whole = t->model;
+    PetscFunctionReturn(0);
+  }
+  /* the blocks are split across depth ranks: gather whole copies for the time of a write */
+  PetscCall(TNModelCreate(&t->cfg, whole));
+  PetscCall(TNModelAllgather(t->model, t->model->params, (*whole)->params));
+  for (PetscInt k = 0; k < rec->nhyper; k++) hyper[k] = local.hyper[k];
+  rec->hyper = hyper;
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
+    rec->moment[k] = NULL;
+    if (!local.moment[k]) continue;
+    PetscCall(PetscMalloc1((*whole)->nparams, &rec->moment[k]));
+    PetscCall(TNModelAllgather(t->model, local.moment[k], rec->moment[k]));
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec)
+{
+  PetscFunctionBegin;
+  if (t->grid.depth_size == 1) PetscFunctionReturn(0);
+  PetscCall(TNModelDestroy(whole));
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) PetscCall(PetscFree(rec->moment[k]));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
+{
+  PetscReal         t0 = MPI_Wtime(), hyper[TN_OPTIMIZER_HYPER];
+  TNModel           whole;
+  TNOptimizerRecord rec;
+  TNTable           history;
+  TNAttribute       state[ST_COUNT];
+
+  PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
+  PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
+  TNHistoryTable(&t->history, &history);
+  StateAttributes(st, state);
+  /* every rank now holds a replica: the first one writes */
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.rank == 0 ? PETSC_TRUE : PETSC_FALSE, whole, &rec, &history, ST_COUNT, state));
+  PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
+  PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
+  t->phase[PH_IO] += MPI_Wtime() - t0;
+  if (!t->grid.rank) {
+    struct stat sb;
+    double      mb = stat(t->checkpoint, &sb) ? 0 : sb.st_size / 1048576.0;
+    PetscCall(PetscPrintf(PETSC_COMM_SELF, "checkpoint epoch %" PetscInt_FMT " batch %" PetscInt_FMT " written to %s (%.2f MB, %.3f s)\n", st->epoch, st->batch,
+                          t->checkpoint, mb, MPI_Wtime() - t0));
+  }
+  PetscFunctionReturn(0);
+}
+
+typedef struct {
+  const char *option;
+  PetscBool   differs;
+} OptionCheck;
+
+/* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
+   options given on the command line must agree with them (-lr and -epochs may change). */
+PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
+{
+  const TNModelConfig want = t->cfg;
+  TNModelConfig      *c;
+  TNOptimizerType     type;
+  TNOptimizerRecord   rec;
+  PetscReal           hyper[TN_OPTIMIZER_HYPER], t0, *columns[TN_HISTORY_COLUMNS];
+  TNTable             table;
+  TNAttribute         state[ST_COUNT];
+  TNModel             whole;
+  PetscBool           set, lr_set;
+  PetscInt            jlo = 0, jhi;
+  OptionCheck         checks[10];
+  PetscInt            nchecks = 0;
+
+  PetscFunctionBegin;
+  t0 = MPI_Wtime();
+  TNOptimizerRecordInit(&rec, hyper);
+  TNHistoryTableEmpty(&table, columns);
+  StateAttributes(NULL, state);
+  PetscCall(TNCheckpointRead(t->comm, t->restart, &whole, &rec, &table, TN_HISTORY_REQUIRED, ST_COUNT, state));
+  t0 = MPI_Wtime() - t0;
+  t->phase[PH_IO] += t0;
+  t->resume = (TNResume){(PetscInt)state[ST_EPOCH].value, (PetscInt)state[ST_BATCH].value, (PetscInt)state[ST_SEED].value,
+                         state[ST_LOSS_SUM].value,         state[ST_CORRECT].value,         state[ST_WALL_TIME].value};
+  PetscCheck(table.nrows == t->resume.epoch, t->comm, TN_ERR_USER, "%s: /history has %" PetscInt_FMT " epochs but /state says %" PetscInt_FMT, t->restart,
+             table.nrows, t->resume.epoch);
+  PetscCall(TNHistoryAppendTable(&t->history, &table));
+  PetscCall(TNTableFree(&table));
+  c = &whole->cfg;
+  PetscCall(TNOptimizerGetType(t->opt, &type));
+#define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
+  CHECK_OPTION("-width", want.n != c->n);
+  CHECK_OPTION("-layers", want.L != c->L);
+  CHECK_OPTION("-theta", want.theta != c->theta);
+  CHECK_OPTION("-T", want.T != c->T);
+  CHECK_OPTION("-act", want.act != c->act);
+  CHECK_OPTION("-opening_act", want.opening_act != c->opening_act);
+  CHECK_OPTION("-antisymmetric", want.antisymmetric != c->antisymmetric);
+  CHECK_OPTION("-gamma", want.gamma != c->gamma);
+  CHECK_OPTION("-optimizer", (PetscInt)type != rec.type);
+  CHECK_OPTION("-seed", t->seed != t->resume.seed);
+#undef CHECK_OPTION
+  for (PetscInt i = 0; i < nchecks; i++) {
+    PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
+    PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER, "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option,
+               t->restart);
+  }
+  t->seed = t->resume.seed;
+  PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the checkpoint %s takes %" PetscInt_FMT, t->train_path, t->cfg.d,
+             t->restart, c->d);
+  PetscCheck(c->task == t->cfg.task, t->comm, TN_ERR_USER, "%s: a %s data set but the checkpoint %s does %s", t->train_path, TNTasks[t->cfg.task], t->restart,
+             TNTasks[c->task]);
+  PetscCheck(t->cfg.task == TN_TASK_CLASSIFICATION ? t->cfg.m <= c->m : t->cfg.m == c->m, t->comm, TN_ERR_USER,
+             "%s: %" PetscInt_FMT " outputs needed but the checkpoint %s has %" PetscInt_FMT, t->train_path, t->cfg.m, t->restart, c->m);
+  PetscCheck(t->resume.batch <= (t->train_info.N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
+             "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives", t->restart, t->resume.batch, t->batch);
+  t->cfg = *c;
+  /* this rank's share of the model and of the optimiser state */
+  jhi = t->cfg.L;
+  if (t->grid.depth_size > 1) PetscCall(TNNetworkDepthOwnership(t->grid.depth, t->cfg.L, &jlo, &jhi));
+  PetscCall(TNModelCreateLocal(&t->cfg, t->grid.depth_size > 1 ? t->grid.depth : MPI_COMM_NULL, jlo, jhi, &t->model));
+  TNModelExtract(t->model, whole->params, t->model->params);
+  PetscCall(PetscOptionsHasName(NULL, NULL, "-lr", &lr_set));
+  PetscCall(TNOptimizerSetUp(t->opt, t->model->nparams));
+  PetscCall(TNOptimizerRestore(t->opt, &rec, lr_set));
+  {
+    TNOptimizerRecord mine;
+    PetscCall(TNOptimizerGetRecord(t->opt, &mine));
+    for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
+      PetscCheck(!mine.moment[k] == !rec.moment[k], t->comm, TN_ERR_USER, "%s: /optimizer/%s %s for a %s optimiser", t->restart, k ? "m2" : "m1",
+                 rec.moment[k] ? "present" : "missing", TNOptimizerTypes[rec.type]);
+      if (mine.moment[k]) TNModelExtract(t->model, rec.moment[k], mine.moment[k]);
+      PetscCall(PetscFree(rec.moment[k]));
+    }
+  }
+  PetscCall(TNModelDestroy(&whole));
+  PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ", read in %.3f s)\n",
+                        t->restart, t->resume.epoch, t->resume.batch, rec.step, (double)t0));
+  PetscFunctionReturn(0);
+}
