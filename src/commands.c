@@ -1,26 +1,27 @@
 /* Command drivers: option reading, input checks that span files (a data set against a model),
-   and what each command prints and writes. */
+   and what each command prints and writes: train, evaluate, predict, info, export. */
 #include "commands.h"
 #include "errors.h"
 #include "evaluate.h"
+#include "problems.h"
 #include "trainer.h"
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
    before hours of compute, not after. */
-static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd)
-{
+static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd) {
   PetscInt N;
-  char   **names, **values;
+  char **names, **values;
 
   PetscFunctionBegin;
   PetscCall(PetscOptionsLeftGet(NULL, &N, &names, &values));
-  for (PetscInt i = 0; i < N; i++) PetscCall(PetscFPrintf(comm, PETSC_STDERR, "thetanet: warning: option -%s is not used by %s (misspelled?)\n", names[i], cmd));
+  for (PetscInt i = 0; i < N; i++)
+    PetscCall(PetscFPrintf(comm, PETSC_STDERR, "thetanet: warning: option -%s is not used by %s (misspelled?)\n",
+                           names[i], cmd));
   PetscCall(PetscOptionsLeftRestore(NULL, &N, &names, &values));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandTrain(MPI_Comm comm)
-{
+PetscErrorCode TNCommandTrain(MPI_Comm comm) {
   TNTrainer t;
   PetscBool help;
 
@@ -40,45 +41,54 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm)
 
 /* The data set must fit the model: input dimension, task, labels below the number of classes,
    number of regression targets. */
-static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, const TNDatasetInfo *D, const char *model_path, const TNModelConfig *c)
-{
+static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, const TNDatasetInfo *D,
+                                            const char *model_path, const TNModelConfig *c) {
   PetscFunctionBegin;
-  PetscCheck(D->d == c->d, comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d, model_path, c->d);
-  PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path, TNTasks[D->task], model_path, TNTasks[c->task]);
+  PetscCheck(D->d == c->d, comm, TN_ERR_USER,
+             "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d, model_path,
+             c->d);
+  PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path,
+             TNTasks[D->task], model_path, TNTasks[c->task]);
   if (D->task == TN_TASK_CLASSIFICATION)
-    PetscCheck(D->m <= c->m, comm, TN_ERR_USER, "%s: label %" PetscInt_FMT " but the model %s has %" PetscInt_FMT " classes", data_path, D->m - 1, model_path,
-               c->m);
-  else
-    PetscCheck(D->m == c->m, comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample but the model %s has %" PetscInt_FMT " outputs", data_path, D->m,
+    PetscCheck(D->m <= c->m, comm, TN_ERR_USER,
+               "%s: label %" PetscInt_FMT " but the model %s has %" PetscInt_FMT " classes", data_path, D->m - 1,
                model_path, c->m);
+  else
+    PetscCheck(D->m == c->m, comm, TN_ERR_USER,
+               "%s: %" PetscInt_FMT " targets per sample but the model %s has %" PetscInt_FMT " outputs", data_path,
+               D->m, model_path, c->m);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
-{
-  char             model_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "", output[PETSC_MAX_PATH_LEN] = "";
-  PetscBool        gradient = PETSC_FALSE, help;
-  PetscInt         chunk = 1024;
-  TNRegularization reg   = {0, 0};
-  TNModel          M     = NULL;
-  TNDataset        D     = NULL;
-  TNNetwork        net   = NULL;
-  TNGrid           grid;
-  PetscScalar     *grad = NULL;
-  PetscReal       *pred = NULL, loss, acc, R;
-  const char      *cmd  = predict ? "predict" : "evaluate";
+PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict) {
+  char model_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "", output[PETSC_MAX_PATH_LEN] = "";
+  PetscBool gradient   = PETSC_FALSE, help;
+  PetscInt chunk       = 1024;
+  TNRegularization reg = {0, 0};
+  TNModel M            = NULL;
+  TNDataset D          = NULL;
+  TNNetwork net        = NULL;
+  TNGrid grid;
+  PetscScalar *grad = NULL;
+  PetscReal *pred   = NULL, loss, acc, R;
+  const char *cmd   = predict ? "predict" : "evaluate";
   const TNModelConfig *c;
-  TNDatasetInfo        info;
-  PetscInt             nparams;
+  TNDatasetInfo info;
+  PetscInt nparams;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, predict ? "thetanet predict" : "thetanet evaluate", "thetanet");
-  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", model_path, model_path, sizeof model_path, NULL));
-  PetscCall(PetscOptionsString("-data", "Data set (HDF5: /X, /Y) (required)", "", data_path, data_path, sizeof data_path, NULL));
-  PetscCall(PetscOptionsString("-output", predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes", "", output, output, sizeof output, NULL));
+  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", model_path,
+                               model_path, sizeof model_path, NULL));
+  PetscCall(PetscOptionsString("-data", "Data set (HDF5: /X, /Y) (required)", "", data_path, data_path,
+                               sizeof data_path, NULL));
+  PetscCall(PetscOptionsString(
+      "-output", predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes", "", output,
+      output, sizeof output, NULL));
   if (!predict) {
-    PetscCall(PetscOptionsBool("-gradient", "Also write /gradient = dJ/dparameters over the whole data set", "", gradient, &gradient, NULL));
+    PetscCall(PetscOptionsBool("-gradient", "Also write /gradient = dJ/dparameters over the whole data set", "",
+                               gradient, &gradient, NULL));
   }
   PetscCall(PetscOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
   PetscOptionsEnd();
@@ -114,9 +124,9 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
     PetscCall(PetscPrintf(comm, " regularizer %.6g objective %.6g\n", (double)R, (double)(loss + R)));
   }
   if (output[0]) {
-    const char *names[3]  = {"loss", "regularizer", "accuracy"};
-    PetscReal   values[3] = {loss, R, acc};
-    PetscInt    nattr     = predict ? 0 : (info.task == TN_TASK_CLASSIFICATION ? 3 : 2);
+    const char *names[3] = {"loss", "regularizer", "accuracy"};
+    PetscReal values[3]  = {loss, R, acc};
+    PetscInt nattr       = predict ? 0 : (info.task == TN_TASK_CLASSIFICATION ? 3 : 2);
     PetscCall(TNEvaluationWrite(comm, output, M, info.N, pred, grad, nattr, names, values));
     PetscCall(PetscPrintf(comm, "%s written to %s\n", predict ? "predictions" : "evaluation", output));
   }
@@ -129,17 +139,17 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandInfo(MPI_Comm comm)
-{
-  char                 path[PETSC_MAX_PATH_LEN] = "";
-  TNModel              M;
+PetscErrorCode TNCommandInfo(MPI_Comm comm) {
+  char path[PETSC_MAX_PATH_LEN] = "";
+  TNModel M;
   const TNModelConfig *c;
-  PetscBool            help;
+  PetscBool help;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, "thetanet info", "thetanet");
-  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path, sizeof path, NULL));
+  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path,
+                               sizeof path, NULL));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
@@ -148,38 +158,85 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
   PetscCall(WarnUnusedOptions(comm, "info"));
   PetscCall(TNModelLoad(comm, path, &M));
   PetscCall(TNModelGetConfig(M, &c));
-  PetscCall(PetscPrintf(comm, "model %s\n  task %s\n  input_dim %" PetscInt_FMT "\n  width %" PetscInt_FMT "\n  layers %" PetscInt_FMT "\n  outputs %" PetscInt_FMT "\n",
+  PetscCall(PetscPrintf(comm,
+                        "model %s\n  task %s\n  input_dim %" PetscInt_FMT "\n  width %" PetscInt_FMT
+                        "\n  layers %" PetscInt_FMT "\n  outputs %" PetscInt_FMT "\n",
                         path, TNTasks[c->task], c->d, c->n, c->L, c->m));
-  PetscCall(PetscPrintf(comm, "  theta %g\n  T %g\n  h %g\n  activation %s\n  opening_activation %s\n  antisymmetric %s\n  gamma %g\n  parameters %" PetscInt_FMT "\n",
-                        (double)c->theta, (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
-                        c->antisymmetric ? "yes" : "no", (double)c->gamma, TNParamCount(c)));
+  PetscCall(PetscPrintf(comm,
+                        "  theta %g\n  T %g\n  h %g\n  activation %s\n  opening_activation %s\n  antisymmetric %s\n  "
+                        "gamma %g\n  parameters %" PetscInt_FMT "\n",
+                        (double)c->theta, (double)c->T, (double)(c->T / c->L), TNActivations[c->act],
+                        TNActivations[c->opening_act], c->antisymmetric ? "yes" : "no", (double)c->gamma,
+                        TNParamCount(c)));
   PetscCall(TNModelDestroy(&M));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandRun(MPI_Comm comm, const char *cmd)
-{
+PetscErrorCode TNCommandExport(MPI_Comm comm) {
+  char train[PETSC_MAX_PATH_LEN] = "", val[PETSC_MAX_PATH_LEN] = "";
+  TNProblem problem = TN_PROBLEM_SPIRALS;
+  TNDataset D[2]    = {NULL, NULL};
+  PetscBool help;
+
+  PetscFunctionBegin;
+  TNErrorReadingOptions(PETSC_TRUE);
+  PetscOptionsBegin(comm, NULL, "thetanet export", "thetanet");
+  PetscCall(PetscOptionsEnum("-problem", "Embedded problem to write", "", TNProblems, (PetscEnum)problem,
+                             (PetscEnum *)&problem, NULL));
+  PetscCall(PetscOptionsString("-train", "File for its training set (HDF5 data layout)", "", train, train, sizeof train,
+                               NULL));
+  PetscCall(PetscOptionsString("-val", "File for its validation set", "", val, val, sizeof val, NULL));
+  PetscOptionsEnd();
+  TNErrorReadingOptions(PETSC_FALSE);
+  PetscCall(PetscOptionsHasHelp(NULL, &help));
+  if (help) PetscFunctionReturn(0);
+  PetscCheck(train[0] || val[0], comm, TN_ERR_USER, "export needs -train FILE or -val FILE (or both)");
+  if (train[0]) PetscCall(TNOutputPathCheck(comm, "-train", train));
+  if (val[0]) PetscCall(TNOutputPathCheck(comm, "-val", val));
+  PetscCall(WarnUnusedOptions(comm, "export"));
+  PetscCall(TNProblemCreate(problem, &D[0], &D[1]));
+  for (int k = 0; k < 2; k++) {
+    const char *path = k ? val : train;
+    if (!path[0]) continue;
+    PetscCall(TNDatasetSave(comm, path, D[k]));
+    PetscCall(PetscPrintf(comm, "%s %s set written to %s\n", TNProblems[problem], k ? "validation" : "training", path));
+  }
+  PetscCall(TNDatasetDestroy(&D[0]));
+  PetscCall(TNDatasetDestroy(&D[1]));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNCommandRun(MPI_Comm comm, const char *cmd) {
   PetscBool help, flg;
 
   PetscFunctionBegin;
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   if (!cmd) {
-    PetscCheck(help, comm, TN_ERR_USER, "no command given: use train, evaluate, predict or info (thetanet -help lists the options)");
+    PetscCheck(help, comm, TN_ERR_USER,
+               "no command given: use train, evaluate, predict, info or export (thetanet -help lists the options)");
     PetscCall(TNCommandTrain(comm));
     PetscCall(TNCommandEvaluate(comm, PETSC_FALSE));
     PetscCall(TNCommandInfo(comm));
+    PetscCall(TNCommandExport(comm));
     PetscFunctionReturn(0);
   }
   PetscCall(PetscStrcmp(cmd, "train", &flg));
-  if (flg) PetscCall(TNCommandTrain(comm));
+  if (flg)
+    PetscCall(TNCommandTrain(comm));
   else {
-    PetscBool evaluate, predict, info;
+    PetscBool evaluate, predict, info, export;
     PetscCall(PetscStrcmp(cmd, "evaluate", &evaluate));
     PetscCall(PetscStrcmp(cmd, "predict", &predict));
     PetscCall(PetscStrcmp(cmd, "info", &info));
-    PetscCheck(evaluate || predict || info, comm, TN_ERR_USER, "unknown command '%s': use train, evaluate, predict or info", cmd);
-    if (info) PetscCall(TNCommandInfo(comm));
-    else PetscCall(TNCommandEvaluate(comm, predict));
+    PetscCall(PetscStrcmp(cmd, "export", &export));
+    PetscCheck(evaluate || predict || info || export, comm, TN_ERR_USER,
+               "unknown command '%s': use train, evaluate, predict, info or export", cmd);
+    if (info)
+      PetscCall(TNCommandInfo(comm));
+    else if (export)
+      PetscCall(TNCommandExport(comm));
+    else
+      PetscCall(TNCommandEvaluate(comm, predict));
   }
   PetscFunctionReturn(0);
 }

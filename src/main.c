@@ -3,19 +3,20 @@
 #include "commands.h"
 #include "errors.h"
 
-static const char usage[] = "thetanet: MPI-parallel trainer for implicit residual networks (theta-method blocks).\n"
-                            "Usage:\n"
-                            "  thetanet train    [-train F.h5 [-val F.h5] | -problem spirals|sine|peaks] [options] [-output results.h5]\n"
-                            "  thetanet evaluate -model M.h5 -data F.h5 [-output eval.h5] [-gradient]\n"
-                            "  thetanet predict  -model M.h5 -data F.h5 -output pred.h5\n"
-                            "  thetanet info     -model M.h5\n"
-                            "  thetanet COMMAND -help   lists every option of COMMAND with its default\n"
-                            "Exit status: 0 done, 1 failed at run time, 2 bad usage or bad input.\n\n";
+static const char usage[] =
+    "thetanet: MPI-parallel trainer for implicit residual networks (theta-method blocks).\n"
+    "Usage:\n"
+    "  thetanet train    [-train F.h5 [-val F.h5] | -problem spirals|sine|peaks] [options] [-output results.h5]\n"
+    "  thetanet evaluate -model M.h5 -data F.h5 [-output eval.h5] [-gradient]\n"
+    "  thetanet predict  -model M.h5 -data F.h5 -output pred.h5\n"
+    "  thetanet info     -model M.h5\n"
+    "  thetanet export   -problem spirals|sine|peaks [-train T.h5] [-val V.h5]\n"
+    "  thetanet COMMAND -help   lists every option of COMMAND with its default\n"
+    "Exit status: 0 done, 1 failed at run time, 2 bad usage or bad input.\n\n";
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
   PetscErrorCode ierr;
-  const char    *cmd = (argc > 1 && argv[1][0] != '-') ? argv[1] : NULL;
+  const char *cmd = (argc > 1 && argv[1][0] != '-') ? argv[1] : NULL;
 
   if (PetscInitialize(&argc, &argv, NULL, usage)) return 1;
   ierr = TNErrorHandlerPush();

@@ -2,8 +2,8 @@
 """Decision regions of a 2-D classifier with its data points (the paper's Figure 6), one panel
 per model; for a 1-D regression model (-problem sine), the fitted curve over the data. The
 network is evaluated over a grid by `thetanet predict` (one implementation of the network: the
-program's). The data points are those the model was trained on (an embedded problem is
-regenerated, a data file named in /config is read), or --data FILE.
+program's). The data points are those the model was trained on (an embedded problem is exported
+by `thetanet export`, a data file named in /config is read), or --data FILE.
 
 usage: plot_decision.py MODEL.h5 [MODEL.h5 ...] -o FILE.png [--data F.h5] [--resolution 200]
                         [--box XMIN,XMAX,YMIN,YMAX] [--thetanet PATH] [--options="THETANET OPTIONS"]
@@ -11,7 +11,9 @@ usage: plot_decision.py MODEL.h5 [MODEL.h5 ...] -o FILE.png [--data F.h5] [--res
 import argparse
 import shlex
 
-import thetanet_results as tr  # first: it finds a Python with h5py and numpy
+import thetanet_results as tr
+
+tr.require_h5py()  # before numpy: restarts under the Python that has h5py if need be
 
 import numpy as np  # noqa: E402
 
@@ -28,11 +30,11 @@ def extent(points, box):
     return tuple(v for pair in zip(lo, hi) for v in pair)
 
 
-def points_of(r, data):
+def points_of(r, data, thetanet=None):
     """{'train': (X, Y), 'val': (X, Y)} to draw: --data, else what the model was trained on."""
     if data:
         return {"data": tr.read_dataset(data)}
-    found = r.data()
+    found = r.data(thetanet=thetanet)
     if not found:
         print(f"plot_decision.py: {r.path}: training data unknown or gone; pass --data F.h5 to draw points")
     return found
@@ -86,7 +88,7 @@ def plot(models, out, data=None, resolution=200, box=None, labels=None, thetanet
     labels = labels or [r.label() for r in runs]
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 5), squeeze=False)
     for ax, r, label in zip(axes[0], runs, labels):
-        pts = points_of(r, data)
+        pts = points_of(r, data, thetanet)
         if r.classification:
             panel_classifier(ax, plt, r, pts, box, resolution, run_kw)
         else:

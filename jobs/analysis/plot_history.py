@@ -7,7 +7,9 @@ usage: plot_history.py RESULTS.h5 [RESULTS.h5 ...] -o FILE.png [--labels A,B,...
 """
 import argparse
 
-import thetanet_results as tr  # first: it finds a Python with h5py and numpy
+import thetanet_results as tr
+
+tr.require_h5py()  # before numpy: restarts under the Python that has h5py if need be
 
 import numpy as np  # noqa: E402
 

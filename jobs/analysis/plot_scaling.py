@@ -7,7 +7,9 @@ usage: plot_scaling.py STUDY.h5 [STUDY.h5 ...] -o FILE.png [--labels A,B,...]
 """
 import argparse
 
-import thetanet_results as tr  # first: it finds a Python with h5py and numpy
+import thetanet_results as tr
+
+tr.require_h5py()  # before numpy: restarts under the Python that has h5py if need be
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402

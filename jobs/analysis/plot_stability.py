@@ -8,7 +8,9 @@ usage: plot_stability.py -o FILE.png [--h 0.2] [--time 30] [--verlet-h 0.5,1.9,2
 """
 import argparse
 
-import thetanet_results as tr  # first: it finds a Python with h5py and numpy
+import thetanet_results as tr
+
+tr.require_h5py()  # before numpy: restarts under the Python that has h5py if need be
 
 import numpy as np  # noqa: E402
 

@@ -10,16 +10,23 @@ import tempfile
 try:
     import h5py
     import numpy as np
-except ImportError:
-    # Debian's python3-h5py lives with /usr/bin/python3, which another python3 on PATH (a
-    # virtual environment, conda) may shadow: rerun the script with the one that has it.
-    debian = "/usr/bin/python3"
-    if os.path.exists(debian) and os.path.realpath(sys.executable) != os.path.realpath(debian):
-        os.execv(debian, [debian] + sys.argv)
-    raise
+except ImportError:  # require_h5py() says what to do
+    h5py = np = None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROBLEMS = ("spirals", "sine", "peaks")
+
+
+def require_h5py():
+    """For a script's start: Debian's python3-h5py lives with /usr/bin/python3, which another
+    python3 on PATH (a virtual environment, conda) may shadow; rerun the script with the one
+    that has it, or stop with what to install."""
+    if h5py is not None:
+        return
+    debian = "/usr/bin/python3"
+    if os.path.exists(debian) and os.path.realpath(sys.executable) != os.path.realpath(debian):
+        os.execv(debian, [debian] + sys.argv)
+    sys.exit(f"{os.path.basename(sys.argv[0])}: needs h5py and numpy (Debian: apt-get install python3-h5py)")
 
 
 class ThetanetError(RuntimeError):
@@ -154,15 +161,15 @@ class Results:
         return ((f"{self.data_name}: " if data else "") + f"{kind} (theta {theta:g}), L {m['layers']}" +
                 (", antisym." if m["antisymmetric"] else ""))
 
-    def data(self):
+    def data(self, **run_kw):
         """The training and validation sets the model was trained on, as {'train': (X, Y),
-        'val': (X, Y)} (entries missing when unknown): an embedded problem is regenerated, a
-        file named in /config is read if it still exists."""
+        'val': (X, Y)} (entries missing when unknown): an embedded problem is exported by
+        thetanet, a file named in /config is read if it still exists."""
         out = {}
         for role in ("train", "val"):
             src = self.config.get(role, "")
             if src in PROBLEMS:
-                out[role] = problem(src)[role]
+                out[role] = problem(src, **run_kw)[role]
             elif src and os.path.exists(src):
                 out[role] = read_dataset(src)
         return out
@@ -184,43 +191,17 @@ def write_dataset(path, X, Y, task=None, name=None):
             f.attrs["name"] = name
 
 
-def problem(name):
-    """The embedded problems of src/problems.c, point for point and in the same order:
+def problem(name, **run_kw):
+    """An embedded problem's data sets as thetanet generates them (`thetanet export`):
     {'train': (X, Y), 'val': (X, Y), 'task': ...}."""
-    rows = []  # (x, y, is_train)
-    if name == "spirals":
-        P = 513
-        angle, radius = np.linspace(0, 4 * np.pi, P), np.linspace(0, 1, P)
-        for arm in (0, 1):
-            r = radius + 0.2 * arm
-            rows += [((r[i] * np.cos(angle[i]), r[i] * np.sin(angle[i])), arm, i % 2 == 1) for i in range(P)]
-        task = "classification"
-    elif name == "sine":
-        x = np.linspace(-1, 1, 513)
-        rows = [((x[i],), np.sin(2 * np.pi * x[i]) * np.exp(-x[i] ** 2 / 2), i % 2 == 1) for i in range(513)]
-        task = "regression"
-    elif name == "peaks":
-        G, classes = 65, 5
-        g = np.linspace(-3, 3, G)
-        xx, yy = np.meshgrid(g, g, indexing="ij")
-        v = peaks(xx, yy)
-        c = np.minimum(classes - 1, ((v - v.min()) / (v.max() - v.min()) * classes).astype(int))
-        rows = [((g[i], g[j]), c[i, j], (i + j) % 2 == 1) for i in range(G) for j in range(G)]
-        task = "classification"
-    else:
+    if name not in PROBLEMS:
         raise ValueError(f"unknown embedded problem {name!r} (one of {', '.join(PROBLEMS)})")
-    out = {"task": task}
-    for role, flag in (("train", True), ("val", False)):
-        sel = [r for r in rows if r[2] == flag]
-        X = np.array([r[0] for r in sel], dtype=float)
-        Y = np.array([r[1] for r in sel], dtype=np.int64 if task == "classification" else float)
-        out[role] = (X, Y)
-    return out
-
-
-def peaks(x, y):
-    return (3 * (1 - x) ** 2 * np.exp(-x ** 2 - (y + 1) ** 2) - 10 * (x / 5 - x ** 3 - y ** 5) * np.exp(-x ** 2 - y ** 2)
-            - np.exp(-(x + 1) ** 2 - y ** 2) / 3)
+    with tempfile.TemporaryDirectory(prefix="thetanet-export-") as tmp:
+        train, val = os.path.join(tmp, "train.h5"), os.path.join(tmp, "val.h5")
+        run(["export", "-problem", name, "-train", train, "-val", val], **run_kw)
+        with h5py.File(train, "r") as f:
+            task = text(f.attrs["task"])
+        return {"train": read_dataset(train), "val": read_dataset(val), "task": task}
 
 
 # ---- the program as a function -----------------------------------------------------------

@@ -4,9 +4,10 @@ labels = argmax of a random linear teacher (classes). usage: make_dataset.py OUT
 import os
 import sys
 
-# first: it finds a Python with h5py and numpy (restarting under /usr/bin/python3 if need be)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis"))
-import thetanet_results  # noqa: E402,F401
+import thetanet_results as tr  # noqa: E402
+
+tr.require_h5py()  # before h5py: restarts under the Python that has it if need be
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402

@@ -25,14 +25,13 @@ usage: mgrit_study.py --thetanet BUILD/thetanet --mpiexec "mpiexec ..." [--out D
 import argparse
 import math
 import os
-import shlex
-import subprocess
 import sys
 import time
 
-# first: it finds a Python with h5py and numpy (restarting under /usr/bin/python3 if need be)
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis"))
-import thetanet_results  # noqa: E402,F401
+import thetanet_results as tr  # noqa: E402
+
+tr.require_h5py()  # before h5py: restarts under the Python that has it if need be
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,20 +43,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def run(args, cmd, ranks=1, check=True):
-    full = [args.thetanet, "train"] + cmd
-    if ranks > 1:
-        full = shlex.split(args.mpiexec) + ["-n", str(ranks)] + full
+    """`thetanet train CMD` on `ranks` ranks: exit status, summary fields, wall seconds."""
     t0 = time.time()
-    p = subprocess.run(full, capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    p = tr.run(["train"] + cmd, thetanet=args.thetanet, ranks=ranks if ranks > 1 else None, mpiexec=args.mpiexec, check=False)
     wall = time.time() - t0
     if check and p.returncode:
-        sys.exit(f"failed: {' '.join(full)}\n{p.stderr}")
-    summary = {}
-    for line in p.stdout.splitlines():
-        if line.startswith("summary "):
-            f = line.split()[1:]
-            summary = {k: float(v) for k, v in zip(f[::2], f[1::2])}
-    return p.returncode, summary, wall
+        sys.exit(f"failed: thetanet train {' '.join(cmd)}\n{p.stderr}")
+    return p.returncode, tr.parse_summary(p.stdout), wall
 
 
 def spectral_norm(path, antisymmetric, gamma=0.0):

@@ -26,6 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "analysis"))
 import thetanet_results as tr  # noqa: E402
 
+tr.require_h5py()  # before h5py: restarts under the Python that has it if need be
+
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -285,7 +287,7 @@ def robustness_study(runner, s, out, figs):
                              "-epochs", s["epochs"], "-seed", seed])
             for theta in s["thetas"] for seed in s["seeds"]}
     runs = runner.train_all(os.path.join(out, "robustness"), jobs)
-    data = tr.problem(s["problem"])
+    data = tr.problem(s["problem"], thetanet=runner.thetanet)
     Xv, Yv = data["val"]
     Xall = np.concatenate([data["train"][0], Xv])
     Yall = np.concatenate([data["train"][1], Yv])
