@@ -8,18 +8,17 @@
 static const char *const MomentNames[TN_OPTIMIZER_MOMENTS] = {"m1", "m2"};
 
 typedef struct {
-  TNModel                  model;
+  TNModel model;
   const TNOptimizerRecord *opt;
-  const TNTable           *history;
-  PetscInt                 nstate;
-  const TNAttribute       *state;
+  const TNTable *history;
+  PetscInt nstate;
+  const TNAttribute *state;
 } CheckpointWrite;
 
-static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
-{
+static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w) {
   const TNOptimizerRecord *o = w->opt;
-  PetscScalar             *params;
-  hid_t                    g;
+  PetscScalar *params;
+  hid_t g;
 
   PetscFunctionBegin;
   PetscCall(TNModelGetParameters(w->model, NULL, &params));
@@ -34,8 +33,10 @@ static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
   PetscCall(TNH5TableWrite(file, "history", w->history));
   PetscCall(TNH5GroupCreate(file, "state", &g));
   for (PetscInt k = 0; k < w->nstate; k++) {
-    if (w->state[k].integer) PetscCall(TNH5AttrWriteInt(g, w->state[k].name, (PetscInt64)w->state[k].value));
-    else PetscCall(TNH5AttrWriteReal(g, w->state[k].name, w->state[k].value));
+    if (w->state[k].integer)
+      PetscCall(TNH5AttrWriteInt(g, w->state[k].name, (PetscInt64)w->state[k].value));
+    else
+      PetscCall(TNH5AttrWriteReal(g, w->state[k].name, w->state[k].value));
   }
   PetscCall(TNH5AttrWriteString(g, "version", THETANET_VERSION));
   PetscCall(TNH5AttrWriteInt(g, "complete", 1));
@@ -43,16 +44,17 @@ static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model, const TNOptimizerRecord *opt,
-                                 const TNTable *history, PetscInt nstate, const TNAttribute state[])
-{
+PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
+                                 const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
+                                 const TNAttribute state[]) {
   CheckpointWrite w = {model, opt, history, nstate, state};
-  hid_t           fapl, file;
-  PetscErrorCode  ierr;
+  hid_t fapl, file;
+  PetscErrorCode ierr;
 
   PetscFunctionBegin;
   fapl = H5Pcreate(H5P_FILE_ACCESS);
-  PetscCheck(fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 has no MPI-IO driver");
+  PetscCheck(fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB,
+             "HDF5 has no MPI-IO driver");
   ierr = TNH5TempCreate(path, fapl, &file);
   H5Pclose(fapl);
   PetscCall(ierr);
@@ -67,44 +69,49 @@ PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writ
 /* What rank 0 reads besides /model and the moments, broadcast afterwards. */
 typedef struct {
   TNOptimizerRecord *opt;
-  TNTable           *history;
-  PetscInt           required, nstate;
-  TNAttribute       *state;
-  PetscBool          has[TN_OPTIMIZER_MOMENTS];
+  TNTable *history;
+  PetscInt required, nstate;
+  TNAttribute *state;
+  PetscBool has[TN_OPTIMIZER_MOMENTS];
 } StateRead;
 
-static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
-{
+static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx) {
   StateRead *r = (StateRead *)ctx;
-  char       path[PETSC_MAX_PATH_LEN], group[64];
+  char path[PETSC_MAX_PATH_LEN], group[64];
   PetscInt64 complete = 0;
-  PetscBool  found;
-  hid_t      g;
+  PetscBool found;
+  hid_t g;
 
   PetscFunctionBegin;
   H5Fget_name(file, path, sizeof path);
-  PetscCheck(H5Lexists(file, "state", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: not a checkpoint (no /state group)", path);
+  PetscCheck(H5Lexists(file, "state", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: not a checkpoint (no /state group)", path);
   g = H5Gopen2(file, "state", H5P_DEFAULT);
   PetscCheck(g >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot open /state", path);
   PetscCall(TNH5AttrReadInt(g, path, "/state", "complete", &complete, &found));
-  PetscCheck(found && complete == 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: incomplete checkpoint (/state complete is not 1)", path);
+  PetscCheck(found && complete == 1, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: incomplete checkpoint (/state complete is not 1)", path);
   for (PetscInt k = 0; k < r->nstate; k++) {
     TNAttribute *a = &r->state[k];
     if (a->integer) {
       PetscInt64 v;
       PetscCall(TNH5AttrReadInt(g, path, "/state", a->name, &v, NULL));
-      PetscCheck(v >= 0 && v <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER, "%s: /state %s %" PetscInt64_FMT " out of range", path, a->name, v);
+      PetscCheck(v >= 0 && v <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
+                 "%s: /state %s %" PetscInt64_FMT " out of range", path, a->name, v);
       a->value = (PetscReal)v;
-    } else PetscCall(TNH5AttrReadReal(g, path, "/state", a->name, &a->value, NULL));
+    } else
+      PetscCall(TNH5AttrReadReal(g, path, "/state", a->name, &a->value, NULL));
   }
   H5Gclose(g);
 
-  PetscCheck(H5Lexists(file, "optimizer", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: no /optimizer group", path);
+  PetscCheck(H5Lexists(file, "optimizer", H5P_DEFAULT) > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: no /optimizer group",
+             path);
   g = H5Gopen2(file, "optimizer", H5P_DEFAULT);
   PetscCheck(g >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot open /optimizer", path);
   PetscCall(TNH5AttrReadChoice(g, path, "/optimizer", "type", r->opt->types, &r->opt->type, NULL));
   PetscCall(TNH5AttrReadInt(g, path, "/optimizer", "step", &r->opt->step, NULL));
-  for (PetscInt k = 0; k < r->opt->nhyper; k++) PetscCall(TNH5AttrReadReal(g, path, "/optimizer", r->opt->hyper_names[k], &r->opt->hyper[k], NULL));
+  for (PetscInt k = 0; k < r->opt->nhyper; k++)
+    PetscCall(TNH5AttrReadReal(g, path, "/optimizer", r->opt->hyper_names[k], &r->opt->hyper[k], NULL));
   H5Gclose(g);
   for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
     snprintf(group, sizeof group, "/optimizer/%s", MomentNames[k]);
@@ -116,13 +123,12 @@ static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
 
 typedef struct {
   const TNModelConfig *cfg;
-  PetscScalar         *moment[TN_OPTIMIZER_MOMENTS];
+  PetscScalar *moment[TN_OPTIMIZER_MOMENTS];
 } MomentRead;
 
-static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
-{
+static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx) {
   MomentRead *r = (MomentRead *)ctx;
-  char        path[PETSC_MAX_PATH_LEN], group[64];
+  char path[PETSC_MAX_PATH_LEN], group[64];
 
   PetscFunctionBegin;
   H5Fget_name(file, path, sizeof path);
@@ -133,14 +139,13 @@ static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt, TNTable *history, PetscInt required,
-                                PetscInt nstate, TNAttribute state[])
-{
-  StateRead            r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}};
-  MomentRead           mr;
-  PetscMPIInt          rank;
-  PetscInt             n, nrows;
-  PetscReal           *values;
+PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
+                                TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[]) {
+  StateRead r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}};
+  MomentRead mr;
+  PetscMPIInt rank;
+  PetscInt n, nrows;
+  PetscReal *values;
   const TNModelConfig *cfg;
 
   PetscFunctionBegin;
@@ -152,7 +157,8 @@ PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model,
   if (rank)
     for (PetscInt k = 0; k < history->ncols; k++) PetscCall(PetscMalloc1(nrows + 1, &history->columns[k]));
   history->nrows = nrows;
-  for (PetscInt k = 0; k < history->ncols; k++) PetscCallMPI(MPI_Bcast(history->columns[k], (PetscMPIInt)nrows, MPIU_REAL, 0, comm));
+  for (PetscInt k = 0; k < history->ncols; k++)
+    PetscCallMPI(MPI_Bcast(history->columns[k], (PetscMPIInt)nrows, MPIU_REAL, 0, comm));
   PetscCall(PetscMalloc1(nstate + 1, &values));
   for (PetscInt k = 0; k < nstate; k++) values[k] = state[k].value;
   PetscCallMPI(MPI_Bcast(values, (PetscMPIInt)nstate, MPIU_REAL, 0, comm));

@@ -6,17 +6,16 @@
 #include "h5util.h"
 
 struct _n_TNDataset {
-  PetscInt   N, d, m;        /* m: classes (max label + 1) or targets */
-  PetscInt   Nlocal, offset; /* rows held here: offset..offset+Nlocal-1 (all N unless sharded) */
-  TNTask     task;
+  PetscInt N, d, m;        /* m: classes (max label + 1) or targets */
+  PetscInt Nlocal, offset; /* rows held here: offset..offset+Nlocal-1 (all N unless sharded) */
+  TNTask task;
   PetscReal *X;
-  PetscInt  *labels; /* classification: Nlocal labels in [0, m) */
-  PetscReal *Y;      /* regression: Nlocal x m targets */
-  char       name[256];
+  PetscInt *labels; /* classification: Nlocal labels in [0, m) */
+  PetscReal *Y;     /* regression: Nlocal x m targets */
+  char name[256];
 };
 
-PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, const char *name, TNDataset *ds)
-{
+PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, const char *name, TNDataset *ds) {
   TNDataset D;
 
   PetscFunctionBegin;
@@ -29,14 +28,15 @@ PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, 
   D->offset = 0;
   if (name) PetscCall(PetscStrncpy(D->name, name, sizeof D->name));
   PetscCall(PetscMalloc1(N * d, &D->X));
-  if (task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(N, &D->labels));
-  else PetscCall(PetscMalloc1(N * m, &D->Y));
+  if (task == TN_TASK_CLASSIFICATION)
+    PetscCall(PetscMalloc1(N, &D->labels));
+  else
+    PetscCall(PetscMalloc1(N * m, &D->Y));
   *ds = D;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetDestroy(TNDataset *ds)
-{
+PetscErrorCode TNDatasetDestroy(TNDataset *ds) {
   PetscFunctionBegin;
   if (!*ds) PetscFunctionReturn(0);
   PetscCall(PetscFree((*ds)->X));
@@ -46,8 +46,7 @@ PetscErrorCode TNDatasetDestroy(TNDataset *ds)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info)
-{
+PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info) {
   PetscFunctionBegin;
   info->N      = D->N;
   info->d      = D->d;
@@ -59,8 +58,7 @@ PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels, PetscReal **Y)
-{
+PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels, PetscReal **Y) {
   PetscFunctionBegin;
   if (X) *X = D->X;
   if (labels) *labels = D->labels;
@@ -68,22 +66,23 @@ PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels, PetscReal *Y)
-{
+PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels,
+                                PetscReal *Y) {
   PetscFunctionBegin;
   for (PetscInt s = 0; s < B; s++) {
     const PetscInt i = idx[s];
     PetscCall(PetscArraycpy(X + s * D->d, D->X + i * D->d, D->d));
-    if (D->task == TN_TASK_CLASSIFICATION) labels[s] = D->labels[i];
-    else PetscCall(PetscArraycpy(Y + s * D->m, D->Y + i * D->m, D->m));
+    if (D->task == TN_TASK_CLASSIFICATION)
+      labels[s] = D->labels[i];
+    else
+      PetscCall(PetscArraycpy(Y + s * D->m, D->Y + i * D->m, D->m));
   }
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
-{
+PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm) {
   PetscMPIInt size, rank;
-  PetscInt    start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
+  PetscInt start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
 
   PetscFunctionBegin;
   PetscCheck(D->Nlocal == D->N, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "data set is sharded already");
@@ -102,16 +101,15 @@ PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
 
 typedef struct {
   const char *path;
-  TNDataset   ds;
-  PetscReal  *labels; /* classification: /Y as read, before the checks */
+  TNDataset ds;
+  PetscReal *labels; /* classification: /Y as read, before the checks */
 } DatasetLoad;
 
 /* The `task` attribute wins; without it integer /Y means labels and float /Y targets. */
-static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array *Y, TNTask *task)
-{
-  PetscInt  index;
+static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array *Y, TNTask *task) {
+  PetscInt index;
   PetscBool given;
-  char      shape[96];
+  char shape[96];
 
   PetscFunctionBegin;
   PetscCall(TNH5AttrReadChoice(file, path, ROOT, "task", TNTasks, &index, &given));
@@ -125,41 +123,41 @@ static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array 
 
 /* Labels may come as floats (task = classification): each must be a whole number >= 0. Rows
    count from 0, as in h5py. */
-static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N, const PetscReal *y, PetscInt *m)
-{
+static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N, const PetscReal *y, PetscInt *m) {
   PetscReal max = 0;
 
   PetscFunctionBegin;
   for (PetscInt i = 0; i < N; i++) {
-    PetscCheck(!PetscIsInfOrNanReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in /Y at row %" PetscInt_FMT, path, offset + i);
+    PetscCheck(!PetscIsInfOrNanReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in /Y at row %" PetscInt_FMT,
+               path, offset + i);
     PetscCheck(y[i] == PetscFloorReal(y[i]), PETSC_COMM_SELF, TN_ERR_USER,
                "%s: label %g at row %" PetscInt_FMT " is not a whole number", path, (double)y[i], offset + i);
     /* %.0f: PETSc prints a whole number under %g as "-1." */
-    PetscCheck(y[i] >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " (labels must be >= 0)", path,
-               (double)y[i], offset + i);
-    PetscCheck(y[i] < PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " is too large", path,
-               (double)y[i], offset + i);
+    PetscCheck(y[i] >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: label %.0f at row %" PetscInt_FMT " (labels must be >= 0)",
+               path, (double)y[i], offset + i);
+    PetscCheck(y[i] < PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
+               "%s: label %.0f at row %" PetscInt_FMT " is too large", path, (double)y[i], offset + i);
     max = PetscMax(max, y[i]);
   }
   *m = (PetscInt)max + 1;
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode FiniteCheck(const char *path, const char *name, PetscInt offset, const PetscReal *x, PetscInt rows, PetscInt cols)
-{
+static PetscErrorCode FiniteCheck(const char *path, const char *name, PetscInt offset, const PetscReal *x,
+                                  PetscInt rows, PetscInt cols) {
   const PetscInt64 bad = TNH5FirstNonFinite(x, (PetscInt64)rows * cols);
 
   PetscFunctionBegin;
-  PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s at row %" PetscInt64_FMT, path, name, offset + bad / cols);
+  PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s at row %" PetscInt64_FMT, path, name,
+             offset + bad / cols);
   PetscFunctionReturn(0);
 }
 
 /* "data/train.h5" is called "train" when the file has no `name`. */
-static void DefaultName(const char *path, char *name, size_t len)
-{
+static void DefaultName(const char *path, char *name, size_t len) {
   const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   const char *dot  = strrchr(base, '.');
-  const int   n    = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
+  const int n      = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
 
   snprintf(name, len, "%.*s", n, base);
 }
@@ -167,15 +165,14 @@ static void DefaultName(const char *path, char *name, size_t len)
 /* What a data file holds, checked before any value is read. */
 typedef struct {
   PetscInt N, d, ycols;
-  TNTask   task;
-  char     name[256];
+  TNTask task;
+  char name[256];
 } DatasetShape;
 
-static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShape *shape)
-{
+static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShape *shape) {
   TNH5Array X, Y;
   PetscBool named;
-  char      xs[96], ys[96];
+  char xs[96], ys[96];
 
   PetscFunctionBegin;
   PetscCall(TNH5ArrayInfo(file, path, "/X", &X));
@@ -186,7 +183,8 @@ static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShap
   TNH5ShapeString(Y.rank, Y.dims, ys, sizeof(ys));
   PetscCheck(X.rank == 2, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X must be 2-D [N,d], it has shape %s", path, xs);
   PetscCheck(X.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X must hold float32 or float64 values", path);
-  PetscCheck(Y.rank == 1 || Y.rank == 2, PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y must be [N] or [N,m], it has shape %s", path, ys);
+  PetscCheck(Y.rank == 1 || Y.rank == 2, PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y must be [N] or [N,m], it has shape %s",
+             path, ys);
   PetscCheck(Y.cls == H5T_INTEGER || Y.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER,
              "%s: /Y must hold integer class labels or floating-point targets", path);
   PetscCheck(Y.dims[0] == X.dims[0], PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y has %llu rows but /X has %llu", path,
@@ -195,8 +193,8 @@ static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShap
   PetscCheck(X.dims[1] > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /X has no columns (d = 0)", path);
   PetscCheck(Y.rank == 1 || Y.dims[1] > 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: /Y has no columns (m = 0)", path);
   /* TNDataset indexes with PetscInt, which is 32-bit in this build */
-  PetscCheck((double)X.dims[0] * (double)PetscMax(X.dims[1], Y.rank == 2 ? Y.dims[1] : 1) <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
-             "%s: /X %s and /Y %s are too large for 32-bit PETSc indices", path, xs, ys);
+  PetscCheck((double)X.dims[0] * (double)PetscMax(X.dims[1], Y.rank == 2 ? Y.dims[1] : 1) <= PETSC_MAX_INT,
+             PETSC_COMM_SELF, TN_ERR_USER, "%s: /X %s and /Y %s are too large for 32-bit PETSc indices", path, xs, ys);
   shape->N     = (PetscInt)X.dims[0];
   shape->d     = (PetscInt)X.dims[1];
   shape->ycols = Y.rank == 2 ? (PetscInt)Y.dims[1] : 1;
@@ -206,12 +204,11 @@ static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShap
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
-{
-  const char  *path = load->path;
+static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load) {
+  const char *path = load->path;
   DatasetShape shape;
-  TNTask       task;
-  PetscInt     N, d, m;
+  TNTask task;
+  PetscInt N, d, m;
 
   PetscFunctionBegin;
   PetscCall(DatasetShapeRead(file, path, &shape));
@@ -236,9 +233,8 @@ static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetRead(hid_t file, void *ctx)
-{
-  DatasetLoad   *load = (DatasetLoad *)ctx;
+static PetscErrorCode DatasetRead(hid_t file, void *ctx) {
+  DatasetLoad *load = (DatasetLoad *)ctx;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -250,12 +246,11 @@ static PetscErrorCode DatasetRead(hid_t file, void *ctx)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds)
-{
+PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds) {
   DatasetLoad load = {path, NULL, NULL};
   PetscMPIInt rank, nx, ny;
-  PetscInt    shape[4] = {0, 0, 0, 0};
-  TNDataset   D;
+  PetscInt shape[4] = {0, 0, 0, 0};
+  TNDataset D;
 
   PetscFunctionBegin;
   PetscCall(TNH5RootRead(comm, path, DatasetRead, &load));
@@ -283,11 +278,10 @@ PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetFill(hid_t file, void *ctx)
-{
-  TNDataset      ds      = (TNDataset)ctx;
-  const hsize_t  xdims[] = {(hsize_t)ds->N, (hsize_t)ds->d}, ydims[] = {(hsize_t)ds->N, (hsize_t)ds->m};
-  PetscInt64    *labels;
+static PetscErrorCode DatasetFill(hid_t file, void *ctx) {
+  TNDataset ds          = (TNDataset)ctx;
+  const hsize_t xdims[] = {(hsize_t)ds->N, (hsize_t)ds->d}, ydims[] = {(hsize_t)ds->N, (hsize_t)ds->m};
+  PetscInt64 *labels;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -298,14 +292,14 @@ static PetscErrorCode DatasetFill(hid_t file, void *ctx)
     ierr = TNH5ArrayWrite(file, "Y", H5T_NATIVE_INT64, 1, ydims, labels);
     PetscCall(PetscFree(labels));
     PetscCall(ierr);
-  } else PetscCall(TNH5ArrayWrite(file, "Y", H5T_NATIVE_DOUBLE, 2, ydims, ds->Y));
+  } else
+    PetscCall(TNH5ArrayWrite(file, "Y", H5T_NATIVE_DOUBLE, 2, ydims, ds->Y));
   PetscCall(TNH5AttrWriteString(file, "task", TNTasks[ds->task]));
   PetscCall(TNH5AttrWriteString(file, "name", ds->name));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds)
-{
+PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds) {
   PetscFunctionBegin;
   PetscCall(TNH5RootWrite(comm, path, DatasetFill, ds));
   PetscFunctionReturn(0);
@@ -314,12 +308,11 @@ PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds)
 /* ---- sharded loading ---- */
 
 typedef struct {
-  const char   *path;
+  const char *path;
   DatasetShape *shape;
 } ShapeJob;
 
-static PetscErrorCode ShapeRead(hid_t file, void *ctx)
-{
+static PetscErrorCode ShapeRead(hid_t file, void *ctx) {
   ShapeJob *job = (ShapeJob *)ctx;
 
   PetscFunctionBegin;
@@ -328,12 +321,11 @@ static PetscErrorCode ShapeRead(hid_t file, void *ctx)
 }
 
 /* Rows [start, start+count) of a 1-D or 2-D array (cols columns), read collectively as doubles. */
-static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf)
-{
+static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf) {
   const hsize_t off[2] = {start, 0}, cnt[2] = {count, cols};
-  hid_t         dset = H5Dopen2(file, name, H5P_DEFAULT), fspace, mspace, dxpl;
-  herr_t        status;
-  int           rank;
+  hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), fspace, mspace, dxpl;
+  herr_t status;
+  int rank;
 
   if (dset < 0) return -1;
   fspace = H5Dget_space(dset);
@@ -352,36 +344,35 @@ static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t coun
 
 typedef struct {
   const char *path;
-  TNDataset   D;
-  PetscReal  *labels;
-  PetscInt    m;
+  TNDataset D;
+  PetscReal *labels;
+  PetscInt m;
 } ShardCheck;
 
-static PetscErrorCode ShardValuesCheck(void *ctx)
-{
+static PetscErrorCode ShardValuesCheck(void *ctx) {
   ShardCheck *c = (ShardCheck *)ctx;
-  TNDataset   D = c->D;
+  TNDataset D   = c->D;
 
   PetscFunctionBegin;
   PetscCall(FiniteCheck(c->path, "/X", D->offset, D->X, D->Nlocal, D->d));
   if (D->task == TN_TASK_CLASSIFICATION) {
     PetscCall(LabelsCheck(c->path, D->offset, D->Nlocal, c->labels, &c->m));
     for (PetscInt i = 0; i < D->Nlocal; i++) D->labels[i] = (PetscInt)c->labels[i];
-  } else PetscCall(FiniteCheck(c->path, "/Y", D->offset, D->Y, D->Nlocal, D->m));
+  } else
+    PetscCall(FiniteCheck(c->path, "/Y", D->offset, D->Y, D->Nlocal, D->m));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds)
-{
+PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds) {
   DatasetShape shape;
-  ShapeJob     job = {path, &shape};
-  ShardCheck   check;
-  PetscMPIInt  size, rank;
-  PetscInt     start, end;
-  TNDataset    D;
-  hid_t        fapl, file;
-  herr_t       status;
-  PetscBool    ok = PETSC_FALSE;
+  ShapeJob job = {path, &shape};
+  ShardCheck check;
+  PetscMPIInt size, rank;
+  PetscInt start, end;
+  TNDataset D;
+  hid_t fapl, file;
+  herr_t status;
+  PetscBool ok = PETSC_FALSE;
 
   PetscFunctionBegin;
   PetscCall(PetscMemzero(&shape, sizeof shape));
@@ -393,7 +384,7 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *
   PetscCall(TNDatasetCreate(end - start, shape.d, shape.ycols, shape.task, shape.name, &D));
   D->N      = shape.N;
   D->offset = start;
-  check = (ShardCheck){path, D, NULL, 0};
+  check     = (ShardCheck){path, D, NULL, 0};
   if (shape.task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(D->Nlocal + 1, &check.labels));
 
   fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -403,7 +394,8 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *
   status = file >= 0 ? 0 : -1;
   if (!status) status = ReadRows(file, "/X", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)D->d, D->X);
   if (!status)
-    status = ReadRows(file, "/Y", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)shape.ycols, shape.task == TN_TASK_CLASSIFICATION ? check.labels : D->Y);
+    status = ReadRows(file, "/Y", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)shape.ycols,
+                      shape.task == TN_TASK_CLASSIFICATION ? check.labels : D->Y);
   if (file >= 0) H5Fclose(file);
   PetscCall(TNAllAgree(comm, status >= 0 ? PETSC_TRUE : PETSC_FALSE, &ok));
   if (ok) {

@@ -11,16 +11,15 @@
 
 /* The files hold float64 and parameters are read straight into PetscScalar buffers. */
 #if defined(PETSC_USE_COMPLEX) || !defined(PETSC_USE_REAL_DOUBLE)
-  #error "thetanet needs a real, double precision PETSc"
+#error "thetanet needs a real, double precision PETSc"
 #endif
 
 /* -------- errors of rank-0 work -------- */
 
-PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx)
-{
+PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx) {
   PetscMPIInt rank;
-  int         code     = 0;
-  char        msg[1024] = "";
+  int code       = 0;
+  char msg[1024] = "";
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -40,11 +39,10 @@ PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *c
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx)
-{
+PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx) {
   PetscMPIInt rank, size, first;
-  int         code = 0;
-  char        msg[1024] = "", *specific = NULL;
+  int code       = 0;
+  char msg[1024] = "", *specific = NULL;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
@@ -66,15 +64,13 @@ PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ct
 /* -------- reading -------- */
 
 /* The library's own error stack would print HDF5 traces next to our one-line messages. */
-static void H5Quiet(void)
-{
+static void H5Quiet(void) {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
 /* Objects still open close with the file, so an error path cannot keep a file open; locking is
    used where the file system has it and skipped where it has not (some Lustre and NFS mounts). */
-static hid_t FileAccess(void)
-{
+static hid_t FileAccess(void) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 
   if (fapl >= 0) {
@@ -84,16 +80,16 @@ static hid_t FileAccess(void)
   return fapl;
 }
 
-PetscErrorCode TNH5FileOpen(const char *path, hid_t *file)
-{
+PetscErrorCode TNH5FileOpen(const char *path, hid_t *file) {
   struct stat st;
-  hid_t       fapl;
-  int         fd;
+  hid_t fapl;
+  int fd;
 
   PetscFunctionBegin;
   H5Quiet();
   PetscCheck(path && path[0], PETSC_COMM_SELF, TN_ERR_USER, "no input file name given");
-  PetscCheck(!stat(path, &st), PETSC_COMM_SELF, TN_ERR_USER, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
+  PetscCheck(!stat(path, &st), PETSC_COMM_SELF, TN_ERR_USER, "%s: %s", path,
+             errno == ENOENT ? "no such file" : strerror(errno));
   PetscCheck(!S_ISDIR(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER, "%s: is a directory, not an HDF5 file", path);
   PetscCheck(S_ISREG(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER, "%s: not a regular file", path);
   fd = open(path, O_RDONLY);
@@ -103,7 +99,8 @@ PetscErrorCode TNH5FileOpen(const char *path, hid_t *file)
   fapl  = FileAccess();
   *file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
-  PetscCheck(*file >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: truncated or damaged HDF5 file (HDF5 cannot open it)", path);
+  PetscCheck(*file >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: truncated or damaged HDF5 file (HDF5 cannot open it)",
+             path);
   PetscFunctionReturn(0);
 }
 
@@ -113,10 +110,9 @@ typedef struct {
   void *ctx;
 } FileJob;
 
-static PetscErrorCode RootReadJob(void *j)
-{
-  FileJob       *job = (FileJob *)j;
-  hid_t          file;
+static PetscErrorCode RootReadJob(void *j) {
+  FileJob *job = (FileJob *)j;
+  hid_t file;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -127,8 +123,7 @@ static PetscErrorCode RootReadJob(void *j)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx)
-{
+PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx) {
   FileJob job = {path, read, ctx};
 
   PetscFunctionBegin;
@@ -138,8 +133,7 @@ PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*re
 
 /* H5Lexists looks only at the last component of a path and fails when a group above it is
    missing; walk the path so that anything missing reads as "not there". */
-PetscBool TNH5LinkExists(hid_t loc, const char *name)
-{
+PetscBool TNH5LinkExists(hid_t loc, const char *name) {
   char buf[PETSC_MAX_PATH_LEN];
 
   if (snprintf(buf, sizeof(buf), "%s", name) >= (int)sizeof(buf)) return PETSC_FALSE;
@@ -154,8 +148,7 @@ PetscBool TNH5LinkExists(hid_t loc, const char *name)
   }
 }
 
-PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH5Array *a)
-{
+PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH5Array *a) {
   hid_t dset, space, type;
 
   PetscFunctionBegin;
@@ -171,14 +164,14 @@ PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH
   if (type >= 0) H5Tclose(type);
   if (space >= 0) H5Sclose(space);
   H5Dclose(dset);
-  PetscCheck(a->rank >= 0 && a->cls != H5T_NO_CLASS, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot read the shape and type of %s", path, name);
+  PetscCheck(a->rank >= 0 && a->cls != H5T_NO_CLASS, PETSC_COMM_SELF, TN_ERR_USER,
+             "%s: cannot read the shape and type of %s", path, name);
   a->found = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid_t memtype, void *buf)
-{
-  hid_t  dset   = H5Dopen2(file, name, H5P_DEFAULT);
+PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid_t memtype, void *buf) {
+  hid_t dset    = H5Dopen2(file, name, H5P_DEFAULT);
   herr_t status = dset >= 0 ? H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : -1;
 
   PetscFunctionBegin;
@@ -187,8 +180,7 @@ PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid
   PetscFunctionReturn(0);
 }
 
-void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len)
-{
+void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len) {
   size_t used = (size_t)snprintf(buf, len, "[");
 
   for (int i = 0; i < rank && used < len; i++)
@@ -196,8 +188,7 @@ void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len)
   if (used < len) snprintf(buf + used, len - used, "]");
 }
 
-PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len)
-{
+PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len) {
   for (PetscInt64 i = 0; i < len; i++)
     if (PetscIsInfOrNanReal(x[i])) return i;
   return -1;
@@ -205,10 +196,9 @@ PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len)
 
 /* Opens the attribute `name` of obj, which must hold one value; *attr < 0 when it is missing
    (an error unless found is given). */
-static PetscErrorCode AttrOpen(hid_t obj, const char *path, const char *where, const char *name, PetscBool *found, hid_t *attr,
-                               H5T_class_t *cls)
-{
-  hid_t    space, type;
+static PetscErrorCode AttrOpen(hid_t obj, const char *path, const char *where, const char *name, PetscBool *found,
+                               hid_t *attr, H5T_class_t *cls) {
+  hid_t space, type;
   hssize_t npoints;
 
   PetscFunctionBegin;
@@ -226,25 +216,27 @@ static PetscErrorCode AttrOpen(hid_t obj, const char *path, const char *where, c
   if (type >= 0) H5Tclose(type);
   if (space >= 0) H5Sclose(space);
   if (npoints != 1 && *attr >= 0) H5Aclose(*attr);
-  PetscCheck(*attr >= 0 && *cls != H5T_NO_CLASS, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot read attribute '%s' of %s", path, name, where);
-  PetscCheck(npoints == 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s must hold a single value", path, name, where);
+  PetscCheck(*attr >= 0 && *cls != H5T_NO_CLASS, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot read attribute '%s' of %s",
+             path, name, where);
+  PetscCheck(npoints == 1, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s must hold a single value", path,
+             name, where);
   if (found) *found = PETSC_TRUE;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where, const char *name, char *value, size_t len,
-                                  PetscBool *found)
-{
-  hid_t       attr, ftype, mtype;
+PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where, const char *name, char *value,
+                                  size_t len, PetscBool *found) {
+  hid_t attr, ftype, mtype;
   H5T_class_t cls;
-  herr_t      status = -1;
-  char       *s      = NULL;
+  herr_t status = -1;
+  char *s       = NULL;
 
   PetscFunctionBegin;
   PetscCall(AttrOpen(obj, path, where, name, found, &attr, &cls));
   if (attr < 0) PetscFunctionReturn(0);
   if (cls != H5T_STRING) H5Aclose(attr);
-  PetscCheck(cls == H5T_STRING, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s must be a string", path, name, where);
+  PetscCheck(cls == H5T_STRING, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s must be a string", path, name,
+             where);
   ftype = H5Aget_type(attr);
   /* Read in the file's character set (HDF5 converts none); a fixed-length string gets one byte
      more in memory, so that the conversion terminates it without dropping its last character. */
@@ -274,13 +266,12 @@ PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where
 }
 
 /* One reader for both numeric kinds: integers accept integer types only, reals also floats. */
-static PetscErrorCode AttrReadNumber(hid_t obj, const char *path, const char *where, const char *name, PetscBool integer,
-                                     hid_t memtype, void *value, PetscBool *found)
-{
-  hid_t       attr;
+static PetscErrorCode AttrReadNumber(hid_t obj, const char *path, const char *where, const char *name,
+                                     PetscBool integer, hid_t memtype, void *value, PetscBool *found) {
+  hid_t attr;
   H5T_class_t cls;
-  PetscBool   ok;
-  herr_t      status = -1;
+  PetscBool ok;
+  herr_t status = -1;
 
   PetscFunctionBegin;
   PetscCall(AttrOpen(obj, path, where, name, found, &attr, &cls));
@@ -294,24 +285,23 @@ static PetscErrorCode AttrReadNumber(hid_t obj, const char *path, const char *wh
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrReadInt(hid_t obj, const char *path, const char *where, const char *name, PetscInt64 *value, PetscBool *found)
-{
+PetscErrorCode TNH5AttrReadInt(hid_t obj, const char *path, const char *where, const char *name, PetscInt64 *value,
+                               PetscBool *found) {
   PetscFunctionBegin;
   PetscCall(AttrReadNumber(obj, path, where, name, PETSC_TRUE, H5T_NATIVE_INT64, value, found));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrReadReal(hid_t obj, const char *path, const char *where, const char *name, PetscReal *value, PetscBool *found)
-{
+PetscErrorCode TNH5AttrReadReal(hid_t obj, const char *path, const char *where, const char *name, PetscReal *value,
+                                PetscBool *found) {
   PetscFunctionBegin;
   PetscCall(AttrReadNumber(obj, path, where, name, PETSC_FALSE, H5T_NATIVE_DOUBLE, value, found));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where, const char *name, const char *const *list,
-                                  PetscInt *index, PetscBool *found)
-{
-  char      value[256], choices[256] = "";
+PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where, const char *name,
+                                  const char *const *list, PetscInt *index, PetscBool *found) {
+  char value[256], choices[256] = "";
   PetscBool match;
   PetscEnum e;
 
@@ -322,8 +312,8 @@ PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where
   /* a PetscOptionsEnum list ends with the type name, the prefix and NULL */
   for (size_t i = 0, used = 0; !match && list[i + 3] && used < sizeof(choices); i++)
     used += (size_t)snprintf(choices + used, sizeof(choices) - used, "%s%s", i ? ", " : "", list[i]);
-  PetscCheck(match, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s is '%s', expected one of %s", path, name, where, value,
-             choices);
+  PetscCheck(match, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s is '%s', expected one of %s", path, name,
+             where, value, choices);
   *index = (PetscInt)e;
   PetscFunctionReturn(0);
 }
@@ -331,8 +321,7 @@ PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where
 /* -------- writing -------- */
 
 /* A failed write is a run-time failure (disk full, quota), not a user mistake. */
-static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, const char *name)
-{
+static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, const char *name) {
   char file[PETSC_MAX_PATH_LEN] = "?";
 
   PetscFunctionBegin;
@@ -341,17 +330,15 @@ static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, con
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group)
-{
+PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group) {
   PetscFunctionBegin;
   *group = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   PetscCall(WriteCheck(*group >= 0 ? 0 : -1, loc, "group", name));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const void *value)
-{
-  hid_t  space, attr = H5I_INVALID_HID;
+static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const void *value) {
+  hid_t space, attr = H5I_INVALID_HID;
   herr_t status = -1;
 
   PetscFunctionBegin;
@@ -367,9 +354,8 @@ static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const v
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *value)
-{
-  hid_t          type = H5Tcopy(H5T_C_S1);
+PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *value) {
+  hid_t type = H5Tcopy(H5T_C_S1);
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -381,15 +367,13 @@ PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *valu
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscInt64 value)
-{
+PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscInt64 value) {
   PetscFunctionBegin;
   PetscCall(AttrWrite(obj, name, H5T_NATIVE_INT64, &value));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value)
-{
+PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value) {
   PetscFunctionBegin;
   PetscCall(AttrWrite(obj, name, H5T_NATIVE_DOUBLE, &value));
   PetscFunctionReturn(0);
@@ -397,21 +381,18 @@ PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value)
 
 /* Collective writes (a checkpoint in a file opened with MPI-IO): every rank creates every
    dataset, only the writer puts data in it. */
-static struct {
-  PetscBool on, writer;
-} Collective = {PETSC_FALSE, PETSC_TRUE};
+static struct { PetscBool on, writer; } Collective = {PETSC_FALSE, PETSC_TRUE};
 
-void TNH5CollectiveSet(PetscBool on, PetscBool writer)
-{
+void TNH5CollectiveSet(PetscBool on, PetscBool writer) {
   Collective.on     = on;
   Collective.writer = on ? writer : PETSC_TRUE;
 }
 
-PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[], const void *buf)
-{
-  hid_t   space, dset = H5I_INVALID_HID, dxpl = H5P_DEFAULT;
-  herr_t  status = -1;
-  hsize_t count  = 1;
+PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
+                              const void *buf) {
+  hid_t space, dset = H5I_INVALID_HID, dxpl = H5P_DEFAULT;
+  herr_t status = -1;
+  hsize_t count = 1;
 
   PetscFunctionBegin;
   for (int i = 0; i < rank; i++) count *= dims[i];
@@ -423,7 +404,8 @@ PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int ra
     if (!Collective.writer) H5Sselect_none(space);
   }
   /* HDF5 refuses a NULL buffer even for nothing to write */
-  if (dset >= 0) status = count ? H5Dwrite(dset, memtype, space, space, dxpl, Collective.writer ? buf : (const void *)&count) : 0;
+  if (dset >= 0)
+    status = count ? H5Dwrite(dset, memtype, space, space, dxpl, Collective.writer ? buf : (const void *)&count) : 0;
   if (dxpl != H5P_DEFAULT) H5Pclose(dxpl);
   if (dset >= 0) H5Dclose(dset);
   if (space >= 0) H5Sclose(space);
@@ -431,9 +413,8 @@ PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int ra
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5OutputCheck(const char *option, const char *path)
-{
-  char        dir[PETSC_MAX_PATH_LEN], pre[256] = "";
+PetscErrorCode TNH5OutputCheck(const char *option, const char *path) {
+  char dir[PETSC_MAX_PATH_LEN], pre[256] = "";
   const char *slash;
   struct stat st;
 
@@ -441,33 +422,38 @@ PetscErrorCode TNH5OutputCheck(const char *option, const char *path)
   if (option) snprintf(pre, sizeof(pre), "%s: ", option);
   PetscCheck(path && path[0], PETSC_COMM_SELF, TN_ERR_USER, "%sno output file name given", pre);
   slash = strrchr(path, '/');
-  PetscCheck(!slash || slash[1], PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: it names a directory, not a file", pre, path);
-  if (!slash) snprintf(dir, sizeof(dir), ".");
-  else if (slash == path) snprintf(dir, sizeof(dir), "/");
-  else snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+  PetscCheck(!slash || slash[1], PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: it names a directory, not a file",
+             pre, path);
+  if (!slash)
+    snprintf(dir, sizeof(dir), ".");
+  else if (slash == path)
+    snprintf(dir, sizeof(dir), "/");
+  else
+    snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
   if (stat(dir, &st)) {
     const int err = errno;
 
-    PetscCheck(err != ENOENT && err != ENOTDIR, PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: directory '%s' does not exist", pre,
-               path, dir);
+    PetscCheck(err != ENOENT && err != ENOTDIR, PETSC_COMM_SELF, TN_ERR_USER,
+               "%scannot write %s: directory '%s' does not exist", pre, path, dir);
     SETERRQ(PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: directory '%s': %s", pre, path, dir, strerror(err));
   }
-  PetscCheck(S_ISDIR(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: '%s' is not a directory", pre, path, dir);
-  PetscCheck(!access(dir, W_OK | X_OK), PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: directory '%s' is not writable", pre, path, dir);
-  PetscCheck(stat(path, &st) || !S_ISDIR(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: it is a directory", pre, path);
+  PetscCheck(S_ISDIR(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER, "%scannot write %s: '%s' is not a directory", pre, path,
+             dir);
+  PetscCheck(!access(dir, W_OK | X_OK), PETSC_COMM_SELF, TN_ERR_USER,
+             "%scannot write %s: directory '%s' is not writable", pre, path, dir);
+  PetscCheck(stat(path, &st) || !S_ISDIR(st.st_mode), PETSC_COMM_SELF, TN_ERR_USER,
+             "%scannot write %s: it is a directory", pre, path);
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode TempName(const char *path, char *tmp, size_t len)
-{
+static PetscErrorCode TempName(const char *path, char *tmp, size_t len) {
   PetscFunctionBegin;
   PetscCheck(snprintf(tmp, len, "%s.tmp", path) < (int)len, PETSC_COMM_SELF, TN_ERR_USER, "%s: path too long", path);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file)
-{
-  char  tmp[PETSC_MAX_PATH_LEN];
+PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file) {
+  char tmp[PETSC_MAX_PATH_LEN];
   hid_t own = H5I_INVALID_HID;
 
   PetscFunctionBegin;
@@ -484,15 +470,14 @@ PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file)
 
 typedef struct {
   const char *tmp, *path;
-  PetscBool   commit;
+  PetscBool commit;
 } Commit;
 
 /* The data must be on disk before the rename makes it the file: otherwise a crash could leave
    the new name pointing at a file whose blocks were never written. */
-static PetscErrorCode CommitJob(void *c)
-{
+static PetscErrorCode CommitJob(void *c) {
   Commit *job = (Commit *)c;
-  int     fd, err = 0;
+  int fd, err = 0;
 
   PetscFunctionBegin;
   if (job->commit) {
@@ -502,15 +487,15 @@ static PetscErrorCode CommitJob(void *c)
     if (!err && rename(job->tmp, job->path)) err = errno;
   }
   if (!job->commit || err) unlink(job->tmp);
-  PetscCheck(!err, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "cannot replace %s by %s: %s", job->path, job->tmp, strerror(err));
+  PetscCheck(!err, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "cannot replace %s by %s: %s", job->path, job->tmp,
+             strerror(err));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file)
-{
-  char      tmp[PETSC_MAX_PATH_LEN];
+PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file) {
+  char tmp[PETSC_MAX_PATH_LEN];
   PetscBool closed, all_closed = PETSC_FALSE;
-  Commit    job = {tmp, path, PETSC_FALSE};
+  Commit job = {tmp, path, PETSC_FALSE};
 
   PetscFunctionBegin;
   PetscCall(TempName(path, tmp, sizeof(tmp)));
@@ -519,14 +504,14 @@ PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, 
   PetscCall(TNAllAgree(comm, closed, &all_closed));
   job.commit = commit && all_closed ? PETSC_TRUE : PETSC_FALSE;
   PetscCall(TNH5RootCall(comm, CommitJob, &job));
-  PetscCheck(all_closed || !commit, comm, PETSC_ERR_FILE_WRITE, "cannot write %s: closing the HDF5 file failed (disk full?)", path);
+  PetscCheck(all_closed || !commit, comm, PETSC_ERR_FILE_WRITE,
+             "cannot write %s: closing the HDF5 file failed (disk full?)", path);
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode RootWriteJob(void *j)
-{
-  FileJob       *job = (FileJob *)j;
-  hid_t          file;
+static PetscErrorCode RootWriteJob(void *j) {
+  FileJob *job = (FileJob *)j;
+  hid_t file;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -537,12 +522,10 @@ static PetscErrorCode RootWriteJob(void *j)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx)
-{
+PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx) {
   FileJob job = {path, fill, ctx};
 
   PetscFunctionBegin;
   PetscCall(TNH5RootCall(comm, RootWriteJob, &job));
   PetscFunctionReturn(0);
 }
-

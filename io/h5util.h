@@ -16,7 +16,8 @@ PETSC_INTERN PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(voi
 PETSC_INTERN PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx);
 /* The usual reader: rank 0 of comm opens path (TNH5FileOpen) and runs read(file, ctx); any error
    reaches every rank of comm. read frees what it made before failing. */
-PETSC_INTERN PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx);
+PETSC_INTERN PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *),
+                                         void *ctx);
 
 /* Opens an existing file read-only; TN_ERR_USER naming path when it is missing, not a regular
    file, unreadable, not HDF5, or truncated. Objects left open close with the file. */
@@ -27,9 +28,9 @@ PETSC_INTERN PetscBool TNH5LinkExists(hid_t loc, const char *name);
 
 /* What an array in a file is: found is PETSC_FALSE when there is nothing under that name. */
 typedef struct {
-  PetscBool   found;
-  int         rank;
-  hsize_t     dims[H5S_MAX_RANK];
+  PetscBool found;
+  int rank;
+  hsize_t dims[H5S_MAX_RANK];
   H5T_class_t cls;
 } TNH5Array;
 
@@ -45,12 +46,12 @@ PETSC_INTERN PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len);
 /* Scalar attributes of the object obj, called `where` in messages ("the root group", "/model"). A missing
    attribute is an error when found is NULL, else *found says whether it was there. Strings may
    be fixed- or variable-length; integers any integer type; reals any integer or float type. */
-PETSC_INTERN PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where, const char *name, char *value,
-                                               size_t len, PetscBool *found);
-PETSC_INTERN PetscErrorCode TNH5AttrReadInt(hid_t obj, const char *path, const char *where, const char *name, PetscInt64 *value,
-                                            PetscBool *found);
-PETSC_INTERN PetscErrorCode TNH5AttrReadReal(hid_t obj, const char *path, const char *where, const char *name, PetscReal *value,
-                                             PetscBool *found);
+PETSC_INTERN PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where, const char *name,
+                                               char *value, size_t len, PetscBool *found);
+PETSC_INTERN PetscErrorCode TNH5AttrReadInt(hid_t obj, const char *path, const char *where, const char *name,
+                                            PetscInt64 *value, PetscBool *found);
+PETSC_INTERN PetscErrorCode TNH5AttrReadReal(hid_t obj, const char *path, const char *where, const char *name,
+                                             PetscReal *value, PetscBool *found);
 /* A string attribute that must name an entry of a PetscOptionsEnum-style list (TNTasks,
    TNActivations), matched without regard to case. */
 PETSC_INTERN PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where, const char *name,
@@ -81,7 +82,8 @@ PETSC_INTERN PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *
 PETSC_INTERN PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file);
 /* The usual writer: rank 0 of comm runs fill(file, ctx) on the temporary and commits it; any
    error reaches every rank of comm and leaves path untouched. */
-PETSC_INTERN PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx);
+PETSC_INTERN PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *),
+                                          void *ctx);
 
 /* The model layout of DESIGN.md §4 under the new group `group` of loc: the six arrays of params
    (in the TNParams layout of model: its theta_buf for /model, a gradient for /gradient, a moment
@@ -89,11 +91,12 @@ PETSC_INTERN PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, Petsc
 PETSC_INTERN PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const PetscScalar *params);
 /* Reads the six arrays of the model-layout group `group` ("/model") into params, checking each
    shape against cfg and every value for NaN/Inf. */
-PETSC_INTERN PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg,
-                                                PetscScalar *params);
+PETSC_INTERN PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group,
+                                                const TNModelConfig *cfg, PetscScalar *params);
 
 /* A table as the group `group` of loc holding one 1-D array per column; and its reader, which
    allocates the columns named in t (those from index required on may be missing: zeros). */
 PETSC_INTERN PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t);
-PETSC_INTERN PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t);
+PETSC_INTERN PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required,
+                                          TNTable *t);
 #endif

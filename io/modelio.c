@@ -8,19 +8,18 @@
 /* The six arrays of DESIGN.md §4 as views into a TNParams-layout buffer, with their shapes and
    the attributes that fix each shape (for messages). */
 typedef struct {
-  const char  *name;
-  int          rank;
-  hsize_t      dims[3];
+  const char *name;
+  int rank;
+  hsize_t dims[3];
   PetscScalar *data;
-  char         says[128];
+  char says[128];
 } ModelArray;
 
 #define TN_MODEL_ARRAYS 6
 
-static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray a[TN_MODEL_ARRAYS])
-{
+static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray a[TN_MODEL_ARRAYS]) {
   const hsize_t d = (hsize_t)c->d, n = (hsize_t)c->n, L = (hsize_t)c->L, m = (hsize_t)c->m;
-  TNParams      p;
+  TNParams p;
 
   TNParamsSet(c, params, &p);
   a[0] = (ModelArray){"opening/K", 2, {n, d}, p.K, ""};
@@ -37,12 +36,11 @@ static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray 
   snprintf(a[5].says, sizeof(a[5].says), "outputs=%" PetscInt_FMT, c->m);
 }
 
-PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const PetscScalar *params)
-{
+PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const PetscScalar *params) {
   const TNModelConfig *c;
-  const char *const    subgroups[] = {"opening", "blocks", "closing"};
-  ModelArray           a[TN_MODEL_ARRAYS];
-  hid_t                g, sub;
+  const char *const subgroups[] = {"opening", "blocks", "closing"};
+  ModelArray a[TN_MODEL_ARRAYS];
+  hid_t g, sub;
 
   PetscFunctionBegin;
   PetscCall(TNModelGetConfig(model, &c));
@@ -53,7 +51,8 @@ PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const
   }
   /* the views are only read from here */
   ModelArrays(c, (PetscScalar *)params, a);
-  for (int i = 0; i < TN_MODEL_ARRAYS; i++) PetscCall(TNH5ArrayWrite(g, a[i].name, H5T_NATIVE_DOUBLE, a[i].rank, a[i].dims, a[i].data));
+  for (int i = 0; i < TN_MODEL_ARRAYS; i++)
+    PetscCall(TNH5ArrayWrite(g, a[i].name, H5T_NATIVE_DOUBLE, a[i].rank, a[i].dims, a[i].data));
   PetscCall(TNH5AttrWriteInt(g, "input_dim", c->d));
   PetscCall(TNH5AttrWriteInt(g, "width", c->n));
   PetscCall(TNH5AttrWriteInt(g, "layers", c->L));
@@ -69,38 +68,39 @@ PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg, PetscScalar *params)
-{
+PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg,
+                                   PetscScalar *params) {
   ModelArray a[TN_MODEL_ARRAYS];
 
   PetscFunctionBegin;
   ModelArrays(cfg, params, a);
   for (int i = 0; i < TN_MODEL_ARRAYS; i++) {
-    char       name[PETSC_MAX_PATH_LEN], shape[96];
-    TNH5Array  info;
-    PetscBool  same;
+    char name[PETSC_MAX_PATH_LEN], shape[96];
+    TNH5Array info;
+    PetscBool same;
     PetscInt64 count = 1, bad;
 
     snprintf(name, sizeof(name), "%s/%s", group, a[i].name);
     PetscCall(TNH5ArrayInfo(file, path, name, &info));
     PetscCheck(info.found, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s is missing", path, name);
-    PetscCheck(info.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s must hold floating-point values", path, name);
+    PetscCheck(info.cls == H5T_FLOAT, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s must hold floating-point values", path,
+               name);
     same = info.rank == a[i].rank ? PETSC_TRUE : PETSC_FALSE;
     for (int k = 0; same && k < a[i].rank; k++) same = info.dims[k] == a[i].dims[k] ? PETSC_TRUE : PETSC_FALSE;
     TNH5ShapeString(info.rank, info.dims, shape, sizeof(shape));
-    PetscCheck(same, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s has shape %s but attributes say %s", path, name, shape, a[i].says);
+    PetscCheck(same, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s has shape %s but attributes say %s", path, name, shape,
+               a[i].says);
     PetscCall(TNH5ArrayRead(file, path, name, H5T_NATIVE_DOUBLE, a[i].data));
     for (int k = 0; k < a[i].rank; k++) count *= (PetscInt64)a[i].dims[k];
     bad = TNH5FirstNonFinite(a[i].data, count);
-    PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: NaN or Inf in %s (entry %" PetscInt64_FMT " in row-major order)", path,
-               name, bad);
+    PetscCheck(bad < 0, PETSC_COMM_SELF, TN_ERR_USER,
+               "%s: NaN or Inf in %s (entry %" PetscInt64_FMT " in row-major order)", path, name, bad);
   }
   PetscFunctionReturn(0);
 }
 
 /* A count attribute must fit PetscInt before TNModelConfigCheck judges its value. */
-static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, PetscInt *value)
-{
+static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, PetscInt *value) {
   PetscInt64 v;
 
   PetscFunctionBegin;
@@ -111,12 +111,11 @@ static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, Pet
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ModelConfigRead(hid_t file, const char *path, TNModelConfig *c)
-{
-  hid_t      g;
-  PetscInt   act, opening_act, task;
+static PetscErrorCode ModelConfigRead(hid_t file, const char *path, TNModelConfig *c) {
+  hid_t g;
+  PetscInt act, opening_act, task;
   PetscInt64 antisymmetric;
-  double     count;
+  double count;
 
   PetscFunctionBegin;
   PetscCheck(TNH5LinkExists(file, "/model"), PETSC_COMM_SELF, TN_ERR_USER,
@@ -150,14 +149,13 @@ static PetscErrorCode ModelConfigRead(hid_t file, const char *path, TNModelConfi
 
 typedef struct {
   const char *path;
-  TNModel     model;
+  TNModel model;
 } ModelLoad;
 
-static PetscErrorCode ModelRead(hid_t file, void *ctx)
-{
-  ModelLoad     *load = (ModelLoad *)ctx;
-  TNModelConfig  cfg;
-  PetscScalar   *params;
+static PetscErrorCode ModelRead(hid_t file, void *ctx) {
+  ModelLoad *load = (ModelLoad *)ctx;
+  TNModelConfig cfg;
+  PetscScalar *params;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -170,14 +168,13 @@ static PetscErrorCode ModelRead(hid_t file, void *ctx)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel *model)
-{
-  ModelLoad            load = {path, NULL};
-  TNModelConfig        cfg;
+PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel *model) {
+  ModelLoad load = {path, NULL};
+  TNModelConfig cfg;
   const TNModelConfig *c;
-  PetscMPIInt          rank, count;
-  PetscInt             n;
-  PetscScalar         *params;
+  PetscMPIInt rank, count;
+  PetscInt n;
+  PetscScalar *params;
 
   PetscFunctionBegin;
   PetscCall(TNH5RootRead(comm, path, ModelRead, &load));

@@ -6,11 +6,10 @@
 #include "h5util.h"
 #include "tnio.h"
 
-PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t)
-{
+PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t) {
   const hsize_t n[] = {(hsize_t)t->nrows};
-  PetscInt64   *ints;
-  hid_t         g;
+  PetscInt64 *ints;
+  hid_t g;
 
   PetscFunctionBegin;
   PetscCall(TNH5GroupCreate(loc, group, &g));
@@ -19,18 +18,18 @@ PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t)
     if (t->integer && t->integer[k]) {
       for (PetscInt i = 0; i < t->nrows; i++) ints[i] = (PetscInt64)t->columns[k][i];
       PetscCall(TNH5ArrayWrite(g, t->names[k], H5T_NATIVE_INT64, 1, n, ints));
-    } else PetscCall(TNH5ArrayWrite(g, t->names[k], H5T_NATIVE_DOUBLE, 1, n, t->columns[k]));
+    } else
+      PetscCall(TNH5ArrayWrite(g, t->names[k], H5T_NATIVE_DOUBLE, 1, n, t->columns[k]));
   }
   PetscCall(PetscFree(ints));
   H5Gclose(g);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t)
-{
+PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t) {
   TNH5Array a;
-  char      name[PETSC_MAX_PATH_LEN];
-  hsize_t   n = 0;
+  char name[PETSC_MAX_PATH_LEN];
+  hsize_t n = 0;
 
   PetscFunctionBegin;
   t->nrows = 0;
@@ -39,8 +38,8 @@ PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, Pe
     PetscCall(TNH5ArrayInfo(file, path, name, &a));
     if (!a.found && k >= required) continue;
     if (k == 0) n = a.found ? a.dims[0] : 0;
-    PetscCheck(a.found && a.rank == 1 && a.dims[0] == n, PETSC_COMM_SELF, TN_ERR_USER, "%s: %s missing or not 1-D of length %llu", path, name,
-               (unsigned long long)n);
+    PetscCheck(a.found && a.rank == 1 && a.dims[0] == n, PETSC_COMM_SELF, TN_ERR_USER,
+               "%s: %s missing or not 1-D of length %llu", path, name, (unsigned long long)n);
   }
   for (PetscInt k = 0; k < t->ncols; k++) {
     snprintf(name, sizeof name, "/%s/%s", group, t->names[k]);
@@ -51,8 +50,7 @@ PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, Pe
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTableFree(TNTable *t)
-{
+PetscErrorCode TNTableFree(TNTable *t) {
   PetscFunctionBegin;
   for (PetscInt k = 0; k < t->ncols; k++) PetscCall(PetscFree(t->columns[k]));
   t->nrows = 0;
@@ -60,21 +58,20 @@ PetscErrorCode TNTableFree(TNTable *t)
 }
 
 typedef struct {
-  TNModel              model;
-  const TNTable       *history;
-  PetscInt             nphases;
-  const char *const   *phases;
-  const PetscReal     *seconds; /* [P][nphases], gathered */
-  PetscMPIInt          size;
-  PetscInt             nconfig;
+  TNModel model;
+  const TNTable *history;
+  PetscInt nphases;
+  const char *const *phases;
+  const PetscReal *seconds; /* [P][nphases], gathered */
+  PetscMPIInt size;
+  PetscInt nconfig;
   const TNConfigEntry *config;
 } Results;
 
-static PetscErrorCode TimingWrite(hid_t file, const Results *r)
-{
+static PetscErrorCode TimingWrite(hid_t file, const Results *r) {
   const hsize_t P[] = {(hsize_t)r->size};
-  PetscReal    *column;
-  hid_t         g;
+  PetscReal *column;
+  hid_t g;
 
   PetscFunctionBegin;
   PetscCall(TNH5GroupCreate(file, "timing", &g));
@@ -94,10 +91,9 @@ static PetscErrorCode TimingWrite(hid_t file, const Results *r)
 
 /* Every option in force, "-key value" -> attribute key = "value". PetscOptionsGetAll joins them
    with blanks, so a value holding blanks is rebuilt from the words up to the next key. */
-static PetscErrorCode OptionsWrite(hid_t config)
-{
-  char  *all, **words, *value;
-  int    nwords;
+static PetscErrorCode OptionsWrite(hid_t config) {
+  char *all, **words, *value;
+  int nwords;
   size_t len;
 
   PetscFunctionBegin;
@@ -130,16 +126,15 @@ static PetscErrorCode OptionsWrite(hid_t config)
 
 /* The options as typed first, then the caller's entries (the settings as resolved, defaults
    included) over them, then what only the writer knows. */
-static PetscErrorCode ConfigWrite(hid_t file, const Results *r)
-{
+static PetscErrorCode ConfigWrite(hid_t file, const Results *r) {
   hid_t g;
 
   PetscFunctionBegin;
   PetscCall(TNH5GroupCreate(file, "config", &g));
   PetscCall(OptionsWrite(g));
   for (PetscInt i = 0; i < r->nconfig; i++) {
-    PetscCheck(r->config[i].key && r->config[i].key[0], PETSC_COMM_SELF, PETSC_ERR_ARG_NULL, "config entry %" PetscInt_FMT " has no key",
-               i);
+    PetscCheck(r->config[i].key && r->config[i].key[0], PETSC_COMM_SELF, PETSC_ERR_ARG_NULL,
+               "config entry %" PetscInt_FMT " has no key", i);
     PetscCall(TNH5AttrWriteString(g, r->config[i].key, r->config[i].value ? r->config[i].value : ""));
   }
   PetscCall(TNH5AttrWriteString(g, "version", THETANET_VERSION));
@@ -148,10 +143,9 @@ static PetscErrorCode ConfigWrite(hid_t file, const Results *r)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ResultsFill(hid_t file, void *ctx)
-{
+static PetscErrorCode ResultsFill(hid_t file, void *ctx) {
   const Results *r = (const Results *)ctx;
-  PetscScalar   *params;
+  PetscScalar *params;
 
   PetscFunctionBegin;
   PetscCall(TNModelGetParameters(r->model, NULL, &params));
@@ -163,12 +157,12 @@ static PetscErrorCode ResultsFill(hid_t file, void *ctx)
 }
 
 PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history, PetscInt nphases,
-                              const char *const phases[], const PetscReal seconds[], PetscInt nconfig, const TNConfigEntry *config)
-{
-  PetscInt       range[2] = {-nphases, nphases};
-  PetscReal     *all      = NULL;
-  PetscMPIInt    rank, size, n;
-  Results        r;
+                              const char *const phases[], const PetscReal seconds[], PetscInt nconfig,
+                              const TNConfigEntry *config) {
+  PetscInt range[2] = {-nphases, nphases};
+  PetscReal *all    = NULL;
+  PetscMPIInt rank, size, n;
+  Results r;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
@@ -176,7 +170,8 @@ PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, co
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, range, 2, MPIU_INT, MPI_MAX, comm));
   PetscCheck(-range[0] == range[1], comm, PETSC_ERR_ARG_INCOMP,
-             "ranks disagree on the number of timing phases (%" PetscInt_FMT " to %" PetscInt_FMT ")", -range[0], range[1]);
+             "ranks disagree on the number of timing phases (%" PetscInt_FMT " to %" PetscInt_FMT ")", -range[0],
+             range[1]);
   PetscCall(PetscMPIIntCast(nphases, &n));
   if (!rank) PetscCall(PetscMalloc1((size_t)size * nphases + 1, &all));
   PetscCallMPI(MPI_Gather(seconds, n, MPIU_REAL, all, n, MPIU_REAL, 0, comm));
@@ -188,33 +183,33 @@ PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, co
 }
 
 typedef struct {
-  TNModel            model;
-  PetscInt           N, nattr;
-  const PetscReal   *predictions;
+  TNModel model;
+  PetscInt N, nattr;
+  const PetscReal *predictions;
   const PetscScalar *gradient;
   const char *const *attr_names;
-  const PetscReal   *attr_values;
+  const PetscReal *attr_values;
 } Evaluation;
 
-static PetscErrorCode EvaluationFill(hid_t file, void *ctx)
-{
-  const Evaluation    *e = (const Evaluation *)ctx;
+static PetscErrorCode EvaluationFill(hid_t file, void *ctx) {
+  const Evaluation *e = (const Evaluation *)ctx;
   const TNModelConfig *c;
-  hsize_t              dims[2];
+  hsize_t dims[2];
 
   PetscFunctionBegin;
   PetscCall(TNModelGetConfig(e->model, &c));
   dims[0] = (hsize_t)e->N;
   dims[1] = (hsize_t)c->m;
   PetscCall(TNH5ArrayWrite(file, "predictions", H5T_NATIVE_DOUBLE, 2, dims, e->predictions));
-  for (PetscInt i = 0; i < e->nattr && e->attr_names[i]; i++) PetscCall(TNH5AttrWriteReal(file, e->attr_names[i], e->attr_values[i]));
+  for (PetscInt i = 0; i < e->nattr && e->attr_names[i]; i++)
+    PetscCall(TNH5AttrWriteReal(file, e->attr_names[i], e->attr_values[i]));
   if (e->gradient) PetscCall(TNH5ModelWrite(file, "gradient", e->model, e->gradient));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N, const PetscReal *predictions,
-                                 const PetscScalar *gradient, PetscInt nattr, const char *const attr_names[], const PetscReal attr_values[])
-{
+PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
+                                 const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
+                                 const char *const attr_names[], const PetscReal attr_values[]) {
   Evaluation e = {model, N, nattr, predictions, gradient, attr_names, attr_values};
 
   PetscFunctionBegin;
@@ -226,8 +221,7 @@ typedef struct {
   const char *option, *path;
 } OutputPath;
 
-static PetscErrorCode OutputPathJob(void *ctx)
-{
+static PetscErrorCode OutputPathJob(void *ctx) {
   const OutputPath *o = (const OutputPath *)ctx;
 
   PetscFunctionBegin;
@@ -235,8 +229,7 @@ static PetscErrorCode OutputPathJob(void *ctx)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *path)
-{
+PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *path) {
   OutputPath o = {option, path};
 
   PetscFunctionBegin;

@@ -14,9 +14,9 @@
 typedef struct _n_TNDataset *TNDataset;
 
 typedef struct {
-  PetscInt    N, d, m;        /* m: classes (max label + 1) or targets */
-  PetscInt    Nlocal, offset; /* the rows held here */
-  TNTask      task;
+  PetscInt N, d, m;        /* m: classes (max label + 1) or targets */
+  PetscInt Nlocal, offset; /* the rows held here */
+  TNTask task;
   const char *name;
 } TNDatasetInfo;
 
@@ -27,7 +27,8 @@ PETSC_EXTERN PetscErrorCode TNDatasetGetInfo(TNDataset, TNDatasetInfo *);
    Y [Nlocal, m] (regression); the other is NULL. */
 PETSC_EXTERN PetscErrorCode TNDatasetGetArrays(TNDataset, PetscReal **X, PetscInt **labels, PetscReal **Y);
 /* Copies the local rows idx[0..B) into contiguous batch buffers (labels or Y, by the task). */
-PETSC_EXTERN PetscErrorCode TNDatasetGetRows(TNDataset, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels, PetscReal *Y);
+PETSC_EXTERN PetscErrorCode TNDatasetGetRows(TNDataset, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels,
+                                             PetscReal *Y);
 /* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
 PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
 
@@ -53,17 +54,17 @@ PETSC_EXTERN PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel
 
 /* Named columns of equal length (the /history group); integer columns are stored as int64. */
 typedef struct {
-  PetscInt           ncols, nrows;
+  PetscInt ncols, nrows;
   const char *const *names;
-  const PetscBool   *integer;
-  PetscReal        **columns; /* columns[k][0..nrows) */
+  const PetscBool *integer;
+  PetscReal **columns; /* columns[k][0..nrows) */
 } TNTable;
 
 /* A named scalar of a group's attributes (the /state of a checkpoint). */
 typedef struct {
   const char *name;
-  PetscBool   integer; /* stored as int64 */
-  PetscReal   value;
+  PetscBool integer; /* stored as int64 */
+  PetscReal value;
 } TNAttribute;
 
 /* The optimiser's part of a checkpoint (/optimizer): its type, one of types[] (a
@@ -72,12 +73,12 @@ typedef struct {
 #define TN_OPTIMIZER_MOMENTS 2
 typedef struct {
   const char *const *types;
-  PetscInt           type;
-  PetscInt64         step;
-  PetscInt           nhyper;
+  PetscInt type;
+  PetscInt64 step;
+  PetscInt nhyper;
   const char *const *hyper_names;
-  PetscReal         *hyper;
-  PetscScalar       *moment[TN_OPTIMIZER_MOMENTS];
+  PetscReal *hyper;
+  PetscScalar *moment[TN_OPTIMIZER_MOMENTS];
 } TNOptimizerRecord;
 
 /* One attribute of /config. */
@@ -89,30 +90,31 @@ typedef struct {
 /* Collective on comm, written by rank 0: /model (the model's parameters), /history, /timing
    (gathered: /timing/<phase> [P] seconds of each rank, phases named alike on every rank),
    /config attributes (the given entries, plus every PETSc option in force). */
-PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history, PetscInt nphases,
-                                           const char *const phases[], const PetscReal seconds[], PetscInt nconfig,
-                                           const TNConfigEntry *config);
+PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history,
+                                           PetscInt nphases, const char *const phases[], const PetscReal seconds[],
+                                           PetscInt nconfig, const TNConfigEntry *config);
 
 /* Rank 0 writes a file with /predictions [N,m] and root attributes (NULL names end the list);
    when gradient is not NULL also /gradient in the /model layout of model. */
-PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N, const PetscReal *predictions,
-                                              const PetscScalar *gradient, PetscInt nattr, const char *const attr_names[],
-                                              const PetscReal attr_values[]);
+PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
+                                              const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
+                                              const char *const attr_names[], const PetscReal attr_values[]);
 
 /* Collective on comm: writes /model, /optimizer (attributes type, step and the hyper-parameters;
    moments m1, m2 in the model layout), /history and /state (the given attributes, version, and
    complete = 1 last) with MPI-IO to a temporary file, then syncs and renames it over path. Ranks
    with writer unset take part without data (they hold replicas of what the writer writes). */
-PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model, const TNOptimizerRecord *opt,
-                                              const TNTable *history, PetscInt nstate, const TNAttribute state[]);
+PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
+                                              const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
+                                              const TNAttribute state[]);
 /* Collective on comm: reads a checkpoint written by any number of ranks; refuses (TN_ERR_USER) a
    file that is missing, not HDF5, truncated, incomplete or inconsistent. opt->types and
    opt->hyper_names/nhyper say what to read; the moments found are allocated (free them with
    PetscFree). history->names/ncols/integer say which columns to read (names from index
    `required` on may be missing: read as 0); its columns are allocated (TNTableFree). The state
    attributes named in state[] are read into their values. */
-PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt, TNTable *history,
-                                             PetscInt required, PetscInt nstate, TNAttribute state[]);
+PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
+                                             TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[]);
 PETSC_EXTERN PetscErrorCode TNTableFree(TNTable *);
 
 /* Refuse (TN_ERR_USER) an output path whose directory does not exist or is not writable, before

@@ -8,12 +8,11 @@
 /* exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2/2; degree-13 Taylor polynomial on r gives
    full double precision. 2^k is built in the exponent bits; t = x log2(e) + 1.5*2^52 leaves
    k in the low mantissa bits of t. */
-static inline double ExpVec(double x)
-{
-  const double   shifter = 0x1.8p52, ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
+static inline double ExpVec(double x) {
+  const double shifter = 0x1.8p52, ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
   const uint64_t shifter_bits = 0x4338000000000000ULL;
-  double         t, k, r, p;
-  uint64_t       tb, sb;
+  double t, k, r, p;
+  uint64_t tb, sb;
 
   x = x < -708.0 ? -708.0 : (x > 708.0 ? 708.0 : x);
   t = x * 1.4426950408889634 + shifter;
@@ -22,10 +21,11 @@ static inline double ExpVec(double x)
   /* Estrin's scheme: a short dependency chain keeps the SIMD units busy */
   {
     const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6), p45 = 1.0 / 24 + r * (1.0 / 120), p67 = 1.0 / 720 + r * (1.0 / 5040);
+    const double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6), p45 = 1.0 / 24 + r * (1.0 / 120),
+                 p67 = 1.0 / 720 + r * (1.0 / 5040);
     const double p89 = 1.0 / 40320 + r * (1.0 / 362880), pab = 1.0 / 3628800 + r * (1.0 / 39916800);
     const double pcd = 1.0 / 479001600 + r * (1.0 / 6227020800.0);
-    p = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) + r8 * ((p89 + r2 * pab) + r4 * pcd);
+    p                = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) + r8 * ((p89 + r2 * pab) + r4 * pcd);
   }
   memcpy(&tb, &t, sizeof tb);
   sb = (tb - shifter_bits + 1023) << 52;
@@ -33,8 +33,7 @@ static inline double ExpVec(double x)
   return p * t;
 }
 
-void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScalar *out)
-{
+void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScalar *out) {
   switch (act) {
   case TN_ACT_NONE:
     if (out != z) memcpy(out, z, (size_t)len * sizeof(*out));
@@ -59,8 +58,7 @@ void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScala
   }
 }
 
-void TNActivationDerivative(TNActivation act, PetscInt len, const PetscScalar *F, PetscScalar *ds)
-{
+void TNActivationDerivative(TNActivation act, PetscInt len, const PetscScalar *F, PetscScalar *ds) {
   switch (act) {
   case TN_ACT_NONE:
     for (PetscInt i = 0; i < len; i++) ds[i] = 1.0;

@@ -6,7 +6,8 @@
 #include <petscsnes.h>
 #include <string.h>
 
-const char *const TNBlockMethods[] = {"auto", "newton", "newton_assembled", "anderson", "picard", "TNBlockMethod", "TN_BLOCK_", NULL};
+const char *const TNBlockMethods[] = {"auto",   "newton",        "newton_assembled", "anderson",
+                                      "picard", "TNBlockMethod", "TN_BLOCK_",        NULL};
 const char *const TNBlockGuesses[] = {"explicit", "linearized", "TNBlockGuess", "TN_GUESS_", NULL};
 
 /* -block_method auto (measured with jobs/bench/block_methods.sh): up to this width Newton with
@@ -14,61 +15,59 @@ const char *const TNBlockGuesses[] = {"explicit", "linearized", "TNBlockGuess", 
    iterations (one GEMM each), with Newton-GMRES as fallback where Picard does not contract. */
 #define TN_ASSEMBLED_MAX_WIDTH 4
 /* Default tolerances: per-sample forward residual, relative adjoint residual. */
-#define TN_BLOCK_ATOL   1e-6
+#define TN_BLOCK_ATOL 1e-6
 #define TN_ADJOINT_RTOL 1e-6
 
 /* Solvers for one batch size; the last batch of an epoch and evaluation may differ in size,
    so a small cache of them is kept and each is created once. */
 typedef struct {
-  PetscInt     B;
-  Vec          x, f, rhs, lam, mu;
-  Mat          J;  /* MATSHELL: v -> v - h theta D.(A v) per sample */
-  Mat          Jb; /* BAIJ block-diagonal copy of J, assembled methods only */
-  SNES         snes, snes_fb; /* block_, and the Newton fallback of -block_method auto */
-  KSP          ksp, ksp_fb;   /* adjoint_, and its GMRES fallback */
+  PetscInt B;
+  Vec x, f, rhs, lam, mu;
+  Mat J;                                  /* MATSHELL: v -> v - h theta D.(A v) per sample */
+  Mat Jb;                                 /* BAIJ block-diagonal copy of J, assembled methods only */
+  SNES snes, snes_fb;                     /* block_, and the Newton fallback of -block_method auto */
+  KSP ksp, ksp_fb;                        /* adjoint_, and its GMRES fallback */
   PetscScalar *Z, *Fx, *D, *work, *xlast; /* Fx = F(xlast), Z = A xlast + b */
   PetscScalar *guess;                     /* the initial guess, kept for a fallback solve */
-  PetscInt64   last_use;
+  PetscInt64 last_use;
 } BatchSolver;
 
 #define TN_BATCH_CACHE 2
 
 struct _n_TNBlockSolver {
-  PetscInt      n;
+  PetscInt n;
   TNBlockMethod requested; /* as asked for: may be auto */
   TNBlockMethod method;    /* resolved: never auto */
-  PetscBool     fallback;  /* auto: retry a failed Picard solve with Newton-GMRES */
-  PetscBool     view;      /* -block_view: print the solver at its next set-up */
-  PetscInt      rough_its; /* > 0: iterations a rough solve (an MGRIT coarse step) may take, no fallback */
-  TNBlockGuess  guess;
-  PetscReal     atol;
-  BatchSolver   cache[TN_BATCH_CACHE];
-  PetscInt64    use_clock;
+  PetscBool fallback;      /* auto: retry a failed Picard solve with Newton-GMRES */
+  PetscBool view;          /* -block_view: print the solver at its next set-up */
+  PetscInt rough_its;      /* > 0: iterations a rough solve (an MGRIT coarse step) may take, no fallback */
+  TNBlockGuess guess;
+  PetscReal atol;
+  BatchSolver cache[TN_BATCH_CACHE];
+  PetscInt64 use_clock;
   /* the current solve */
   const TNBlockLayer *layer;
-  BatchSolver        *cur;
-  const PetscScalar  *r;
-  PetscReal           last_maxres; /* largest per-sample residual of the last evaluation */
-  PetscBool           have_last;   /* xlast holds a point of this solve */
-  PetscInt64          newton, krylov, solves;
+  BatchSolver *cur;
+  const PetscScalar *r;
+  PetscReal last_maxres; /* largest per-sample residual of the last evaluation */
+  PetscBool have_last;   /* xlast holds a point of this solve */
+  PetscInt64 newton, krylov, solves;
 };
 
 /* F = s(A y + b) for the rows of y, keeping Z = A y + b. */
-static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F)
-{
+static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F) {
   TNRowsApply(B, L->n, L->n, y, L->A, L->b, Z);
   TNActivate(L->act, B * L->n, Z, F);
 }
 
-static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx)
-{
-  TNBlockSolver      bs = (TNBlockSolver)ctx;
-  BatchSolver       *c  = bs->cur;
+static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx) {
+  TNBlockSolver bs      = (TNBlockSolver)ctx;
+  BatchSolver *c        = bs->cur;
   const TNBlockLayer *L = bs->layer;
-  const PetscReal     ht = L->h * L->theta;
-  const PetscScalar  *xa;
-  PetscScalar        *ga;
-  PetscReal           maxres = 0;
+  const PetscReal ht    = L->h * L->theta;
+  const PetscScalar *xa;
+  PetscScalar *ga;
+  PetscReal maxres = 0;
 
   PetscFunctionBegin;
   (void)snes;
@@ -95,28 +94,29 @@ static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx)
 /* Per-sample test: every sample's residual below -block_atol, so how a batch is split across
    ranks does not decide whether a sample has converged. */
 static PetscErrorCode ConvergedPerSample(SNES snes, PetscInt it, PetscReal xnorm, PetscReal snorm, PetscReal fnorm,
-                                         SNESConvergedReason *reason, void *ctx)
-{
+                                         SNESConvergedReason *reason, void *ctx) {
   TNBlockSolver bs = (TNBlockSolver)ctx;
-  PetscInt      maxit;
+  PetscInt maxit;
 
   PetscFunctionBegin;
   (void)xnorm;
   (void)snorm;
   PetscCall(SNESGetTolerances(snes, NULL, NULL, NULL, &maxit, NULL));
   *reason = SNES_CONVERGED_ITERATING;
-  if (PetscIsInfOrNanReal(fnorm) || PetscIsInfOrNanReal(bs->last_maxres)) *reason = SNES_DIVERGED_FNORM_NAN;
-  else if (bs->last_maxres <= bs->atol) *reason = SNES_CONVERGED_FNORM_ABS;
-  else if (it >= maxit) *reason = SNES_DIVERGED_MAX_IT;
+  if (PetscIsInfOrNanReal(fnorm) || PetscIsInfOrNanReal(bs->last_maxres))
+    *reason = SNES_DIVERGED_FNORM_NAN;
+  else if (bs->last_maxres <= bs->atol)
+    *reason = SNES_CONVERGED_FNORM_ABS;
+  else if (it >= maxit)
+    *reason = SNES_DIVERGED_MAX_IT;
   PetscFunctionReturn(0);
 }
 
 /* Make Fx = F(x), reusing the last residual evaluation when it was at the same point (the
    solvers evaluate G at the point they then accept, so this saves a GEMM per solve). */
-static void LayerAt(TNBlockSolver bs, const PetscScalar *xa)
-{
+static void LayerAt(TNBlockSolver bs, const PetscScalar *xa) {
   BatchSolver *c = bs->cur;
-  size_t       bytes = (size_t)(c->B * bs->n) * sizeof(PetscScalar);
+  size_t bytes   = (size_t)(c->B * bs->n) * sizeof(PetscScalar);
 
   if (bs->have_last && !memcmp(xa, c->xlast, bytes)) return;
   LayerEval(bs->layer, c->B, xa, c->Z, c->Fx);
@@ -125,9 +125,8 @@ static void LayerAt(TNBlockSolver bs, const PetscScalar *xa)
 }
 
 /* D = s'(A x + b) at the current iterate */
-static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x)
-{
-  BatchSolver       *c = bs->cur;
+static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x) {
+  BatchSolver *c = bs->cur;
   const PetscScalar *xa;
 
   PetscFunctionBegin;
@@ -139,12 +138,11 @@ static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x)
 }
 
 /* Fill the BAIJ matrix with the n x n blocks I - h theta diag(D_s) A. */
-static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb)
-{
-  BatchSolver        *c = bs->cur;
+static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb) {
+  BatchSolver *c        = bs->cur;
   const TNBlockLayer *L = bs->layer;
-  const PetscInt      n = bs->n;
-  const PetscReal     ht = L->h * L->theta;
+  const PetscInt n      = bs->n;
+  const PetscReal ht    = L->h * L->theta;
 
   PetscFunctionBegin;
   for (PetscInt s = 0; s < c->B; s++) {
@@ -158,8 +156,7 @@ static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx)
-{
+static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx) {
   TNBlockSolver bs = (TNBlockSolver)ctx;
 
   PetscFunctionBegin;
@@ -171,14 +168,13 @@ static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx)
 }
 
 /* J v = v - h theta D.(A v) and J^T v = v - h theta A^T (D.v) (row-major: (D.v) A), per sample row */
-static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose)
-{
-  TNBlockSolver       bs;
-  BatchSolver        *c;
+static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose) {
+  TNBlockSolver bs;
+  BatchSolver *c;
   const TNBlockLayer *L;
-  const PetscScalar  *va;
-  PetscScalar        *oa;
-  PetscReal           ht;
+  const PetscScalar *va;
+  PetscScalar *oa;
+  PetscReal ht;
 
   PetscFunctionBegin;
   PetscCall(MatShellGetContext(J, &bs));
@@ -202,28 +198,25 @@ static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out)
-{
+static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out) {
   PetscFunctionBegin;
   PetscCall(JacobianApply(J, v, out, PETSC_FALSE));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out)
-{
+static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out) {
   PetscFunctionBegin;
   PetscCall(JacobianApply(J, v, out, PETSC_TRUE));
   PetscFunctionReturn(0);
 }
 
-
 /* Forward solver of one kind, options prefix `prefix`. */
-static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBlockMethod method, const char *prefix, SNES *out)
-{
-  SNES           snes;
+static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBlockMethod method, const char *prefix,
+                                          SNES *out) {
+  SNES snes;
   SNESLineSearch ls;
-  KSP            ksp;
-  PC             pc;
+  KSP ksp;
+  PC pc;
 
   PetscFunctionBegin;
   PetscCall(SNESCreate(PETSC_COMM_SELF, &snes));
@@ -270,10 +263,9 @@ static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBl
 /* Adjoint solver: Richardson pairs with Picard (both converge when the spectral radius of
    h theta diag(D) A is below one, the same for the operator and its transpose), GMRES with
    the Newton and Anderson solves, an exact pbjacobi block solve with the assembled Jacobian. */
-static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out)
-{
+static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out) {
   KSP ksp;
-  PC  pc;
+  PC pc;
 
   PetscFunctionBegin;
   PetscCall(KSPCreate(PETSC_COMM_SELF, &ksp));
@@ -297,8 +289,7 @@ static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscInt B)
-{
+static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscInt B) {
   const PetscInt n = bs->n, N = B * n;
 
   PetscFunctionBegin;
@@ -325,8 +316,7 @@ static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscIn
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BatchSolverDestroy(BatchSolver *c)
-{
+static PetscErrorCode BatchSolverDestroy(BatchSolver *c) {
   PetscFunctionBegin;
   if (!c->B) PetscFunctionReturn(0);
   PetscCall(VecDestroy(&c->x));
@@ -346,8 +336,7 @@ static PetscErrorCode BatchSolverDestroy(BatchSolver *c)
 }
 
 /* The solvers for batch size B: a cached one, or the least recently used slot rebuilt. */
-static PetscErrorCode BatchSolverGet(TNBlockSolver bs, PetscInt B, BatchSolver **out)
-{
+static PetscErrorCode BatchSolverGet(TNBlockSolver bs, PetscInt B, BatchSolver **out) {
   BatchSolver *slot = &bs->cache[0];
 
   PetscFunctionBegin;
@@ -366,12 +355,11 @@ found:
   PetscFunctionReturn(0);
 }
 
-static PetscClassId  TN_CLASSID_BLOCK;
+static PetscClassId TN_CLASSID_BLOCK;
 static PetscLogEvent TN_EVENT_BLOCK, TN_EVENT_ADJOINT;
 
 /* The method a request resolves to: auto picks by width and adds the fallback. */
-static void Resolve(TNBlockSolver bs)
-{
+static void Resolve(TNBlockSolver bs) {
   bs->method   = bs->requested;
   bs->fallback = PETSC_FALSE;
   if (bs->requested == TN_BLOCK_AUTO) {
@@ -380,8 +368,7 @@ static void Resolve(TNBlockSolver bs)
   }
 }
 
-PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
-{
+PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out) {
   TNBlockSolver bs;
 
   PetscFunctionBegin;
@@ -390,7 +377,8 @@ PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
     PetscCall(PetscLogEventRegister("TNBlockSolve", TN_CLASSID_BLOCK, &TN_EVENT_BLOCK));
     PetscCall(PetscLogEventRegister("TNAdjointSolve", TN_CLASSID_BLOCK, &TN_EVENT_ADJOINT));
   }
-  PetscCheck(width > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "block width must be positive, got %" PetscInt_FMT, width);
+  PetscCheck(width > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "block width must be positive, got %" PetscInt_FMT,
+             width);
   PetscCall(PetscNew(&bs));
   bs->n         = width;
   bs->requested = TN_BLOCK_AUTO;
@@ -401,17 +389,17 @@ PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
-{
+PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs) {
   PetscFunctionBegin;
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Implicit block solver", "thetanet");
-  PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions", TNBlockMethods,
-                             (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
-  PetscCall(PetscOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions", TNBlockGuesses,
-                             (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
-  PetscCall(PetscOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block", "TNBlockSolverSetFromOptions",
-                             bs->atol, &bs->atol, NULL));
-  PetscCall(PetscOptionsName("-block_view", "Print the block solver chosen, once set up", "TNBlockSolverView", &bs->view));
+  PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions",
+                             TNBlockMethods, (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
+  PetscCall(PetscOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions",
+                             TNBlockGuesses, (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
+  PetscCall(PetscOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block",
+                             "TNBlockSolverSetFromOptions", bs->atol, &bs->atol, NULL));
+  PetscCall(
+      PetscOptionsName("-block_view", "Print the block solver chosen, once set up", "TNBlockSolverView", &bs->view));
   PetscOptionsEnd();
   PetscCheck(bs->atol > 0, PETSC_COMM_WORLD, TN_ERR_USER, "-block_atol must be positive, got %g", (double)bs->atol);
   Resolve(bs);
@@ -420,8 +408,7 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs)
-{
+PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs) {
   PetscFunctionBegin;
   if (!*bs) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++) PetscCall(BatchSolverDestroy(&(*bs)->cache[i]));
@@ -429,8 +416,7 @@ PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
-{
+PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B) {
   BatchSolver *c;
 
   PetscFunctionBegin;
@@ -442,19 +428,22 @@ PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
-{
+PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer) {
   BatchSolver *c = NULL;
 
   PetscFunctionBegin;
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++)
     if (bs->cache[i].B && (!c || bs->cache[i].last_use > c->last_use)) c = &bs->cache[i];
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNBlockSolver: width %" PetscInt_FMT ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g\n", bs->n,
-                                   TNBlockMethods[bs->method], bs->requested == TN_BLOCK_AUTO ? " (auto)" : "", bs->fallback ? " with a Newton-GMRES fallback" : "",
-                                   TNBlockGuesses[bs->guess], (double)bs->atol, (double)TN_ADJOINT_RTOL));
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNBlockSolver: width %" PetscInt_FMT
+                                   ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g\n",
+                                   bs->n, TNBlockMethods[bs->method], bs->requested == TN_BLOCK_AUTO ? " (auto)" : "",
+                                   bs->fallback ? " with a Newton-GMRES fallback" : "", TNBlockGuesses[bs->guess],
+                                   (double)bs->atol, (double)TN_ADJOINT_RTOL));
   if (c) {
     PetscCall(PetscViewerASCIIPushTab(viewer));
-    PetscCall(PetscViewerASCIIPrintf(viewer, "forward solver (prefix block_) for batches of %" PetscInt_FMT ":\n", c->B));
+    PetscCall(
+        PetscViewerASCIIPrintf(viewer, "forward solver (prefix block_) for batches of %" PetscInt_FMT ":\n", c->B));
     PetscCall(SNESView(c->snes, viewer));
     PetscCall(PetscViewerASCIIPrintf(viewer, "adjoint solver (prefix adjoint_):\n"));
     PetscCall(KSPView(c->ksp, viewer));
@@ -463,21 +452,19 @@ PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
-{
+PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its) {
   PetscFunctionBegin;
   bs->rough_its = its;
   PetscFunctionReturn(0);
 }
 
 /* The paper's linearised estimate y_j + (I - h theta J_F(y_j))^{-1} h F(y_j), J_F(y_j) = D_j A. */
-static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, PetscScalar *y)
-{
-  BatchSolver    *c = bs->cur;
-  const PetscInt  N = c->B * bs->n;
-  PetscScalar    *rhs;
+static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, PetscScalar *y) {
+  BatchSolver *c   = bs->cur;
+  const PetscInt N = c->B * bs->n;
+  PetscScalar *rhs;
   const PetscReal h = bs->layer->h;
-  PetscInt        its;
+  PetscInt its;
 
   PetscFunctionBegin;
   TNActivationDerivative(bs->layer->act, N, Fj, c->D);
@@ -498,8 +485,8 @@ static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, P
 }
 
 /* One forward solve with snes from the guess in y; counts its iterations. */
-static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, PetscScalar *y, SNESConvergedReason *reason)
-{
+static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, PetscScalar *y,
+                                 SNESConvergedReason *reason) {
   PetscInt its, lits;
 
   PetscFunctionBegin;
@@ -514,33 +501,36 @@ static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, Pe
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj, const PetscScalar *r,
-                                 PetscScalar *y, PetscScalar *Fn, PetscBool *converged, PetscReal *residual)
-{
-  BatchSolver        *c;
-  const PetscInt      N = B * L->n;
+static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
+                                 const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
+                                 PetscReal *residual) {
+  BatchSolver *c;
+  const PetscInt N = B * L->n;
   SNESConvergedReason reason;
 
   PetscFunctionBegin;
-  PetscCheck(L->n == bs->n, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "block width %" PetscInt_FMT " != solver width %" PetscInt_FMT, L->n, bs->n);
+  PetscCheck(L->n == bs->n, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
+             "block width %" PetscInt_FMT " != solver width %" PetscInt_FMT, L->n, bs->n);
   PetscCall(BatchSolverGet(bs, B, &c));
   bs->cur       = c;
   bs->layer     = L;
   bs->r         = r;
   bs->have_last = PETSC_FALSE;
   /* explicit predictor y_j + h F(y_j), optionally refined by the linearised step */
-  if (bs->guess == TN_GUESS_LINEARIZED) PetscCall(LinearizedGuess(bs, Fj, y));
+  if (bs->guess == TN_GUESS_LINEARIZED)
+    PetscCall(LinearizedGuess(bs, Fj, y));
   else
     for (PetscInt i = 0; i < N; i++) y[i] += L->h * Fj[i];
   if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
   if (bs->rough_its) {
     PetscReal atol, rtol, stol;
-    PetscInt  maxit, maxf;
+    PetscInt maxit, maxf;
     PetscCall(SNESGetTolerances(c->snes, &atol, &rtol, &stol, &maxit, &maxf));
     PetscCall(SNESSetTolerances(c->snes, atol, rtol, stol, bs->rough_its, maxf));
     PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
     PetscCall(SNESSetTolerances(c->snes, atol, rtol, stol, maxit, maxf));
-  } else PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
+  } else
+    PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
   if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(PetscArraycpy(y, c->guess, N));
     PetscCall(ForwardRun(bs, c, c->snes_fb, y, &reason));
@@ -554,8 +544,8 @@ static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscI
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPConvergedReason *reason, PetscReal *residual)
-{
+static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPConvergedReason *reason,
+                                 PetscReal *residual) {
   PetscInt its;
 
   PetscFunctionBegin;
@@ -567,9 +557,9 @@ static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPC
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj, const PetscScalar *r,
-                                  PetscScalar *y, PetscScalar *Fn, PetscBool *converged, PetscReal *residual)
-{
+PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
+                                  const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
+                                  PetscReal *residual) {
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_BLOCK, 0, 0, 0, 0));
   PetscCall(BlockSolve(bs, L, B, Fj, r, y, Fn, converged, residual));
@@ -577,10 +567,10 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D, const PetscScalar *lambda,
-                                   PetscScalar *mu, PetscBool *converged, PetscReal *residual)
-{
-  BatchSolver       *c;
+static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D,
+                                   const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
+                                   PetscReal *residual) {
+  BatchSolver *c;
   KSPConvergedReason reason;
 
   PetscFunctionBegin;
@@ -593,12 +583,13 @@ static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pets
   PetscCall(VecPlaceArray(c->mu, mu));
   if (bs->rough_its) {
     PetscReal rtol, abstol, dtol;
-    PetscInt  maxit;
+    PetscInt maxit;
     PetscCall(KSPGetTolerances(c->ksp, &rtol, &abstol, &dtol, &maxit));
     PetscCall(KSPSetTolerances(c->ksp, rtol, abstol, dtol, bs->rough_its));
     PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
     PetscCall(KSPSetTolerances(c->ksp, rtol, abstol, dtol, maxit));
-  } else PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
+  } else
+    PetscCall(AdjointRun(bs, c, c->ksp, &reason, residual));
   if (reason <= 0 && bs->fallback && !bs->rough_its) {
     PetscCall(AdjointRun(bs, c, c->ksp_fb, &reason, residual));
   }
@@ -608,9 +599,9 @@ static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pets
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D, const PetscScalar *lambda,
-                                    PetscScalar *mu, PetscBool *converged, PetscReal *residual)
-{
+PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D,
+                                    const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
+                                    PetscReal *residual) {
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_ADJOINT, 0, 0, 0, 0));
   PetscCall(BlockAdjoint(bs, L, B, D, lambda, mu, converged, residual));
@@ -618,8 +609,7 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves)
-{
+PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves) {
   PetscFunctionBegin;
   if (newton) *newton = bs->newton;
   if (krylov) *krylov = bs->krylov;
@@ -627,8 +617,7 @@ PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, Pets
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
-{
+PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs) {
   PetscFunctionBegin;
   bs->newton = bs->krylov = bs->solves = 0;
   PetscFunctionReturn(0);
@@ -638,15 +627,14 @@ PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
    against central differences of the residual G, and its transpose by a dot-product test.
    Returns relative errors; both should be near rounding for a correct layer. */
 PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *y,
-                                     PetscReal *jacobian_error, PetscReal *transpose_error)
-{
-  BatchSolver    *c;
-  const PetscInt  N = B * L->n;
+                                     PetscReal *jacobian_error, PetscReal *transpose_error) {
+  BatchSolver *c;
+  const PetscInt N    = B * L->n;
   const PetscReal eps = 1e-6;
-  Vec             v, w, Jv, JTw, yp, Gp, Gm;
-  PetscRandom     rnd;
-  PetscScalar     vJTw, wJv, *r;
-  PetscReal       nJv, nd;
+  Vec v, w, Jv, JTw, yp, Gp, Gm;
+  PetscRandom rnd;
+  PetscScalar vJTw, wJv, *r;
+  PetscReal nJv, nd;
 
   PetscFunctionBegin;
   PetscCall(BatchSolverGet(bs, B, &c));

@@ -20,11 +20,11 @@ PETSC_EXTERN const char *const TNBlockGuesses[];
 
 /* What one block solve sees of the layer: F(y) = s(A y + b) applied to rows of a batch. */
 typedef struct {
-  PetscInt           n;
+  PetscInt n;
   const PetscScalar *A; /* n x n, row-major: A[i*n+k] multiplies y_k into component i */
   const PetscScalar *b; /* n */
-  TNActivation       act;
-  PetscReal          h, theta;
+  TNActivation act;
+  PetscReal h, theta;
 } TNBlockLayer;
 
 typedef struct _n_TNBlockSolver *TNBlockSolver;
@@ -51,7 +51,8 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver, const TNBlockLay
                                                  const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
                                                  PetscReal *residual);
 /* Iterations since the last reset: nonlinear, linear (forward and adjoint), and forward solves. */
-PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves);
+PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov,
+                                                   PetscInt64 *solves);
 PETSC_EXTERN PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver);
 /* its > 0: the following solves stop after its iterations without falling back (an MGRIT
    coarse step needs no more than a rough solve); 0: solves to tolerance again. */

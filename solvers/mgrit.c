@@ -13,40 +13,39 @@
    residual of what it returns. */
 #include "mgrit.h"
 
-static PetscClassId  TN_CLASSID_MGRIT;
+static PetscClassId TN_CLASSID_MGRIT;
 static PetscLogEvent TN_EVENT_MGRIT;
 
 typedef struct {
-  PetscInt     n;          /* intervals of this level: points 0..n */
-  PetscInt    *pos;        /* pos[0..n]: the fine index of each point */
-  PetscInt     a, b;       /* the points this rank owns, a..b (none: a > b); it stores a-1..b */
-  PetscMPIInt  prev, next; /* owners of points a-1 and b+1 (-1: point 0, known to all; or none) */
-  PetscBool   *isC;        /* isC[k]: stored point k is a point of the next level */
-  PetscInt    *cidx;       /* stored index on this level of each owned point of the next level */
-  PetscScalar *u, *v, *g;  /* stored states: iterate, restricted iterate, FAS forcing */
+  PetscInt n;             /* intervals of this level: points 0..n */
+  PetscInt *pos;          /* pos[0..n]: the fine index of each point */
+  PetscInt a, b;          /* the points this rank owns, a..b (none: a > b); it stores a-1..b */
+  PetscMPIInt prev, next; /* owners of points a-1 and b+1 (-1: point 0, known to all; or none) */
+  PetscBool *isC;         /* isC[k]: stored point k is a point of the next level */
+  PetscInt *cidx;         /* stored index on this level of each owned point of the next level */
+  PetscScalar *u, *v, *g; /* stored states: iterate, restricted iterate, FAS forcing */
 } Level;
 
 struct _n_TNMGRIT {
-  MPI_Comm    comm;
+  MPI_Comm comm;
   PetscMPIInt rank, size;
-  PetscInt    N;
-  PetscBool   mirror, setup;
-  TNMGRITApp  app;
-  PetscInt    cfactor, nlevels, max_it, maxsize;
-  PetscReal   tol;
-  PetscBool   skip;
-  Level      *lv;
-  PetscInt    nlv;
-  PetscInt    lo, hi;     /* this rank's fine steps [lo, hi): it stores the points lo..hi */
-  PetscInt   *rlo, *rhi;  /* every rank's */
+  PetscInt N;
+  PetscBool mirror, setup;
+  TNMGRITApp app;
+  PetscInt cfactor, nlevels, max_it, maxsize;
+  PetscReal tol;
+  PetscBool skip;
+  Level *lv;
+  PetscInt nlv;
+  PetscInt lo, hi;     /* this rank's fine steps [lo, hi): it stores the points lo..hi */
+  PetscInt *rlo, *rhi; /* every rank's */
   PetscScalar *tmp, *u0;
-  PetscReal  *hist;
-  PetscInt    hist_n;
-  PetscBool   view; /* -mgrit_view: print at set-up */
+  PetscReal *hist;
+  PetscInt hist_n;
+  PetscBool view; /* -mgrit_view: print at set-up */
 };
 
-PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out)
-{
+PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out) {
   TNMGRIT mg;
 
   PetscFunctionBegin;
@@ -72,17 +71,15 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app)
-{
+PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app) {
   PetscFunctionBegin;
-  PetscCheck(!mg->setup || app->size <= mg->maxsize, mg->comm, PETSC_ERR_ARG_WRONGSTATE, "state size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for",
-             app->size, mg->maxsize);
+  PetscCheck(!mg->setup || app->size <= mg->maxsize, mg->comm, PETSC_ERR_ARG_WRONGSTATE,
+             "state size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for", app->size, mg->maxsize);
   mg->app = *app;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol)
-{
+PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol) {
   PetscFunctionBegin;
   PetscCheck(cfactor >= 2, mg->comm, TN_ERR_USER, "-mgrit_cfactor must be at least 2, got %" PetscInt_FMT, cfactor);
   PetscCheck(levels >= 2, mg->comm, TN_ERR_USER, "-mgrit_levels must be at least 2, got %" PetscInt_FMT, levels);
@@ -103,34 +100,34 @@ PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt level
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip)
-{
+PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip) {
   PetscFunctionBegin;
   mg->skip = skip;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip)
-{
+PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip) {
   PetscFunctionBegin;
   *skip = mg->skip;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
-{
-  PetscInt  m = mg->cfactor, l = mg->nlevels, it = mg->max_it;
-  PetscReal tol = mg->tol;
+PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg) {
+  PetscInt m = mg->cfactor, l = mg->nlevels, it = mg->max_it;
+  PetscReal tol  = mg->tol;
   PetscBool skip = mg->skip;
 
   PetscFunctionBegin;
   PetscOptionsBegin(mg->comm, NULL, "MGRIT solver", "thetanet");
   PetscCall(PetscOptionsInt("-mgrit_cfactor", "Coarsening factor m: C-points every m blocks", "", m, &m, NULL));
   PetscCall(PetscOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
-  PetscCall(PetscOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
+  PetscCall(
+      PetscOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
   PetscCall(PetscOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
-  PetscCall(PetscOptionsBool("-mgrit_skip", "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)", "",
-                             skip, &skip, NULL));
+  PetscCall(PetscOptionsBool(
+      "-mgrit_skip",
+      "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)",
+      "", skip, &skip, NULL));
   PetscCall(PetscOptionsName("-mgrit_view", "Print the MGRIT hierarchy once set up", "TNMGRITView", &mg->view));
   PetscOptionsEnd();
   PetscCall(TNMGRITSetParameters(mg, m, l, it, tol));
@@ -139,8 +136,7 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
 }
 
 /* Points of level l: multiples of cfactor^l and N (mirrored: N minus those). */
-static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L)
-{
+static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L) {
   PetscInt k = 0;
 
   PetscFunctionBegin;
@@ -158,39 +154,40 @@ static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L)
   PetscFunctionReturn(0);
 }
 
-static PetscInt FindPoint(const Level *L, PetscInt fine)
-{
+static PetscInt FindPoint(const Level *L, PetscInt fine) {
   PetscInt a = 0, b = L->n;
   while (a < b) {
     const PetscInt c = (a + b) / 2;
-    if (L->pos[c] < fine) a = c + 1;
-    else b = c;
+    if (L->pos[c] < fine)
+      a = c + 1;
+    else
+      b = c;
   }
   return a;
 }
 
 /* The rank of comm owning fine point p >= 1 (the one whose steps lead to it). */
-static PetscMPIInt Owner(TNMGRIT mg, PetscInt p)
-{
+static PetscMPIInt Owner(TNMGRIT mg, PetscInt p) {
   PetscMPIInt r = 0;
   while (r < mg->size - 1 && !(mg->rlo[r] < p && p <= mg->rhi[r])) r++;
   return r;
 }
 
 /* The levels and this rank's share of them: what ownership needs, before any state size. */
-static PetscErrorCode Hierarchy(TNMGRIT mg)
-{
+static PetscErrorCode Hierarchy(TNMGRIT mg) {
   PetscInt stride = 1;
 
   PetscFunctionBegin;
   if (mg->lv) PetscFunctionReturn(0);
-  PetscCheck(mg->N >= mg->size, mg->comm, TN_ERR_USER, "MGRIT: %" PetscInt_FMT " blocks cannot be split over %d depth ranks: use fewer depth ranks", mg->N,
+  PetscCheck(mg->N >= mg->size, mg->comm, TN_ERR_USER,
+             "MGRIT: %" PetscInt_FMT " blocks cannot be split over %d depth ranks: use fewer depth ranks", mg->N,
              mg->size);
   /* even shares of the steps; a mirrored problem runs on the ranks in reverse order and owns the
      mirror image of the forward problem's shares, so each rank keeps its blocks */
   PetscCall(PetscMalloc2(mg->size, &mg->rlo, mg->size, &mg->rhi));
   for (PetscMPIInt r = 0; r < mg->size; r++) {
-    if (!mg->mirror) TNGridSplit(mg->N, mg->size, r, &mg->rlo[r], &mg->rhi[r]);
+    if (!mg->mirror)
+      TNGridSplit(mg->N, mg->size, r, &mg->rlo[r], &mg->rhi[r]);
     else {
       PetscInt lo, hi;
       TNGridSplit(mg->N, mg->size, mg->size - 1 - r, &lo, &hi);
@@ -219,12 +216,12 @@ static PetscErrorCode Hierarchy(TNMGRIT mg)
     L->next = L->a > L->b || L->b == L->n ? -1 : Owner(mg, L->pos[L->b + 1]);
   }
   for (PetscInt l = 0; l + 1 < mg->nlv; l++) {
-    Level       *L = &mg->lv[l];
+    Level *L       = &mg->lv[l];
     const Level *C = &mg->lv[l + 1];
     if (L->a > L->b) continue;
     PetscCall(PetscMalloc1(L->b - L->a + 2, &L->isC));
     for (PetscInt q = L->a - 1; q <= L->b; q++) {
-      const PetscInt P = FindPoint(C, L->pos[q]);
+      const PetscInt P     = FindPoint(C, L->pos[q]);
       L->isC[q - L->a + 1] = P <= C->n && C->pos[P] == L->pos[q] ? PETSC_TRUE : PETSC_FALSE;
     }
     PetscCall(PetscMalloc1(PetscMax(C->b - C->a + 1, 1), &L->cidx));
@@ -235,15 +232,14 @@ static PetscErrorCode Hierarchy(TNMGRIT mg)
 
 /* Coarse-level storage for states of up to the current app.size entries (solves may then use
    any smaller size: the last batch of an epoch is smaller). */
-PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
-{
+PetscErrorCode TNMGRITSetUp(TNMGRIT mg) {
   PetscFunctionBegin;
   if (mg->setup) PetscFunctionReturn(0);
   PetscCall(Hierarchy(mg));
   PetscCheck(mg->app.size > 0, mg->comm, PETSC_ERR_ARG_WRONGSTATE, "MGRIT set up without a state size");
   mg->maxsize = mg->app.size;
   for (PetscInt l = 1; l < mg->nlv; l++) {
-    Level         *L = &mg->lv[l];
+    Level *L         = &mg->lv[l];
     const PetscInt n = PetscMax(L->b - L->a + 2, 1) * mg->maxsize;
     PetscCall(PetscMalloc3(n, &L->u, n, &L->v, n, &L->g));
   }
@@ -254,52 +250,52 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer)
-{
+PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer) {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNMGRIT%s: %" PetscInt_FMT " steps on %d ranks, cfactor %" PetscInt_FMT ", %" PetscInt_FMT " levels (%" PetscInt_FMT " asked for), max_it %" PetscInt_FMT ", tol %g%s\n",
-                                   mg->mirror ? " (mirrored)" : "", mg->N, mg->size, mg->cfactor, mg->nlv, mg->nlevels, mg->max_it, (double)mg->tol,
-                                   mg->skip ? ", nested start" : ""));
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNMGRIT%s: %" PetscInt_FMT " steps on %d ranks, cfactor %" PetscInt_FMT
+                                   ", %" PetscInt_FMT " levels (%" PetscInt_FMT " asked for), max_it %" PetscInt_FMT
+                                   ", tol %g%s\n",
+                                   mg->mirror ? " (mirrored)" : "", mg->N, mg->size, mg->cfactor, mg->nlv, mg->nlevels,
+                                   mg->max_it, (double)mg->tol, mg->skip ? ", nested start" : ""));
   PetscCall(PetscViewerASCIIPushTab(viewer));
-  for (PetscInt l = 0; l < mg->nlv; l++) PetscCall(PetscViewerASCIIPrintf(viewer, "level %" PetscInt_FMT ": %" PetscInt_FMT " intervals\n", l, mg->lv[l].n));
+  for (PetscInt l = 0; l < mg->nlv; l++)
+    PetscCall(PetscViewerASCIIPrintf(viewer, "level %" PetscInt_FMT ": %" PetscInt_FMT " intervals\n", l, mg->lv[l].n));
   PetscCall(PetscViewerASCIIPopTab(viewer));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetLevels(TNMGRIT mg, PetscInt *nlevels)
-{
+PetscErrorCode TNMGRITGetLevels(TNMGRIT mg, PetscInt *nlevels) {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *nlevels = mg->nlv;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const PetscInt **pos)
-{
+PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const PetscInt **pos) {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
-  PetscCheck(l >= 0 && l < mg->nlv, mg->comm, PETSC_ERR_ARG_OUTOFRANGE, "level %" PetscInt_FMT " of %" PetscInt_FMT, l, mg->nlv);
+  PetscCheck(l >= 0 && l < mg->nlv, mg->comm, PETSC_ERR_ARG_OUTOFRANGE, "level %" PetscInt_FMT " of %" PetscInt_FMT, l,
+             mg->nlv);
   *n   = mg->lv[l].n;
   *pos = mg->lv[l].pos;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint)
-{
+PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint) {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *cpoint = PETSC_FALSE;
   if (mg->nlv > 1) {
-    const Level *C = &mg->lv[1];
+    const Level *C   = &mg->lv[1];
     const PetscInt a = FindPoint(C, p);
-    *cpoint = a <= C->n && C->pos[a] == p ? PETSC_TRUE : PETSC_FALSE;
+    *cpoint          = a <= C->n && C->pos[a] == p ? PETSC_TRUE : PETSC_FALSE;
   }
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
-{
+PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi) {
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *lo = mg->lo;
@@ -313,12 +309,11 @@ PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
 #define LAST(L) ((L)->b - (L)->a + 1)
 
 /* message tags by level and kind, so no message of one sweep can match another's */
-#define TAG(L, kind) ((int)(10 + 3 * ((L) - mg->lv) + (kind)))
+#define TAG(L, kind) ((int)(10 + 3 * ((L)-mg->lv) + (kind)))
 enum { TAG_F, TAG_X, TAG_SEQ };
 
 /* out = Phi(u) + g into stored point k of level L, from the state u of point k-1 */
-static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscScalar *u, PetscScalar *out)
-{
+static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscScalar *u, PetscScalar *out) {
   const PetscInt q = L->a - 1 + k;
 
   PetscFunctionBegin;
@@ -329,18 +324,16 @@ static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscSc
 }
 
 /* The ghost (stored point 0) of a rank whose first point follows point 0 is u_0. */
-static PetscErrorCode GhostFromStart(TNMGRIT mg, const Level *L, PetscScalar *U)
-{
+static PetscErrorCode GhostFromStart(TNMGRIT mg, const Level *L, PetscScalar *U) {
   PetscFunctionBegin;
   if (OWNED(L) && L->a == 1) PetscCall(PetscArraycpy(STATE(U, 0), mg->u0, mg->app.size));
   PetscFunctionReturn(0);
 }
 
 /* Each owner's last state becomes the ghost of the owner of the next point. */
-static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U)
-{
+static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U) {
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
-  MPI_Request       req = MPI_REQUEST_NULL;
+  MPI_Request req     = MPI_REQUEST_NULL;
 
   PetscFunctionBegin;
   if (!OWNED(L)) PetscFunctionReturn(0);
@@ -353,44 +346,45 @@ static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U)
 /* F-relaxation of level l (l below the coarsest): the chains from this rank's own C-points
    first, then the chain entering from the previous rank, once its state arrives. The last
    state goes to the next owner as soon as it is final, and the ghost is current afterwards. */
-static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
-  const Level      *L = &mg->lv[l];
+static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+  const Level *L      = &mg->lv[l];
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
-  const PetscInt    last = LAST(L);
-  PetscInt          first_c = 1;
-  MPI_Request       send = MPI_REQUEST_NULL;
+  const PetscInt last = LAST(L);
+  PetscInt first_c    = 1;
+  MPI_Request send    = MPI_REQUEST_NULL;
 
   PetscFunctionBegin;
   if (!OWNED(L)) PetscFunctionReturn(0);
   while (first_c <= last && !L->isC[first_c]) first_c++;
   for (PetscInt k = first_c + 1; k <= last; k++)
     if (!L->isC[k]) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
-  if (first_c <= last && L->next >= 0) PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
-  if (L->prev >= 0) PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_F), mg->comm, MPI_STATUS_IGNORE));
+  if (first_c <= last && L->next >= 0)
+    PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
+  if (L->prev >= 0)
+    PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_F), mg->comm, MPI_STATUS_IGNORE));
   for (PetscInt k = 1; k < first_c; k++) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
-  if (first_c > last && L->next >= 0) PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
+  if (first_c > last && L->next >= 0)
+    PetscCallMPI(MPI_Isend(STATE(u, last), n, MPIU_SCALAR, L->next, TAG(L, TAG_F), mg->comm, &send));
   PetscCallMPI(MPI_Wait(&send, MPI_STATUS_IGNORE));
   PetscFunctionReturn(0);
 }
 
 /* Fine steps in a final sweep may be the last at their points (see TNMGRITApp). */
-static PetscErrorCode FinalSweep(TNMGRIT mg, PetscBool on)
-{
+static PetscErrorCode FinalSweep(TNMGRIT mg, PetscBool on) {
   PetscFunctionBegin;
   if (mg->app.final_sweep) PetscCall(mg->app.final_sweep(mg->app.ctx, on));
   PetscFunctionReturn(0);
 }
 
 /* The coarsest level is solved exactly: a pipeline through the ranks that hold its points. */
-static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
-  const Level      *L = &mg->lv[l];
+static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+  const Level *L      = &mg->lv[l];
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
 
   PetscFunctionBegin;
   if (!OWNED(L)) PetscFunctionReturn(0);
-  if (L->prev >= 0) PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_SEQ), mg->comm, MPI_STATUS_IGNORE));
+  if (L->prev >= 0)
+    PetscCallMPI(MPI_Recv(STATE(u, 0), n, MPIU_SCALAR, L->prev, TAG(L, TAG_SEQ), mg->comm, MPI_STATUS_IGNORE));
   for (PetscInt k = 1; k <= LAST(L); k++) PetscCall(Step(mg, L, k, STATE(u, k - 1), STATE(u, k)));
   if (L->next >= 0) PetscCallMPI(MPI_Send(STATE(u, LAST(L)), n, MPIU_SCALAR, L->next, TAG(L, TAG_SEQ), mg->comm));
   PetscFunctionReturn(0);
@@ -399,16 +393,15 @@ static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
 /* phi_P = Phi(u_{b-1}) (+ g) into each owned C-point b of level l (the next level's point P),
    kept in the next level's g; with ss, the squared norm of the residuals phi_P - u_b. The ghost
    must be current. */
-static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss)
-{
-  const Level   *L = &mg->lv[l], *C = &mg->lv[l + 1];
+static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss) {
+  const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
   const PetscInt size = mg->app.size;
 
   PetscFunctionBegin;
   if (ss) *ss = 0;
   for (PetscInt P = C->a; P <= C->b; P++) {
-    const PetscInt k   = L->cidx[P - C->a];
-    PetscScalar   *phi = STATE(C->g, P - C->a + 1);
+    const PetscInt k = L->cidx[P - C->a];
+    PetscScalar *phi = STATE(C->g, P - C->a + 1);
     PetscCall(Step(mg, L, k, STATE(u, k - 1), phi));
     if (ss)
       for (PetscInt i = 0; i < size; i++) {
@@ -420,12 +413,12 @@ static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, 
 }
 
 /* C-relaxation with the steps CPointSteps left in the next level's g. */
-static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
+static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u) {
   const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
 
   PetscFunctionBegin;
-  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->g, P - C->a + 1), mg->app.size));
+  for (PetscInt P = C->a; P <= C->b; P++)
+    PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->g, P - C->a + 1), mg->app.size));
   PetscCall(Exchange(mg, L, u));
   PetscFunctionReturn(0);
 }
@@ -436,13 +429,13 @@ static PetscErrorCode Cycle(TNMGRIT, PetscInt, PetscScalar *);
    v_P = u at C-point P, g_P = r_P + v_P - Phi_c(v_{P-1}) = phi_P - Phi_c(v_{P-1}); a V-cycle
    on the next level; u_P += w_P - v_P at every owned C-point. The F-points (and the ghost) are
    left to the caller's F-relaxation. */
-static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
-  Level         *L = &mg->lv[l], *C = &mg->lv[l + 1];
+static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+  Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
   const PetscInt size = mg->app.size;
 
   PetscFunctionBegin;
-  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(C->v, P - C->a + 1), STATE(u, L->cidx[P - C->a]), size));
+  for (PetscInt P = C->a; P <= C->b; P++)
+    PetscCall(PetscArraycpy(STATE(C->v, P - C->a + 1), STATE(u, L->cidx[P - C->a]), size));
   PetscCall(GhostFromStart(mg, C, C->v));
   PetscCall(Exchange(mg, C, C->v));
   for (PetscInt P = C->a; P <= C->b; P++) {
@@ -461,8 +454,7 @@ static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u)
 
 /* One V-cycle on a coarse level l >= 1: FCF, correction, F-relaxation (the interpolation of the
    correction to the F-points, which the finer level's C-points include). */
-static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
+static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u) {
   PetscFunctionBegin;
   if (l == mg->nlv - 1) {
     PetscCall(SequentialLevel(mg, l, u));
@@ -481,9 +473,8 @@ static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u)
 /* The nested start (XBraid's skip): the coarsest level propagated from u_0 with no forcing,
    interpolated to each finer level by injection at its C-points and F-relaxation. It spends no
    relaxation on values that carry no information yet. */
-static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
-{
-  Level         *L = &mg->lv[l], *C;
+static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+  Level *L            = &mg->lv[l], *C;
   const PetscInt size = mg->app.size;
 
   PetscFunctionBegin;
@@ -495,7 +486,8 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
   if (OWNED(C)) PetscCall(PetscArrayzero(C->g, (C->b - C->a + 2) * size));
   PetscCall(GhostFromStart(mg, C, C->u));
   PetscCall(Nested(mg, l + 1, C->u));
-  for (PetscInt P = C->a; P <= C->b; P++) PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->u, P - C->a + 1), size));
+  for (PetscInt P = C->a; P <= C->b; P++)
+    PetscCall(PetscArraycpy(STATE(u, L->cidx[P - C->a]), STATE(C->u, P - C->a + 1), size));
   if (l == 0) PetscCall(FinalSweep(mg, PETSC_TRUE));
   PetscCall(FRelax(mg, l, u));
   PetscFunctionReturn(0);
@@ -503,8 +495,7 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
 
 /* The final sweep of a fine-level iteration: F-relaxation (unless the nested start just did
    it) and the C-point residual norm. */
-static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
-{
+static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res) {
   PetscReal ss;
 
   PetscFunctionBegin;
@@ -517,10 +508,9 @@ static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool rela
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual)
-{
+PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual) {
   PetscReal res;
-  PetscInt  it = 0;
+  PetscInt it = 0;
 
   PetscFunctionBegin;
   PetscCall(TNMGRITSetUp(mg));
@@ -542,7 +532,8 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
     PetscCall(Nested(mg, 0, u));
     PetscCall(FinishIteration(mg, u, PETSC_FALSE, &res));
     mg->hist[it++] = res;
-  } else PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
+  } else
+    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
   PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
   while (res > mg->tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
@@ -560,16 +551,14 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT mg, PetscInt *its, const PetscReal **history)
-{
+PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT mg, PetscInt *its, const PetscReal **history) {
   PetscFunctionBegin;
   *its     = mg->hist_n;
   *history = mg->hist;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
-{
+PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp) {
   TNMGRIT mg = *mgp;
 
   PetscFunctionBegin;
@@ -590,9 +579,9 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSequential(const TNMGRITApp *app, PetscInt N, PetscScalar *u)
-{
+PetscErrorCode TNMGRITSequential(const TNMGRITApp *app, PetscInt N, PetscScalar *u) {
   PetscFunctionBegin;
-  for (PetscInt p = 1; p <= N; p++) PetscCall(app->step(app->ctx, p - 1, p, u + (size_t)(p - 1) * app->size, u + (size_t)p * app->size));
+  for (PetscInt p = 1; p <= N; p++)
+    PetscCall(app->step(app->ctx, p - 1, p, u + (size_t)(p - 1) * app->size, u + (size_t)p * app->size));
   PetscFunctionReturn(0);
 }

@@ -17,7 +17,7 @@
    the weight gradient) there, rather than in another pass. */
 typedef struct {
   PetscInt size;
-  void    *ctx;
+  void *ctx;
   PetscErrorCode (*step)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out);
   PetscErrorCode (*final_sweep)(void *ctx, PetscBool on);
 } TNMGRITApp;
@@ -28,7 +28,8 @@ typedef struct _n_TNMGRIT *TNMGRIT;
    the forward problem seen from the other end (p -> N - p): an adjoint recursion run backwards,
    on a communicator whose rank order is reversed, then keeps the coarse intervals, and so the
    ownership, of the forward one. */
-PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *mg);
+PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app,
+                                          TNMGRIT *mg);
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
    2-norm of the fine C-point residuals), -mgrit_skip (true: the first iteration is the nested
    start, the coarsest level's propagation interpolated by F-relaxation, rather than a cycle
@@ -38,7 +39,8 @@ PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);
 PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
 /* cfactor and levels are fixed once the hierarchy exists (after TNMGRITSetUp or an ownership or
    level query); max_it and tol may change between solves. */
-PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol);
+PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it,
+                                                 PetscReal tol);
 PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
 PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
 /* Builds the level hierarchy and the ownership: the ranks split the steps evenly and own the
@@ -60,7 +62,8 @@ PETSC_EXTERN PetscErrorCode TNMGRITIsCPoint(TNMGRIT, PetscInt p, PetscBool *cpoi
    u_0 is read). Each iteration ends with an F-relaxation and the C-point residual, so the
    F-points are consistent with the C-points on return. Returns the iterations and the final
    C-point residual norm; iterates to -mgrit_tol or -mgrit_max_it. */
-PETSC_EXTERN PetscErrorCode TNMGRITSolve(TNMGRIT, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual);
+PETSC_EXTERN PetscErrorCode TNMGRITSolve(TNMGRIT, const PetscScalar *u0, PetscScalar *u, PetscInt *its,
+                                         PetscReal *residual);
 /* Residual norm after each iteration of the last solve (history[0..its)). */
 PETSC_EXTERN PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT, PetscInt *its, const PetscReal **history);
 PETSC_EXTERN PetscErrorCode TNMGRITDestroy(TNMGRIT *);

@@ -3,10 +3,9 @@
 #include "rows.h"
 #include <petscblaslapack.h>
 
-void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A, const PetscScalar *bias,
-                 PetscScalar *Z)
-{
-  PetscBLASInt      M = (PetscBLASInt)nout, N = (PetscBLASInt)B, K = (PetscBLASInt)nin;
+void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
+                 const PetscScalar *bias, PetscScalar *Z) {
+  PetscBLASInt M = (PetscBLASInt)nout, N = (PetscBLASInt)B, K = (PetscBLASInt)nin;
   const PetscScalar one = 1.0, zero = 0.0;
 
   /* row-major Z = Y A^T is column-major Z^T = A Y^T */
@@ -17,9 +16,8 @@ void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, 
       for (PetscInt i = 0; i < nout; i++) Z[s * nout + i] += bias[i];
 }
 
-void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U, const PetscScalar *A,
-                          PetscScalar beta, PetscScalar *Out)
-{
+void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
+                          const PetscScalar *A, PetscScalar beta, PetscScalar *Out) {
   PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
 
   BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
@@ -27,9 +25,8 @@ void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar a
 }
 
 void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,
-                    PetscScalar *G)
-{
-  PetscBLASInt      M = (PetscBLASInt)ny, N = (PetscBLASInt)nu, K = (PetscBLASInt)B;
+                    PetscScalar *G) {
+  PetscBLASInt M = (PetscBLASInt)ny, N = (PetscBLASInt)nu, K = (PetscBLASInt)B;
   const PetscScalar one = 1.0;
 
   if (!B) return;
@@ -37,8 +34,7 @@ void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, con
   (void)PetscLogFlops(2.0 * M * N * K);
 }
 
-void TNRowsColumnSums(PetscInt B, PetscInt n, const PetscScalar *U, PetscScalar *g)
-{
+void TNRowsColumnSums(PetscInt B, PetscInt n, const PetscScalar *U, PetscScalar *g) {
   for (PetscInt s = 0; s < B; s++)
     for (PetscInt i = 0; i < n; i++) g[i] += U[s * n + i];
 }

@@ -3,22 +3,20 @@
    all in one reduction. */
 #include "evaluate.h"
 
-PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
-{
+PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m) {
   return (PetscReal)N * (task == TN_TASK_REGRESSION ? m : 1);
 }
 
-PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where, PetscReal *loss,
-                                 PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
-{
+PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
+                                 PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions) {
   const TNModelConfig *c;
-  TNModel              M;
-  TNDatasetInfo        info;
-  PetscInt             start, end, m, nparams;
-  PetscReal            sums[3] = {0, 0, 0}, *X, *Y, *out, *dout, divisor;
-  PetscInt            *labels, *idx;
-  PetscBool            ok = PETSC_TRUE;
-  const char          *failure;
+  TNModel M;
+  TNDatasetInfo info;
+  PetscInt start, end, m, nparams;
+  PetscReal sums[3] = {0, 0, 0}, *X, *Y, *out, *dout, divisor;
+  PetscInt *labels, *idx;
+  PetscBool ok = PETSC_TRUE;
+  const char *failure;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkGetModel(net, &M));
@@ -28,11 +26,12 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
   m       = c->m;
   divisor = TNLossDivisor(info.task, info.N, info.m);
   TNGridSplit(info.N, grid->data_size, grid->data_rank, &start, &end);
-  PetscCall(PetscMalloc6(chunk * info.d, &X, chunk * m, &Y, chunk * m, &out, chunk * m, &dout, chunk, &labels, chunk, &idx));
+  PetscCall(
+      PetscMalloc6(chunk * info.d, &X, chunk * m, &Y, chunk * m, &out, chunk * m, &dout, chunk, &labels, chunk, &idx));
   for (PetscInt s0 = start; s0 < end && ok; s0 += chunk) {
     const PetscInt B = PetscMin(chunk, end - s0);
-    PetscReal      l;
-    PetscInt       k;
+    PetscReal l;
+    PetscInt k;
     for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s - info.offset;
     PetscCall(TNDatasetGetRows(D, B, idx, X, labels, Y));
     PetscCall(TNNetworkForward(net, B, X, out, &ok));
@@ -62,7 +61,8 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
       counts[r] = (PetscMPIInt)((b - a) * m);
       displs[r] = (PetscMPIInt)(a * m);
     }
-    PetscCallMPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, predictions, counts, displs, MPIU_REAL, grid->data));
+    PetscCallMPI(
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, predictions, counts, displs, MPIU_REAL, grid->data));
     PetscCall(PetscFree2(counts, displs));
   }
   *loss = sums[0] / divisor;

@@ -11,8 +11,9 @@
    loss, when predictions != NULL the outputs [N, m]; summed over the data communicator, chunk
    samples at a time per rank. A failed block solve is reported as "thetanet: <where>:
    <failure>" and raised on every rank as TN_ERR_RUNTIME. */
-PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, const char *where, PetscReal *loss,
-                                              PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions);
+PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, const char *where,
+                                              PetscReal *loss, PetscReal *accuracy, PetscScalar *grad,
+                                              PetscReal *predictions);
 /* Rows of a data set of N samples and m outputs over which its mean loss is taken. */
 PETSC_EXTERN PetscReal TNLossDivisor(TNTask, PetscInt N, PetscInt m);
 

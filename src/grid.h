@@ -7,7 +7,7 @@
 #include "thetanet.h"
 
 typedef struct {
-  MPI_Comm    world, data, depth;
+  MPI_Comm world, data, depth;
   PetscMPIInt size, rank, data_size, data_rank, depth_size, depth_rank;
 } TNGrid;
 

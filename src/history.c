@@ -2,12 +2,12 @@
    checkpoints. */
 #include "trainerimpl.h"
 
-static const char *const HistoryNames[TN_HISTORY_COLUMNS] = {"epoch",      "train_loss", "val_loss",  "val_accuracy", "lr",
-                                                             "wall_time",  "newton_its", "krylov_its", "mgrit_its",    "mgrit_res"};
-static const PetscBool   HistoryInteger[TN_HISTORY_COLUMNS] = {PETSC_TRUE};
+static const char *const HistoryNames[TN_HISTORY_COLUMNS] = {"epoch",     "train_loss", "val_loss",   "val_accuracy",
+                                                             "lr",        "wall_time",  "newton_its", "krylov_its",
+                                                             "mgrit_its", "mgrit_res"};
+static const PetscBool HistoryInteger[TN_HISTORY_COLUMNS] = {PETSC_TRUE};
 
-PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLUMNS])
-{
+PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLUMNS]) {
   PetscFunctionBegin;
   if (h->n == h->cap) {
     const PetscInt cap = h->cap ? 2 * h->cap : 64;
@@ -19,16 +19,14 @@ PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLU
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNHistoryDestroy(TNHistory *h)
-{
+PetscErrorCode TNHistoryDestroy(TNHistory *h) {
   PetscFunctionBegin;
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscFree(h->column[k]));
   h->n = h->cap = 0;
   PetscFunctionReturn(0);
 }
 
-void TNHistoryTable(const TNHistory *h, TNTable *t)
-{
+void TNHistoryTable(const TNHistory *h, TNTable *t) {
   t->ncols   = TN_HISTORY_COLUMNS;
   t->nrows   = h->n;
   t->names   = HistoryNames;
@@ -36,8 +34,7 @@ void TNHistoryTable(const TNHistory *h, TNTable *t)
   t->columns = (PetscReal **)h->column;
 }
 
-void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS])
-{
+void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS]) {
   t->ncols   = TN_HISTORY_COLUMNS;
   t->nrows   = 0;
   t->names   = HistoryNames;
@@ -46,12 +43,12 @@ void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS])
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) columns[k] = NULL;
 }
 
-PetscErrorCode TNHistoryAppendTable(TNHistory *h, const TNTable *t)
-{
+PetscErrorCode TNHistoryAppendTable(TNHistory *h, const TNTable *t) {
   PetscReal row[TN_HISTORY_COLUMNS];
 
   PetscFunctionBegin;
-  PetscCheck(t->ncols == TN_HISTORY_COLUMNS, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ, "history table of %" PetscInt_FMT " columns", t->ncols);
+  PetscCheck(t->ncols == TN_HISTORY_COLUMNS, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
+             "history table of %" PetscInt_FMT " columns", t->ncols);
   for (PetscInt i = 0; i < t->nrows; i++) {
     for (int k = 0; k < TN_HISTORY_COLUMNS; k++) row[k] = t->columns[k][i];
     PetscCall(TNHistoryAppend(h, row));

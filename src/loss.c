@@ -2,17 +2,17 @@
    classification, squared error for regression, and its derivative. */
 #include "network.h"
 
-void TNLossEvaluate(TNTask task, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels, const PetscReal *targets, PetscReal scale,
-                    PetscReal *loss_sum, PetscInt *correct, PetscReal *dout)
-{
-  PetscReal loss  = 0;
-  PetscInt  right = 0;
+void TNLossEvaluate(TNTask task, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels,
+                    const PetscReal *targets, PetscReal scale, PetscReal *loss_sum, PetscInt *correct,
+                    PetscReal *dout) {
+  PetscReal loss = 0;
+  PetscInt right = 0;
 
   for (PetscInt s = 0; s < B; s++) {
     const PetscReal *z = out + s * m;
     if (task == TN_TASK_CLASSIFICATION) {
       /* softmax cross-entropy: log sum exp(z) - z_label, shifted by max z against overflow */
-      PetscInt  arg  = 0;
+      PetscInt arg   = 0;
       PetscReal zmax = z[0], sum = 0;
       for (PetscInt k = 1; k < m; k++)
         if (z[k] > zmax) zmax = z[k], arg = k;

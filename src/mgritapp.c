@@ -8,18 +8,15 @@
 #include "activation.h"
 #include "rows.h"
 
-
 /* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
    interval's first block (inject) or the mean of its blocks' (average). */
-static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1)
-{
+static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1) {
   for (PetscInt k = 0; k < net->nspan; k++)
     if (net->span[2 * k] == j0 && net->span[2 * k + 1] == j1) return k;
   return -1;
 }
 
-static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L)
-{
+static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L) {
   const PetscInt n = net->model->cfg.n, k = j1 - j0 > 1 ? SpanIndex(net, j0, j1) : -1;
 
   if (k >= 0) {
@@ -46,13 +43,12 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
   }
 }
 
-
 /* A fine step that fails is a failure of the run. A coarse step only steers the correction: a
    solve that stops short (a step of m^l h can leave Picard's and Newton's range) is used as it
    is, or, if it is not even finite, replaced by no step at all; the fine relaxation still
    drives MGRIT to the fine solution. */
-static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, PetscInt S, const PetscScalar *u, PetscScalar *out)
-{
+static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, PetscInt S, const PetscScalar *u,
+                                    PetscScalar *out) {
   PetscFunctionBegin;
   if (to == from + 1) {
     net->mg_ok = PETSC_FALSE;
@@ -64,12 +60,13 @@ static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, P
       PetscCall(PetscArraycpy(out, u, S));
       break;
     }
-  PetscCall(PetscInfo(NULL, "coarse step [%" PetscInt_FMT ", %" PetscInt_FMT ") did not converge; its last iterate is used\n", from, to));
+  PetscCall(PetscInfo(NULL,
+                      "coarse step [%" PetscInt_FMT ", %" PetscInt_FMT ") did not converge; its last iterate is used\n",
+                      from, to));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on)
-{
+static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on) {
   PetscFunctionBegin;
   ((TNNetwork)ctx)->mg_last_sweep = on;
   PetscFunctionReturn(0);
@@ -77,19 +74,19 @@ static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on)
 
 /* Forward propagator between points from < to: block `from`, or the coarse step. A fine step
    of the last sweep leaves F_j(y_j) and F_j(y_{j+1}) where the backward pass reads them. */
-static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
-{
-  TNNetwork      net = (TNNetwork)ctx;
+static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out) {
+  TNNetwork net    = (TNNetwork)ctx;
   const PetscInt S = net->mg_batch * net->model->cfg.n, i = from - net->model->jlo;
   const PetscBool keep = net->mg_last_sweep && to == from + 1;
-  TNBlockLayer   L;
-  PetscBool      ok;
+  TNBlockLayer L;
+  PetscBool ok;
 
   PetscFunctionBegin;
   CoarseLayer(net, from, to, &L);
   if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
-  PetscCall(TNNetworkThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mg_batch, u, out, keep ? net->Fyj + i * S : net->scaled,
-                       keep && net->Fyj1 ? net->Fyj1 + i * S : net->scaled + S, &ok));
+  PetscCall(TNNetworkThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mg_batch, u, out,
+                                keep ? net->Fyj + i * S : net->scaled,
+                                keep && net->Fyj1 ? net->Fyj1 + i * S : net->scaled + S, &ok));
   PetscCall(TNBlockSolverSetRough(net->solver, 0));
   if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
   PetscFunctionReturn(0);
@@ -98,16 +95,16 @@ static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, co
 /* Adjoint propagator between mirrored points from < to (fine index L - p): block j = L - to, or
    the coarse adjoint step over blocks [L - to, L - from), linearised at the fine states at the
    interval's ends: mu = (I - H theta J(y_j1))^{-T} lambda, lambda_j0 = mu + H(1-theta) J(y_j0)^T mu. */
-static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam, PetscScalar *out)
-{
-  TNNetwork            net = (TNNetwork)ctx;
-  TNModel              M   = net->model;
-  const TNModelConfig *c   = &M->cfg;
-  const PetscInt       B = net->mg_batch, n = c->n, N = B * n, S = N, j0 = c->L - to, j1 = c->L - from;
-  const PetscScalar   *y0 = net->states + (j0 - M->jlo) * S, *y1 = net->states + (j1 - M->jlo) * S;
-  TNBlockLayer         L;
-  PetscBool            ok = PETSC_TRUE;
-  PetscReal            res;
+static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam,
+                                       PetscScalar *out) {
+  TNNetwork net          = (TNNetwork)ctx;
+  TNModel M              = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt B = net->mg_batch, n = c->n, N = B * n, S = N, j0 = c->L - to, j1 = c->L - from;
+  const PetscScalar *y0 = net->states + (j0 - M->jlo) * S, *y1 = net->states + (j1 - M->jlo) * S;
+  TNBlockLayer L;
+  PetscBool ok = PETSC_TRUE;
+  PetscReal res;
 
   PetscFunctionBegin;
   if (j1 > M->jhi) y1 = net->span_state + SpanIndex(net, j0, j1) * net->Bmax * n;
@@ -119,7 +116,8 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
       PetscCall(PetscArrayzero(g.W + (j0 - M->jlo) * n * n, n * n));
       PetscCall(PetscArrayzero(g.b + (j0 - M->jlo) * n, n));
     }
-    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->Fyj + (j0 - M->jlo) * S, net->Fyj1 ? net->Fyj1 + (j0 - M->jlo) * S : NULL, lam, out,
+    PetscCall(TNNetworkBlockAdjointStep(net, j0, B, y0, y1, net->Fyj + (j0 - M->jlo) * S,
+                                        net->Fyj1 ? net->Fyj1 + (j0 - M->jlo) * S : NULL, lam, out,
                                         net->mg_last_sweep ? net->block_grad : NULL, &ok));
     if (!ok) net->mg_ok = PETSC_FALSE;
     PetscFunctionReturn(0);
@@ -137,7 +135,8 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
     PetscCall(TNBlockSolverAdjoint(net->solver, &L, B, net->scaled + N, lam, net->mu, &ok, &res));
     PetscCall(TNBlockSolverSetRough(net->solver, 0));
     if (!ok) PetscCall(CoarseFailure(net, from, to, N, lam, net->mu));
-  } else PetscCall(PetscArraycpy(net->mu, lam, N));
+  } else
+    PetscCall(PetscArraycpy(net->mu, lam, N));
   PetscCall(PetscArraycpy(out, net->mu, N));
   if (L.theta < 1) {
     for (PetscInt i = 0; i < N; i++) net->deriv[i] = L.h * (1 - L.theta) * net->scaled[i] * net->mu[i];
@@ -147,32 +146,31 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
 }
 
 /* The coarse intervals of every level whose blocks lie on more than one depth rank. */
-static PetscErrorCode SpanSetUp(TNNetwork net)
-{
-  TNModel        M = net->model;
+static PetscErrorCode SpanSetUp(TNNetwork net) {
+  TNModel M        = net->model;
   const PetscInt n = M->cfg.n;
-  PetscInt       nlv, cap = 0;
-  PetscMPIInt    size;
+  PetscInt nlv, cap = 0;
+  PetscMPIInt size;
 
   PetscFunctionBegin;
   if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
   PetscCallMPI(MPI_Comm_size(M->depth, &size));
   PetscCall(TNMGRITGetLevels(net->mg_fwd, &nlv));
   for (PetscInt l = 1; l < nlv; l++) {
-    PetscInt        np;
+    PetscInt np;
     const PetscInt *pos;
     PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
     cap += np;
   }
   PetscCall(PetscMalloc3(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from));
   for (PetscInt l = 1; l < nlv; l++) {
-    PetscInt        np;
+    PetscInt np;
     const PetscInt *pos;
     PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
     for (PetscInt P = 1; P <= np; P++) {
       const PetscInt j0 = pos[P - 1], j1 = pos[P];
-      PetscMPIInt    r0 = 0, r1 = 0;
-      PetscInt       lo, hi;
+      PetscMPIInt r0 = 0, r1 = 0;
+      PetscInt lo, hi;
       /* r0 holds block j0, r1 block j1 - 1 (and so the point j1) */
       for (PetscMPIInt r = 0; r < size; r++) {
         TNGridSplit(M->cfg.L, size, r, &lo, &hi);
@@ -187,15 +185,15 @@ static PetscErrorCode SpanSetUp(TNNetwork net)
       net->nspan++;
     }
   }
-  PetscCall(PetscMalloc3((net->nspan + 1) * (n * n + n), &net->span_op, (net->nspan + 1) * net->Bmax * n, &net->span_state, 2 * net->nspan + 1, &net->span_req));
+  PetscCall(PetscMalloc3((net->nspan + 1) * (n * n + n), &net->span_op, (net->nspan + 1) * net->Bmax * n,
+                         &net->span_state, 2 * net->nspan + 1, &net->span_req));
   PetscFunctionReturn(0);
 }
 
 /* The coarse operators of the intervals across ranks: each rank's share of the mean (average)
    or the first block's (inject), summed over the depth ranks. */
-static PetscErrorCode SpanOperators(TNNetwork net)
-{
-  TNModel        M = net->model;
+static PetscErrorCode SpanOperators(TNNetwork net) {
+  TNModel M        = net->model;
   const PetscInt n = M->cfg.n, w = n * n + n;
 
   PetscFunctionBegin;
@@ -205,7 +203,7 @@ static PetscErrorCode SpanOperators(TNNetwork net)
     const PetscInt j0 = net->span[2 * k], j1 = net->span[2 * k + 1];
     const PetscInt a = PetscMax(j0, M->jlo), e = PetscMin(j1, M->jhi);
     for (PetscInt j = a; j < e; j++) {
-      TNBlockLayer   Lj;
+      TNBlockLayer Lj;
       const PetscReal wt = net->coarse_weights == TN_COARSE_AVERAGE ? 1.0 / (j1 - j0) : (j == j0 ? 1.0 : 0.0);
       if (wt == 0) continue;
       TNNetworkBlockLayer(net, j, &Lj);
@@ -213,17 +211,17 @@ static PetscErrorCode SpanOperators(TNNetwork net)
       for (PetscInt i = 0; i < n; i++) net->span_op[k * w + n * n + i] += wt * Lj.b[i];
     }
   }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, net->span_op, (PetscMPIInt)(net->nspan * w), MPIU_SCALAR, MPI_SUM, net->model->depth));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, net->span_op, (PetscMPIInt)(net->nspan * w), MPIU_SCALAR, MPI_SUM,
+                             net->model->depth));
   PetscFunctionReturn(0);
 }
 
 /* After the forward solve: y_j1 of each interval across ranks to the rank holding block j0. */
-static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
-{
-  TNModel        M = net->model;
+static PetscErrorCode SpanStates(TNNetwork net, PetscInt B) {
+  TNModel M        = net->model;
   const PetscInt S = B * M->cfg.n;
-  PetscMPIInt    rank, nreq = 0;
-  MPI_Request   *req = net->span_req;
+  PetscMPIInt rank, nreq = 0;
+  MPI_Request *req = net->span_req;
 
   PetscFunctionBegin;
   if (!net->nspan) PetscFunctionReturn(0);
@@ -231,21 +229,22 @@ static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
   for (PetscInt k = 0; k < net->nspan; k++) {
     const PetscInt j1 = net->span[2 * k + 1];
     if (net->span_to[k] == rank)
-      PetscCallMPI(MPI_Irecv(net->span_state + k * net->Bmax * M->cfg.n, (PetscMPIInt)S, MPIU_SCALAR, net->span_from[k], 40, M->depth, &req[nreq++]));
+      PetscCallMPI(MPI_Irecv(net->span_state + k * net->Bmax * M->cfg.n, (PetscMPIInt)S, MPIU_SCALAR, net->span_from[k],
+                             40, M->depth, &req[nreq++]));
     if (net->span_from[k] == rank)
-      PetscCallMPI(MPI_Isend(net->states + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40, M->depth, &req[nreq++]));
+      PetscCallMPI(MPI_Isend(net->states + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40,
+                             M->depth, &req[nreq++]));
   }
   PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
-{
-  TNModel        M = net->model;
+PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net) {
+  TNModel M        = net->model;
   const PetscInt n = M->cfg.n, S = net->Bmax * n;
-  TNMGRITApp     fwd = {S, net, MGRITForwardStep, MGRITLastSweep}, adj = {S, net, MGRITAdjointStep, MGRITLastSweep};
-  PetscInt       lo, hi;
-  PetscMPIInt    rank, size;
+  TNMGRITApp fwd = {S, net, MGRITForwardStep, MGRITLastSweep}, adj = {S, net, MGRITAdjointStep, MGRITLastSweep};
+  PetscInt lo, hi;
+  PetscMPIInt rank, size;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkMGRITDestroy(net));
@@ -266,9 +265,12 @@ PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
   PetscCall(TNMGRITSetUp(net->mg_adj));
   PetscCall(TNMGRITGetOwnership(net->mg_fwd, &lo, &hi));
   PetscCheck(lo == M->jlo && hi == M->jhi, PETSC_COMM_SELF, PETSC_ERR_PLIB,
-             "model blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") but MGRIT owns [%" PetscInt_FMT ", %" PetscInt_FMT ")", M->jlo, M->jhi, lo, hi);
+             "model blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") but MGRIT owns [%" PetscInt_FMT ", %" PetscInt_FMT
+             ")",
+             M->jlo, M->jhi, lo, hi);
   PetscCall(TNMGRITGetOwnership(net->mg_adj, &lo, &hi));
-  PetscCheck(lo == M->cfg.L - M->jhi && hi == M->cfg.L - M->jlo, PETSC_COMM_SELF, PETSC_ERR_PLIB, "adjoint MGRIT does not mirror the forward ownership");
+  PetscCheck(lo == M->cfg.L - M->jhi && hi == M->cfg.L - M->jlo, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "adjoint MGRIT does not mirror the forward ownership");
   PetscCall(PetscMalloc1((TNNetworkLocalBlocks(net) + 1) * S, &net->adjoints));
   PetscCall(PetscCalloc1(M->nparams, &net->block_grad));
   PetscCall(PetscMalloc2(n * n, &net->coarse_A, n, &net->coarse_b));
@@ -276,8 +278,7 @@ PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net)
-{
+PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net) {
   PetscFunctionBegin;
   PetscCall(TNMGRITDestroy(&net->mg_fwd));
   PetscCall(TNMGRITDestroy(&net->mg_adj));
@@ -293,51 +294,50 @@ PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net)
 
 /* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward), unless
    the nested start needs no start values. */
-static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
-{
+static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok) {
   const PetscInt S = B * net->model->cfg.n, npts = TNNetworkLocalBlocks(net) + 1;
-  TNMGRITApp     app;
-  PetscInt       its;
-  PetscReal      res;
-  PetscBool      skip;
+  TNMGRITApp app;
+  PetscInt its;
+  PetscReal res;
+  PetscBool skip;
 
   PetscFunctionBegin;
-  net->mg_batch   = B;
-  net->mg_ok = PETSC_TRUE;
+  net->mg_batch = B;
+  net->mg_ok    = PETSC_TRUE;
   PetscCall(TNMGRITGetSkip(mg, &skip));
   if (!skip) {
     if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
     for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
   }
-  app      = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep, MGRITLastSweep};
+  app = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep, MGRITLastSweep};
   PetscCall(TNMGRITSetApp(mg, &app));
   PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
   {
     /* the mean reduction of the residual per iteration: (r_last / r_first)^(1/(its-1)) */
-    PetscInt         nh;
+    PetscInt nh;
     const PetscReal *hist;
     PetscCall(TNMGRITGetResidualHistory(mg, &nh, &hist));
     if (nh >= 2 && hist[0] > 0 && hist[nh - 1] > 0) {
       net->mg_counts.mgrit_logfactor += PetscLogReal(hist[nh - 1] / hist[0]) / (nh - 1);
       net->mg_counts.mgrit_nfactor++;
     }
-    PetscCall(PetscInfo(NULL, "MGRIT %s solve: %" PetscInt_FMT " iterations, C-point residual %.3e -> %.3e\n", mg == net->mg_fwd ? "forward" : "adjoint", its,
-                        nh ? (double)hist[0] : 0.0, (double)res));
+    PetscCall(PetscInfo(NULL, "MGRIT %s solve: %" PetscInt_FMT " iterations, C-point residual %.3e -> %.3e\n",
+                        mg == net->mg_fwd ? "forward" : "adjoint", its, nh ? (double)hist[0] : 0.0, (double)res));
   }
   net->mg_counts.mgrit_its += its;
   net->mg_counts.mgrit_solves++;
   net->mg_counts.mgrit_res = PetscMax(net->mg_counts.mgrit_res, res);
   if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &net->mg_ok, 1, MPIU_BOOL, MPI_LAND, comm));
   *ok = net->mg_ok;
-  if (!*ok && !net->failure[0]) PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));
+  if (!*ok && !net->failure[0])
+    PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));
   PetscFunctionReturn(0);
 }
 
 /* F_j(y_j) and F_j(y_{j+1}) of local block i from the states. */
-static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to)
-{
+static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to) {
   const PetscInt S = B * net->model->cfg.n, n = net->model->cfg.n;
-  TNBlockLayer   L;
+  TNBlockLayer L;
 
   TNNetworkBlockLayer(net, net->model->jlo + i, &L);
   if (from) {
@@ -353,11 +353,10 @@ static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, Pe
 /* MGRIT forward: all states of this rank's points. The last sweep left the F values the
    backward pass reads, but for the blocks into C-points: their last step went to the residual,
    and y_{j+1} is the C-point's value. */
-PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
-{
-  TNModel              M = net->model;
+PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok) {
+  TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n, nloc = TNNetworkLocalBlocks(net);
+  const PetscInt S = B * c->n, nloc = TNNetworkLocalBlocks(net);
 
   PetscFunctionBegin;
   if (M->jlo == 0) TNNetworkOpening(net, B, X, net->states);
@@ -375,10 +374,9 @@ PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal 
 }
 
 /* Adds the local blocks' weight gradients in src to grad. */
-static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad)
-{
+static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad) {
   const PetscInt n = net->model->cfg.n, nloc = TNNetworkLocalBlocks(net);
-  TNParams       s, g;
+  TNParams s, g;
 
   TNModelParams(net->model, src, &s);
   TNModelParams(net->model, grad, &g);
@@ -388,11 +386,11 @@ static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad
 
 /* MGRIT backward: the adjoints at this rank's points; each block's weight gradient came from its
    step in the last sweep, from the final states and adjoints. */
-PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad, PetscBool *ok)
-{
-  TNModel              M = net->model;
+PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout,
+                                      PetscScalar *grad, PetscBool *ok) {
+  TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n, nloc = TNNetworkLocalBlocks(net);
+  const PetscInt S = B * c->n, nloc = TNNetworkLocalBlocks(net);
 
   PetscFunctionBegin;
   if (M->jhi == c->L) TNNetworkClosingGradient(net, B, net->states + nloc * S, dout, grad, net->adjoints);
@@ -402,18 +400,19 @@ PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad)
-{
-  TNModel        M = net->model;
+PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad) {
+  TNModel M        = net->model;
   const PetscInt S = B * M->cfg.n, nloc = TNNetworkLocalBlocks(net);
-  PetscBool      ok = PETSC_TRUE;
+  PetscBool ok = PETSC_TRUE;
 
   PetscFunctionBegin;
-  PetscCheck(net->depth_solver == TN_DEPTH_MGRIT, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "the network does not use -depth_solver mgrit");
+  PetscCheck(net->depth_solver == TN_DEPTH_MGRIT, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE,
+             "the network does not use -depth_solver mgrit");
   PetscCall(PetscArrayzero(net->block_grad, M->nparams));
   for (PetscInt i = 0; i < nloc && ok; i++) {
     StepValues(net, B, i, PETSC_TRUE, PETSC_TRUE);
-    PetscCall(TNNetworkBlockAdjointStep(net, M->jlo + i, B, net->states + i * S, net->states + (i + 1) * S, net->Fyj + i * S, net->Fyj1 ? net->Fyj1 + i * S : NULL,
+    PetscCall(TNNetworkBlockAdjointStep(net, M->jlo + i, B, net->states + i * S, net->states + (i + 1) * S,
+                                        net->Fyj + i * S, net->Fyj1 ? net->Fyj1 + i * S : NULL,
                                         net->adjoints + (nloc - i - 1) * S, net->lambda, net->block_grad, &ok));
   }
   PetscCheck(ok, PETSC_COMM_SELF, TN_ERR_RUNTIME, "%s", net->failure);

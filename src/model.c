@@ -8,57 +8,62 @@ const char *const TNTasks[]       = {"classification", "regression", "TNTask", "
 
 /* The options' part of a configuration: everything but the data's shape (d, m). prefix starts
    each message ("" for options, "FILE: " for a file). */
-static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const char *prefix)
-{
+static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const char *prefix) {
   PetscFunctionBegin;
   PetscCheck(c->n > 0, comm, TN_ERR_USER, "%s-width must be positive, got %" PetscInt_FMT, prefix, c->n);
   PetscCheck(c->L > 0, comm, TN_ERR_USER, "%s-layers must be positive, got %" PetscInt_FMT, prefix, c->L);
-  PetscCheck(c->theta >= 0 && c->theta <= 1, comm, TN_ERR_USER, "%s-theta must lie in [0, 1], got %g", prefix, (double)c->theta);
-  PetscCheck(c->T > 0 && PetscIsNormalReal(c->T), comm, TN_ERR_USER, "%s-T must be positive and finite, got %g", prefix, (double)c->T);
-  PetscCheck(c->gamma >= 0 && PetscIsNormalReal(c->gamma + 1), comm, TN_ERR_USER, "%s-gamma must be non-negative and finite, got %g", prefix,
-             (double)c->gamma);
-  PetscCheck(c->act != TN_ACT_NONE, comm, TN_ERR_USER, "%s-act none is not allowed: the blocks need a nonlinearity", prefix);
-  PetscCheck(c->act > TN_ACT_NONE && c->act <= TN_ACT_SIGMOID, comm, TN_ERR_USER, "%s-act must be tanh, relu, softplus or sigmoid", prefix);
+  PetscCheck(c->theta >= 0 && c->theta <= 1, comm, TN_ERR_USER, "%s-theta must lie in [0, 1], got %g", prefix,
+             (double)c->theta);
+  PetscCheck(c->T > 0 && PetscIsNormalReal(c->T), comm, TN_ERR_USER, "%s-T must be positive and finite, got %g", prefix,
+             (double)c->T);
+  PetscCheck(c->gamma >= 0 && PetscIsNormalReal(c->gamma + 1), comm, TN_ERR_USER,
+             "%s-gamma must be non-negative and finite, got %g", prefix, (double)c->gamma);
+  PetscCheck(c->act != TN_ACT_NONE, comm, TN_ERR_USER, "%s-act none is not allowed: the blocks need a nonlinearity",
+             prefix);
+  PetscCheck(c->act > TN_ACT_NONE && c->act <= TN_ACT_SIGMOID, comm, TN_ERR_USER,
+             "%s-act must be tanh, relu, softplus or sigmoid", prefix);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what)
-{
+PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what) {
   char prefix[PETSC_MAX_PATH_LEN + 2];
 
   PetscFunctionBegin;
   PetscCall(PetscSNPrintf(prefix, sizeof prefix, "%s: ", what));
-  PetscCheck(c->d > 0, PETSC_COMM_SELF, TN_ERR_USER, "%sinput dimension must be positive, got %" PetscInt_FMT, prefix, c->d);
-  PetscCheck(c->m > 0, PETSC_COMM_SELF, TN_ERR_USER, "%snumber of outputs must be positive, got %" PetscInt_FMT, prefix, c->m);
+  PetscCheck(c->d > 0, PETSC_COMM_SELF, TN_ERR_USER, "%sinput dimension must be positive, got %" PetscInt_FMT, prefix,
+             c->d);
+  PetscCheck(c->m > 0, PETSC_COMM_SELF, TN_ERR_USER, "%snumber of outputs must be positive, got %" PetscInt_FMT, prefix,
+             c->m);
   PetscCall(HyperCheck(PETSC_COMM_SELF, c, prefix));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c)
-{
+PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c) {
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "thetanet train: model", "thetanet");
   PetscCall(PetscOptionsInt("-width", "Width n of the blocks", "", c->n, &c->n, NULL));
   PetscCall(PetscOptionsInt("-layers", "Number L of theta-blocks", "", c->L, &c->L, NULL));
-  PetscCall(PetscOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", c->theta, &c->theta, NULL));
+  PetscCall(PetscOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", c->theta,
+                             &c->theta, NULL));
   PetscCall(PetscOptionsReal("-T", "Final time; the step is h = T/L", "", c->T, &c->T, NULL));
-  PetscCall(PetscOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)c->act, (PetscEnum *)&c->act, NULL));
-  PetscCall(PetscOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations, (PetscEnum)c->opening_act,
-                             (PetscEnum *)&c->opening_act, NULL));
-  PetscCall(PetscOptionsBool("-antisymmetric", "Blocks use A = W - W^T - gamma I", "", c->antisymmetric, &c->antisymmetric, NULL));
-  PetscCall(PetscOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", c->gamma, &c->gamma, NULL));
+  PetscCall(PetscOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)c->act,
+                             (PetscEnum *)&c->act, NULL));
+  PetscCall(PetscOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations,
+                             (PetscEnum)c->opening_act, (PetscEnum *)&c->opening_act, NULL));
+  PetscCall(PetscOptionsBool("-antisymmetric", "Blocks use A = W - W^T - gamma I", "", c->antisymmetric,
+                             &c->antisymmetric, NULL));
+  PetscCall(
+      PetscOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", c->gamma, &c->gamma, NULL));
   PetscOptionsEnd();
   PetscCall(HyperCheck(comm, c, ""));
   PetscFunctionReturn(0);
 }
 
-PetscInt TNParamCountBlocks(const TNModelConfig *c, PetscInt nb)
-{
+PetscInt TNParamCountBlocks(const TNModelConfig *c, PetscInt nb) {
   return c->n * c->d + c->n + nb * c->n * c->n + nb * c->n + c->m * c->n + c->m;
 }
 
-void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TNParams *p)
-{
+void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TNParams *p) {
   p->K  = buf;
   p->kb = p->K + c->n * c->d;
   p->W  = p->kb + c->n;
@@ -67,29 +72,26 @@ void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TN
   p->c  = p->C + c->m * c->n;
 }
 
-PetscInt TNParamCount(const TNModelConfig *c)
-{
+PetscInt TNParamCount(const TNModelConfig *c) {
   return TNParamCountBlocks(c, c->L);
 }
 
-void TNParamsSet(const TNModelConfig *c, PetscScalar *buf, TNParams *p)
-{
+void TNParamsSet(const TNModelConfig *c, PetscScalar *buf, TNParams *p) {
   TNParamsSetBlocks(c, c->L, buf, p);
 }
 
-void TNModelParams(TNModel M, PetscScalar *buf, TNParams *p)
-{
+void TNModelParams(TNModel M, PetscScalar *buf, TNParams *p) {
   TNParamsSetBlocks(&M->cfg, M->jhi - M->jlo, buf, p);
 }
 
-PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, PetscInt jlo, PetscInt jhi, TNModel *model)
-{
+PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, PetscInt jlo, PetscInt jhi,
+                                  TNModel *model) {
   TNModel M;
 
   PetscFunctionBegin;
   PetscCall(TNModelConfigCheck(cfg, "model"));
-  PetscCheck(0 <= jlo && jlo <= jhi && jhi <= cfg->L, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") of %" PetscInt_FMT,
-             jlo, jhi, cfg->L);
+  PetscCheck(0 <= jlo && jlo <= jhi && jhi <= cfg->L, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") of %" PetscInt_FMT, jlo, jhi, cfg->L);
   PetscCall(PetscNew(&M));
   M->cfg     = *cfg;
   M->jlo     = jlo;
@@ -102,23 +104,20 @@ PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, Pets
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetConfig(TNModel M, const TNModelConfig **cfg)
-{
+PetscErrorCode TNModelGetConfig(TNModel M, const TNModelConfig **cfg) {
   PetscFunctionBegin;
   *cfg = &M->cfg;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params)
-{
+PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params) {
   PetscFunctionBegin;
   if (n) *n = M->nparams;
   if (params) *params = M->params;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth)
-{
+PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth) {
   PetscFunctionBegin;
   if (jlo) *jlo = M->jlo;
   if (jhi) *jhi = M->jhi;
@@ -126,35 +125,37 @@ PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Com
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelView(TNModel M, PetscViewer viewer)
-{
+PetscErrorCode TNModelView(TNModel M, PetscViewer viewer) {
   const TNModelConfig *c = &M->cfg;
 
   PetscFunctionBegin;
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNModel: %s, input_dim %" PetscInt_FMT ", width %" PetscInt_FMT ", layers %" PetscInt_FMT ", outputs %" PetscInt_FMT "\n",
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNModel: %s, input_dim %" PetscInt_FMT ", width %" PetscInt_FMT
+                                   ", layers %" PetscInt_FMT ", outputs %" PetscInt_FMT "\n",
                                    TNTasks[c->task], c->d, c->n, c->L, c->m));
   PetscCall(PetscViewerASCIIPushTab(viewer));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "theta %g, T %g, h %g, activation %s, opening activation %s, %s blocks (gamma %g)\n", (double)c->theta,
-                                   (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
-                                   c->antisymmetric ? "antisymmetric" : "dense", (double)c->gamma));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "%" PetscInt_FMT " parameters in all; blocks [%" PetscInt_FMT ", %" PetscInt_FMT ") held here (%" PetscInt_FMT " parameters)\n",
+  PetscCall(PetscViewerASCIIPrintf(
+      viewer, "theta %g, T %g, h %g, activation %s, opening activation %s, %s blocks (gamma %g)\n", (double)c->theta,
+      (double)c->T, (double)(c->T / c->L), TNActivations[c->act], TNActivations[c->opening_act],
+      c->antisymmetric ? "antisymmetric" : "dense", (double)c->gamma));
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "%" PetscInt_FMT " parameters in all; blocks [%" PetscInt_FMT ", %" PetscInt_FMT
+                                   ") held here (%" PetscInt_FMT " parameters)\n",
                                    TNParamCount(c), M->jlo, M->jhi, M->nparams));
   PetscCall(PetscViewerASCIIPopTab(viewer));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelCreate(const TNModelConfig *cfg, TNModel *model)
-{
+PetscErrorCode TNModelCreate(const TNModelConfig *cfg, TNModel *model) {
   PetscFunctionBegin;
   PetscCall(TNModelCreateLocal(cfg, MPI_COMM_NULL, 0, cfg->L, model));
   PetscFunctionReturn(0);
 }
 
-void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local)
-{
-  const TNModelConfig *c  = &M->cfg;
-  const PetscInt       nn = c->n * c->n;
-  TNParams             f, l;
+void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local) {
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt nn      = c->n * c->n;
+  TNParams f, l;
 
   TNParamsSet(c, (PetscScalar *)full, &f);
   TNModelParams(M, local, &l);
@@ -168,12 +169,11 @@ void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local)
 
 /* Blocks come from their owners, the opening layer from the first rank, the closing layer from
    the last: a sum over ranks where every entry has exactly one contributor. */
-PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar *full)
-{
-  const TNModelConfig *c  = &M->cfg;
-  const PetscInt       nn = c->n * c->n;
-  const PetscInt       N  = TNParamCount(c);
-  TNParams             f, l;
+PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar *full) {
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt nn      = c->n * c->n;
+  const PetscInt N       = TNParamCount(c);
+  TNParams f, l;
 
   PetscFunctionBegin;
   PetscCall(PetscArrayzero(full, N));
@@ -189,12 +189,12 @@ PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar
     PetscCall(PetscArraycpy(f.C, l.C, c->m * c->n));
     PetscCall(PetscArraycpy(f.c, l.c, c->m));
   }
-  if (M->depth != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, full, (PetscMPIInt)N, MPIU_SCALAR, MPI_SUM, M->depth));
+  if (M->depth != MPI_COMM_NULL)
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, full, (PetscMPIInt)N, MPIU_SCALAR, MPI_SUM, M->depth));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelDestroy(TNModel *model)
-{
+PetscErrorCode TNModelDestroy(TNModel *model) {
   PetscFunctionBegin;
   if (!*model) PetscFunctionReturn(0);
   PetscCall(PetscFree((*model)->params));
@@ -204,14 +204,13 @@ PetscErrorCode TNModelDestroy(TNModel *model)
 
 /* Glorot-uniform U(-a, a), a = sqrt(6/(fan_in+fan_out)); the draw of entry i is a function of
    (seed, i) alone, so every rank layout initialises the same network. */
-static void GlorotFill(PetscScalar *w, PetscInt rows, PetscInt cols, PetscInt64 seed, PetscInt offset)
-{
+static void GlorotFill(PetscScalar *w, PetscInt rows, PetscInt cols, PetscInt64 seed, PetscInt offset) {
   const double a = PetscSqrtReal(6.0 / (double)(rows + cols));
-  for (PetscInt i = 0; i < rows * cols; i++) w[i] = a * (2.0 * TNUniform((uint64_t)seed, TN_STREAM_INIT, (uint64_t)(offset + i)) - 1.0);
+  for (PetscInt i = 0; i < rows * cols; i++)
+    w[i] = a * (2.0 * TNUniform((uint64_t)seed, TN_STREAM_INIT, (uint64_t)(offset + i)) - 1.0);
 }
 
-PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed)
-{
+PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed) {
   const TNModelConfig *c = &M->cfg;
 
   PetscFunctionBegin;
@@ -220,15 +219,15 @@ PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed)
   {
     GlorotFill(M->p.K, c->n, c->d, seed, 0);
     for (PetscInt j = M->jlo; j < M->jhi; j++)
-      GlorotFill(M->p.W + (j - M->jlo) * c->n * c->n, c->n, c->n, seed, (PetscInt)(c->n * c->d + c->n) + j * c->n * c->n);
+      GlorotFill(M->p.W + (j - M->jlo) * c->n * c->n, c->n, c->n, seed,
+                 (PetscInt)(c->n * c->d + c->n) + j * c->n * c->n);
     GlorotFill(M->p.C, c->m, c->n, seed, TNParamCount(c) - c->m * c->n - c->m);
   }
   PetscFunctionReturn(0);
 }
 
-void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A)
-{
-  const PetscInt     n = M->cfg.n;
+void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A) {
+  const PetscInt n     = M->cfg.n;
   const PetscScalar *W = M->p.W + (j - M->jlo) * n * n;
 
   if (!M->cfg.antisymmetric) {
@@ -238,4 +237,3 @@ void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A)
   for (PetscInt i = 0; i < n; i++)
     for (PetscInt k = 0; k < n; k++) A[i * n + k] = W[i * n + k] - W[k * n + i] - (i == k ? M->cfg.gamma : 0.0);
 }
-

@@ -10,11 +10,10 @@
 const char *const TNDepthSolvers[]  = {"sequential", "mgrit", "TNDepthSolver", "TN_DEPTH_", NULL};
 const char *const TNCoarseWeights[] = {"inject", "average", "TNCoarseWeights", "TN_COARSE_", NULL};
 
-PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out)
-{
-  TNNetwork            net;
+PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out) {
+  TNNetwork net;
   const TNModelConfig *c = &model->cfg;
-  const PetscInt       S = max_batch * c->n;
+  const PetscInt S       = max_batch * c->n;
 
   PetscFunctionBegin;
   PetscCheck(max_batch > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "batch must be positive");
@@ -30,46 +29,57 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
   net->reversed       = MPI_COMM_NULL;
   PetscCall(TNBlockSolverCreate(c->n, &net->solver));
   if (c->antisymmetric) PetscCall(PetscMalloc1(TNNetworkLocalBlocks(net) * c->n * c->n, &net->antisym));
-  PetscCall(PetscMalloc6(S, &net->lambda, S, &net->mu, 2 * S, &net->scaled, c->n * c->n, &net->dA, S, &net->deriv, S, &net->z));
+  PetscCall(PetscMalloc6(S, &net->lambda, S, &net->mu, 2 * S, &net->scaled, c->n * c->n, &net->dA, S, &net->deriv, S,
+                         &net->z));
   PetscCall(PetscMalloc1(S + 1, &net->message));
   *out = net;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetFromOptions(TNNetwork net)
-{
-  TNMemoryMode  mode   = net->mode;
+PetscErrorCode TNNetworkSetFromOptions(TNNetwork net) {
+  TNMemoryMode mode    = net->mode;
   TNDepthSolver solver = net->depth_solver;
-  PetscInt      stride = net->stride;
-  PetscReal     tol    = net->recon_tol;
+  PetscInt stride      = net->stride;
+  PetscReal tol        = net->recon_tol;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscCall(TNBlockSolverSetFromOptions(net->solver));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Network: memory and depth", "thetanet");
-  PetscCall(PetscOptionsEnum("-memory", "What the forward pass keeps: store (every state), reversible (y_L only), checkpoint (every -memory_stride-th)",
-                             "", TNMemoryModes, (PetscEnum)mode, (PetscEnum *)&mode, NULL));
-  PetscCall(PetscOptionsInt("-memory_stride", "States between checkpoints of -memory checkpoint (0: about sqrt(layers))", "", stride, &stride, NULL));
-  PetscCall(PetscOptionsReal("-memory_tol", "Reconstruction error of y_0 above which -memory reversible warns", "", tol, &tol, NULL));
-  PetscCall(PetscOptionsEnum("-depth_solver", "Propagation across depth: sequential (layer-serial) or mgrit", "", TNDepthSolvers, (PetscEnum)solver,
-                             (PetscEnum *)&solver, NULL));
-  PetscCall(PetscOptionsEnum("-mgrit_coarse_weights", "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
-                             TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights, NULL));
-  PetscCall(PetscOptionsInt("-mgrit_coarse_its", "Most iterations of a coarse step's block solve (it only steers the correction: no fallback)", "",
-                            net->coarse_its, &net->coarse_its, NULL));
-  PetscCall(PetscOptionsName("-network_view", "Print the network's set-up: model, memory mode, depth solver", "TNNetworkView", &net->view));
+  PetscCall(PetscOptionsEnum(
+      "-memory",
+      "What the forward pass keeps: store (every state), reversible (y_L only), checkpoint (every -memory_stride-th)",
+      "", TNMemoryModes, (PetscEnum)mode, (PetscEnum *)&mode, NULL));
+  PetscCall(PetscOptionsInt("-memory_stride",
+                            "States between checkpoints of -memory checkpoint (0: about sqrt(layers))", "", stride,
+                            &stride, NULL));
+  PetscCall(PetscOptionsReal("-memory_tol", "Reconstruction error of y_0 above which -memory reversible warns", "", tol,
+                             &tol, NULL));
+  PetscCall(PetscOptionsEnum("-depth_solver", "Propagation across depth: sequential (layer-serial) or mgrit", "",
+                             TNDepthSolvers, (PetscEnum)solver, (PetscEnum *)&solver, NULL));
+  PetscCall(
+      PetscOptionsEnum("-mgrit_coarse_weights",
+                       "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
+                       TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights, NULL));
+  PetscCall(
+      PetscOptionsInt("-mgrit_coarse_its",
+                      "Most iterations of a coarse step's block solve (it only steers the correction: no fallback)", "",
+                      net->coarse_its, &net->coarse_its, NULL));
+  PetscCall(PetscOptionsName("-network_view", "Print the network's set-up: model, memory mode, depth solver",
+                             "TNNetworkView", &net->view));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
-  PetscCheck(stride >= 0, PETSC_COMM_WORLD, TN_ERR_USER, "-memory_stride must be non-negative, got %" PetscInt_FMT, stride);
+  PetscCheck(stride >= 0, PETSC_COMM_WORLD, TN_ERR_USER, "-memory_stride must be non-negative, got %" PetscInt_FMT,
+             stride);
   PetscCheck(tol > 0, PETSC_COMM_WORLD, TN_ERR_USER, "-memory_tol must be positive, got %g", (double)tol);
-  PetscCheck(net->coarse_its >= 1, PETSC_COMM_WORLD, TN_ERR_USER, "-mgrit_coarse_its must be at least 1, got %" PetscInt_FMT, net->coarse_its);
+  PetscCheck(net->coarse_its >= 1, PETSC_COMM_WORLD, TN_ERR_USER,
+             "-mgrit_coarse_its must be at least 1, got %" PetscInt_FMT, net->coarse_its);
   PetscCall(TNNetworkSetMemory(net, mode, stride, tol));
   PetscCall(TNNetworkSetDepthSolver(net, solver));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
-{
+PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver) {
   PetscFunctionBegin;
   PetscCall(TNNetworkMGRITDestroy(net));
   net->depth_solver = solver;
@@ -77,8 +87,7 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetUp(TNNetwork net)
-{
+PetscErrorCode TNNetworkSetUp(TNNetwork net) {
   PetscBool help;
 
   PetscFunctionBegin;
@@ -101,15 +110,17 @@ PetscErrorCode TNNetworkSetUp(TNNetwork net)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer)
-{
+PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer) {
   PetscFunctionBegin;
   PetscCall(TNModelView(net->model, viewer));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNNetwork: batches of up to %" PetscInt_FMT " samples, -memory %s (segments of %" PetscInt_FMT " blocks), -depth_solver %s\n",
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNNetwork: batches of up to %" PetscInt_FMT
+                                   " samples, -memory %s (segments of %" PetscInt_FMT " blocks), -depth_solver %s\n",
                                    net->Bmax, TNMemoryModes[net->mode], net->seg, TNDepthSolvers[net->depth_solver]));
   if (net->depth_solver == TN_DEPTH_MGRIT)
-    PetscCall(PetscViewerASCIIPrintf(viewer, "  MGRIT coarse steps: weights %s, block solves of at most %" PetscInt_FMT " iterations\n", TNCoarseWeights[net->coarse_weights],
-                                     net->coarse_its));
+    PetscCall(PetscViewerASCIIPrintf(
+        viewer, "  MGRIT coarse steps: weights %s, block solves of at most %" PetscInt_FMT " iterations\n",
+        TNCoarseWeights[net->coarse_weights], net->coarse_its));
   PetscCall(PetscViewerASCIIPushTab(viewer));
   PetscCall(TNBlockSolverView(net->solver, viewer));
   if (net->mg_fwd) PetscCall(TNMGRITView(net->mg_fwd, viewer));
@@ -117,8 +128,7 @@ PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkDestroy(TNNetwork *net)
-{
+PetscErrorCode TNNetworkDestroy(TNNetwork *net) {
   PetscFunctionBegin;
   if (!*net) PetscFunctionReturn(0);
   PetscCall(TNBlockSolverDestroy(&(*net)->solver));
@@ -131,42 +141,36 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs)
-{
+PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs) {
   PetscFunctionBegin;
   *bs = net->solver;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetMemory(TNNetwork net, TNMemoryMode *mode, PetscReal *tol)
-{
+PetscErrorCode TNNetworkGetMemory(TNNetwork net, TNMemoryMode *mode, PetscReal *tol) {
   PetscFunctionBegin;
   if (mode) *mode = net->mode;
   if (tol) *tol = net->recon_tol;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetDepthSolver(TNNetwork net, TNDepthSolver *solver)
-{
+PetscErrorCode TNNetworkGetDepthSolver(TNNetwork net, TNDepthSolver *solver) {
   PetscFunctionBegin;
   *solver = net->depth_solver;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetModel(TNNetwork net, TNModel *M)
-{
+PetscErrorCode TNNetworkGetModel(TNNetwork net, TNModel *M) {
   PetscFunctionBegin;
   *M = net->model;
   PetscFunctionReturn(0);
 }
 
-const char *TNNetworkGetFailure(TNNetwork net)
-{
+const char *TNNetworkGetFailure(TNNetwork net) {
   return net->failure;
 }
 
-PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts)
-{
+PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts) {
   PetscFunctionBegin;
   *counts = net->mg_counts;
   PetscCall(TNBlockSolverGetCounts(net->solver, &counts->newton, &counts->krylov, &counts->block_solves));
@@ -174,8 +178,7 @@ PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkResetCounts(TNNetwork net)
-{
+PetscErrorCode TNNetworkResetCounts(TNNetwork net) {
   PetscFunctionBegin;
   PetscCall(PetscMemzero(&net->mg_counts, sizeof net->mg_counts));
   PetscCall(TNBlockSolverResetCounts(net->solver));
@@ -183,8 +186,7 @@ PetscErrorCode TNNetworkResetCounts(TNNetwork net)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi)
-{
+PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi) {
   PetscMPIInt size, rank;
 
   PetscFunctionBegin;
@@ -194,8 +196,7 @@ PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo
   PetscFunctionReturn(0);
 }
 
-void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar *y0)
-{
+void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar *y0) {
   const TNModelConfig *c = &net->model->cfg;
 
   TNRowsApply(B, c->n, c->d, X, net->model->p.K, net->model->p.kb, y0);
@@ -203,11 +204,11 @@ void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar
 }
 
 /* dz_0 = lambda_0 . s0'(K x + k): dK += dz_0^T x, dk += sum dz_0 */
-void TNNetworkOpeningGradient(TNNetwork net, PetscInt B, const PetscReal *X, const PetscScalar *y0, const PetscScalar *lambda0, PetscScalar *grad)
-{
+void TNNetworkOpeningGradient(TNNetwork net, PetscInt B, const PetscReal *X, const PetscScalar *y0,
+                              const PetscScalar *lambda0, PetscScalar *grad) {
   const TNModelConfig *c = &net->model->cfg;
-  const PetscInt       S = B * c->n;
-  TNParams             g;
+  const PetscInt S       = B * c->n;
+  TNParams g;
 
   TNModelParams(net->model, grad, &g);
   TNActivationDerivative(c->opening_act, S, y0, net->deriv);
@@ -217,10 +218,10 @@ void TNNetworkOpeningGradient(TNNetwork net, PetscInt B, const PetscReal *X, con
 }
 
 /* dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
-void TNNetworkClosingGradient(TNNetwork net, PetscInt B, const PetscScalar *yL, const PetscReal *dout, PetscScalar *grad, PetscScalar *lambdaL)
-{
+void TNNetworkClosingGradient(TNNetwork net, PetscInt B, const PetscScalar *yL, const PetscReal *dout,
+                              PetscScalar *grad, PetscScalar *lambdaL) {
   const TNModelConfig *c = &net->model->cfg;
-  TNParams             g;
+  TNParams g;
 
   TNModelParams(net->model, grad, &g);
   TNRowsOuterAdd(B, c->m, c->n, 1.0, dout, yL, g.C);
@@ -231,8 +232,7 @@ void TNNetworkClosingGradient(TNNetwork net, PetscInt B, const PetscScalar *yL, 
 /* Between neighbouring depth ranks (direction +1: to the next, -1: from the previous) a state
    travels with a flag saying whether the sender failed; a rank that receives a failure passes
    it on without computing, so no rank waits for a message that never comes. */
-static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y, int tag, int direction, PetscBool ok)
-{
+static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y, int tag, int direction, PetscBool ok) {
   PetscMPIInt rank;
 
   PetscFunctionBegin;
@@ -243,15 +243,17 @@ static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y,
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, int tag, int direction, PetscBool *ok)
-{
+static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, int tag, int direction, PetscBool *ok) {
   PetscMPIInt rank;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(net->model->depth, &rank));
-  PetscCallMPI(MPI_Recv(net->message, (PetscMPIInt)(S + 1), MPIU_SCALAR, rank + direction, tag, net->model->depth, MPI_STATUS_IGNORE));
-  if (net->message[S] != 0) *ok = PETSC_FALSE;
-  else PetscCall(PetscArraycpy(y, net->message, S));
+  PetscCallMPI(MPI_Recv(net->message, (PetscMPIInt)(S + 1), MPIU_SCALAR, rank + direction, tag, net->model->depth,
+                        MPI_STATUS_IGNORE));
+  if (net->message[S] != 0)
+    *ok = PETSC_FALSE;
+  else
+    PetscCall(PetscArraycpy(y, net->message, S));
   PetscFunctionReturn(0);
 }
 
@@ -259,20 +261,19 @@ static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, in
 enum { TAG_STATE = 21, TAG_ADJOINT = 22 };
 
 /* The last state held here, y_jhi: where the last segment's states end. */
-static PetscScalar *LastState(TNNetwork net, PetscInt S)
-{
+static PetscScalar *LastState(TNNetwork net, PetscInt S) {
   return net->states + (TNNetworkLocalBlocks(net) - (TNNetworkSegmentCount(net) - 1) * net->seg) * S;
 }
 
-PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
-{
-  TNModel              M = net->model;
+PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok) {
+  TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n;
-  PetscInt             s, nseg;
+  const PetscInt S       = B * c->n;
+  PetscInt s, nseg;
 
   PetscFunctionBegin;
-  PetscCheck(B <= net->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "batch %" PetscInt_FMT " exceeds %" PetscInt_FMT, B, net->Bmax);
+  PetscCheck(B <= net->Bmax, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
+             "batch %" PetscInt_FMT " exceeds %" PetscInt_FMT, B, net->Bmax);
   PetscCall(TNNetworkSetUp(net));
   s    = net->seg;
   nseg = TNNetworkSegmentCount(net);
@@ -287,8 +288,10 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
     PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
     PetscFunctionReturn(0);
   }
-  if (M->jlo == 0) TNNetworkOpening(net, B, X, net->states);
-  else PetscCall(DepthReceive(net, S, net->states, TAG_STATE, -1, ok));
+  if (M->jlo == 0)
+    TNNetworkOpening(net, B, X, net->states);
+  else
+    PetscCall(DepthReceive(net, S, net->states, TAG_STATE, -1, ok));
   for (PetscInt k = 0; k < nseg && *ok; k++) {
     /* segment k starts where segment k-1 (always of full length) ended */
     if (k > 0) PetscCall(PetscArraycpy(net->states, net->states + s * S, S));
@@ -298,18 +301,19 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
   /* y at the last block held here: the closing layer's input, or the next depth rank's */
   if (M->jhi == c->L) {
     if (*ok) TNRowsApply(B, c->m, c->n, LastState(net, S), M->p.C, M->p.c, out);
-  } else PetscCall(DepthSend(net, S, LastState(net, S), TAG_STATE, +1, *ok));
+  } else
+    PetscCall(DepthSend(net, S, LastState(net, S), TAG_STATE, +1, *ok));
   net->forward_ok = *ok;
   PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad, PetscBool *ok)
-{
-  TNModel              M = net->model;
+PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout,
+                                 PetscScalar *grad, PetscBool *ok) {
+  TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       S = B * c->n, s = net->seg, nseg = TNNetworkSegmentCount(net);
-  const PetscScalar   *y0 = net->states;
+  const PetscInt S = B * c->n, s = net->seg, nseg = TNNetworkSegmentCount(net);
+  const PetscScalar *y0 = net->states;
 
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_BACKWARD, 0, 0, 0, 0));
@@ -334,11 +338,12 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
     if (k < nseg - 1) PetscCall(TNNetworkSegmentRestore(net, k, B, ok));
     for (PetscInt j = e - 1; j >= a && *ok; j--) {
       const PetscInt i = j - a;
-      PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->states + i * S, net->states + (i + 1) * S, net->Fyj + i * S, net->Fyj1 ? net->Fyj1 + i * S : NULL,
-                                          net->lambda, net->lambda, grad, ok));
+      PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->states + i * S, net->states + (i + 1) * S, net->Fyj + i * S,
+                                          net->Fyj1 ? net->Fyj1 + i * S : NULL, net->lambda, net->lambda, grad, ok));
     }
   }
-  if (M->jlo > 0) PetscCall(DepthSend(net, S, net->lambda, TAG_ADJOINT, -1, *ok));
+  if (M->jlo > 0)
+    PetscCall(DepthSend(net, S, net->lambda, TAG_ADJOINT, -1, *ok));
   else if (*ok) {
     if (net->mode == TN_MEMORY_REVERSIBLE && nseg > 1) {
       /* y_0 is recomputable from the input: how far the reversal drifted, and the exact y_0 for

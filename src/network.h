@@ -49,8 +49,8 @@ PETSC_EXTERN PetscErrorCode TNNetworkDestroy(TNNetwork *);
    collectively, what to do. */
 PETSC_EXTERN PetscErrorCode TNNetworkForward(TNNetwork, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok);
 /* Adds dJ/dparams into grad (model layout) given dout = dJ/dz of the last forward batch. */
-PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad,
-                                              PetscBool *ok);
+PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout,
+                                              PetscScalar *grad, PetscBool *ok);
 /* A one-line description of the first failure since the last forward, e.g.
    "block 3 forward solve did not converge: residual 2.1e-03". */
 PETSC_EXTERN const char *TNNetworkGetFailure(TNNetwork);
@@ -59,10 +59,11 @@ PETSC_EXTERN const char *TNNetworkGetFailure(TNNetwork);
    y_{j+1} = y_j + h[(1-theta)F_j(y_j) + theta F_j(y_{j+1})], returning Fj = F_j(y_j) and
    Fn = F_j(y_{j+1}); and its adjoint lambda_j from lambda_{j+1}, adding block j's weight
    gradient into grad (when not NULL). */
-PETSC_EXTERN PetscErrorCode TNNetworkBlockStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj, PetscScalar *yj1, PetscScalar *Fj,
-                                               PetscScalar *Fn, PetscBool *ok);
-PETSC_EXTERN PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj, const PetscScalar *yj1,
-                                                      const PetscScalar *Fj, const PetscScalar *Fn, const PetscScalar *lambda_in,
+PETSC_EXTERN PetscErrorCode TNNetworkBlockStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj,
+                                               PetscScalar *yj1, PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok);
+PETSC_EXTERN PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj,
+                                                      const PetscScalar *yj1, const PetscScalar *Fj,
+                                                      const PetscScalar *Fn, const PetscScalar *lambda_in,
                                                       PetscScalar *lambda_out, PetscScalar *grad, PetscBool *ok);
 
 PETSC_EXTERN PetscErrorCode TNNetworkGetBlockSolver(TNNetwork, TNBlockSolver *);
@@ -79,12 +80,12 @@ PETSC_EXTERN PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, 
 
 /* What the solves of a network have done since the last reset, on this rank. */
 typedef struct {
-  PetscInt64 newton, krylov, block_solves;  /* block solver: nonlinear and linear iterations, forward solves */
-  PetscInt64 mgrit_its, mgrit_solves;       /* MGRIT iterations and solves */
-  PetscReal  mgrit_res;                     /* the largest final C-point residual norm of those solves */
-  PetscReal  mgrit_logfactor;               /* sum of log per-iteration convergence factors ... */
-  PetscInt64 mgrit_nfactor;                 /* ... over the solves that had one (two or more iterations) */
-  PetscReal  recon;                         /* reversible: largest reconstruction error of y_0 */
+  PetscInt64 newton, krylov, block_solves; /* block solver: nonlinear and linear iterations, forward solves */
+  PetscInt64 mgrit_its, mgrit_solves;      /* MGRIT iterations and solves */
+  PetscReal mgrit_res;                     /* the largest final C-point residual norm of those solves */
+  PetscReal mgrit_logfactor;               /* sum of log per-iteration convergence factors ... */
+  PetscInt64 mgrit_nfactor;                /* ... over the solves that had one (two or more iterations) */
+  PetscReal recon;                         /* reversible: largest reconstruction error of y_0 */
 } TNNetworkCounts;
 
 PETSC_EXTERN PetscErrorCode TNNetworkGetCounts(TNNetwork, TNNetworkCounts *);
@@ -97,7 +98,8 @@ PETSC_EXTERN PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork, PetscInt B, 
 
 /* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
    number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */
-PETSC_EXTERN void TNLossEvaluate(TNTask, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels, const PetscReal *targets,
-                                 PetscReal scale, PetscReal *loss_sum, PetscInt *correct, PetscReal *dout);
+PETSC_EXTERN void TNLossEvaluate(TNTask, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels,
+                                 const PetscReal *targets, PetscReal scale, PetscReal *loss_sum, PetscInt *correct,
+                                 PetscReal *dout);
 
 #endif

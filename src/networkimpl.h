@@ -16,76 +16,75 @@
                  recomputed forward from it;
      reversible  s = 1: nothing is kept; y_j is rebuilt from y_{j+1} by the reverse solve. */
 struct _n_TNNetwork {
-  TNModel       model;
-  PetscInt      Bmax;
+  TNModel model;
+  PetscInt Bmax;
   TNBlockSolver solver;
-  PetscBool     setup, view;
+  PetscBool setup, view;
   /* memory mode */
-  TNMemoryMode  mode;
-  PetscInt      stride;      /* blocks per segment; 0: about sqrt(L) */
-  PetscInt      seg;         /* the segment length in force */
-  PetscReal     recon_tol;   /* reversible: a batch whose y_0 is rebuilt worse than this is logged (-info) */
-  PetscReal     recon;       /* reversible: largest |rebuilt y_0 - y_0| since the last reset */
-  PetscScalar  *states;      /* s+1 states of a segment, each Bmax x n, contiguous so y_j, y_{j+1} stack */
-  PetscScalar  *Fyj;         /* s values F_j(y_j) */
-  PetscScalar  *Fyj1;        /* s values F_j(y_{j+1}) (implicit blocks, and every block in reversible mode) */
-  PetscScalar  *checkpoints; /* checkpoint mode: y_{ks} for the segments k before the last */
+  TNMemoryMode mode;
+  PetscInt stride;          /* blocks per segment; 0: about sqrt(L) */
+  PetscInt seg;             /* the segment length in force */
+  PetscReal recon_tol;      /* reversible: a batch whose y_0 is rebuilt worse than this is logged (-info) */
+  PetscReal recon;          /* reversible: largest |rebuilt y_0 - y_0| since the last reset */
+  PetscScalar *states;      /* s+1 states of a segment, each Bmax x n, contiguous so y_j, y_{j+1} stack */
+  PetscScalar *Fyj;         /* s values F_j(y_j) */
+  PetscScalar *Fyj1;        /* s values F_j(y_{j+1}) (implicit blocks, and every block in reversible mode) */
+  PetscScalar *checkpoints; /* checkpoint mode: y_{ks} for the segments k before the last */
   /* work arrays of one batch */
-  PetscScalar  *antisym;     /* the local blocks' W_j - W_j^T - gamma I (antisymmetric models only) */
-  PetscScalar  *message;     /* a state passed between depth ranks, and a failure flag after it */
-  PetscScalar  *lambda, *mu; /* adjoints */
-  PetscScalar  *scaled;      /* 2 arrays: h(1-theta) s'(z_j).mu and h theta s'(z_{j+1}).mu */
-  PetscScalar  *deriv;       /* s' values */
-  PetscScalar  *z;           /* pre-activations, right-hand sides */
-  PetscScalar  *dA;          /* n x n: an antisymmetric block's dJ/dA before it becomes dJ/dW */
-  PetscBool     forward_ok;
-  char          failure[256];
+  PetscScalar *antisym;     /* the local blocks' W_j - W_j^T - gamma I (antisymmetric models only) */
+  PetscScalar *message;     /* a state passed between depth ranks, and a failure flag after it */
+  PetscScalar *lambda, *mu; /* adjoints */
+  PetscScalar *scaled;      /* 2 arrays: h(1-theta) s'(z_j).mu and h theta s'(z_{j+1}).mu */
+  PetscScalar *deriv;       /* s' values */
+  PetscScalar *z;           /* pre-activations, right-hand sides */
+  PetscScalar *dA;          /* n x n: an antisymmetric block's dJ/dA before it becomes dJ/dW */
+  PetscBool forward_ok;
+  char failure[256];
   /* -depth_solver */
-  TNDepthSolver   depth_solver;
-  TNCoarseWeight  coarse_weights;
-  PetscInt        coarse_its;  /* iterations a coarse step's solve may take */
-  TNMGRIT         mg_fwd, mg_adj;
-  MPI_Comm        reversed;    /* the depth ranks in reverse order, for the adjoint solve */
-  PetscScalar    *adjoints;    /* adjoints at this rank's points: adjoints[q] = lambda_{jhi-q} */
-  PetscScalar    *coarse_A, *coarse_b; /* a coarse step's averaged operator and bias */
-  PetscInt        mg_batch;    /* batch size of the MGRIT solve under way */
-  PetscBool       mg_ok;
-  PetscBool       mg_last_sweep; /* fine steps now may be the last at their points */
-  PetscScalar    *block_grad;  /* the adjoint solve's block gradients, from each block's last step */
+  TNDepthSolver depth_solver;
+  TNCoarseWeight coarse_weights;
+  PetscInt coarse_its; /* iterations a coarse step's solve may take */
+  TNMGRIT mg_fwd, mg_adj;
+  MPI_Comm reversed;                /* the depth ranks in reverse order, for the adjoint solve */
+  PetscScalar *adjoints;            /* adjoints at this rank's points: adjoints[q] = lambda_{jhi-q} */
+  PetscScalar *coarse_A, *coarse_b; /* a coarse step's averaged operator and bias */
+  PetscInt mg_batch;                /* batch size of the MGRIT solve under way */
+  PetscBool mg_ok;
+  PetscBool mg_last_sweep; /* fine steps now may be the last at their points */
+  PetscScalar *block_grad; /* the adjoint solve's block gradients, from each block's last step */
   /* coarse intervals whose blocks lie on more than one depth rank: their operators are summed
      over the ranks before each forward solve, and the adjoint's owner of block j0 receives the
      state y_j1 at the interval's end, where the coarse adjoint step is linearised */
-  PetscInt        nspan;
-  PetscInt       *span;                /* span[2k], span[2k+1]: the first block and one past the last */
-  PetscMPIInt    *span_to, *span_from; /* the rank holding y_j1 and the one holding block j0 */
-  PetscScalar    *span_op;             /* n*n + n each: the coarse operator and bias */
-  PetscScalar    *span_state;          /* Bmax*n each: y_j1, where block j0 is held here */
-  MPI_Request    *span_req;
-  TNNetworkCounts mg_counts;           /* the MGRIT part of the counters */
+  PetscInt nspan;
+  PetscInt *span;                   /* span[2k], span[2k+1]: the first block and one past the last */
+  PetscMPIInt *span_to, *span_from; /* the rank holding y_j1 and the one holding block j0 */
+  PetscScalar *span_op;             /* n*n + n each: the coarse operator and bias */
+  PetscScalar *span_state;          /* Bmax*n each: y_j1, where block j0 is held here */
+  MPI_Request *span_req;
+  TNNetworkCounts mg_counts; /* the MGRIT part of the counters */
 };
 
 /* Blocks held here: all L, or a depth rank's share [jlo, jhi) of the model. */
-static inline PetscInt TNNetworkLocalBlocks(TNNetwork net)
-{
+static inline PetscInt TNNetworkLocalBlocks(TNNetwork net) {
   return net->model->jhi - net->model->jlo;
 }
 
 /* step.c: block j as the block solver sees it; one theta-solve with the step and theta of L
    (the forward step with the block's own, the reverse step with (-h, 1-theta)); the reverse
    step y_{j+1} -> y_j. */
-PETSC_INTERN void           TNNetworkBlockLayer(TNNetwork, PetscInt j, TNBlockLayer *);
-PETSC_INTERN PetscErrorCode TNNetworkThetaSolve(TNNetwork, PetscInt j, const char *direction, const TNBlockLayer *, PetscInt B,
-                                                const PetscScalar *yfrom, PetscScalar *yto, PetscScalar *Ffrom, PetscScalar *Fto,
-                                                PetscBool *ok);
-PETSC_INTERN PetscErrorCode TNNetworkBlockReverseStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj1, PetscScalar *yj,
-                                                      PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok);
+PETSC_INTERN void TNNetworkBlockLayer(TNNetwork, PetscInt j, TNBlockLayer *);
+PETSC_INTERN PetscErrorCode TNNetworkThetaSolve(TNNetwork, PetscInt j, const char *direction, const TNBlockLayer *,
+                                                PetscInt B, const PetscScalar *yfrom, PetscScalar *yto,
+                                                PetscScalar *Ffrom, PetscScalar *Fto, PetscBool *ok);
+PETSC_INTERN PetscErrorCode TNNetworkBlockReverseStep(TNNetwork, PetscInt j, PetscInt B, const PetscScalar *yj1,
+                                                      PetscScalar *yj, PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok);
 
 /* memory.c: the segment buffers of the memory mode; the forward steps of segment k from its first
    state; segment k (not the last) restored before its adjoint steps; the reconstruction check of
    reversible mode at y_0 (exact is s0(K x + k)). */
 PETSC_INTERN PetscErrorCode TNNetworkMemoryAllocate(TNNetwork);
 PETSC_INTERN PetscErrorCode TNNetworkMemoryFree(TNNetwork);
-PETSC_INTERN PetscInt       TNNetworkSegmentCount(TNNetwork);
+PETSC_INTERN PetscInt TNNetworkSegmentCount(TNNetwork);
 PETSC_INTERN PetscErrorCode TNNetworkSegmentForward(TNNetwork, PetscInt k, PetscInt B, PetscBool *ok);
 PETSC_INTERN PetscErrorCode TNNetworkSegmentRestore(TNNetwork, PetscInt k, PetscInt B, PetscBool *ok);
 PETSC_INTERN PetscErrorCode TNNetworkReconstructionCheck(TNNetwork, PetscInt S, const PetscScalar *exact);
@@ -94,15 +93,16 @@ PETSC_INTERN PetscErrorCode TNNetworkReconstructionCheck(TNNetwork, PetscInt S, 
    passes (in place of the layer-serial ones). */
 PETSC_INTERN PetscErrorCode TNNetworkMGRITSetUp(TNNetwork);
 PETSC_INTERN PetscErrorCode TNNetworkMGRITDestroy(TNNetwork);
-PETSC_INTERN PetscErrorCode TNNetworkForwardMGRIT(TNNetwork, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok);
-PETSC_INTERN PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout, PetscScalar *grad,
-                                                   PetscBool *ok);
+PETSC_INTERN PetscErrorCode TNNetworkForwardMGRIT(TNNetwork, PetscInt B, const PetscReal *X, PetscReal *out,
+                                                  PetscBool *ok);
+PETSC_INTERN PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout,
+                                                   PetscScalar *grad, PetscBool *ok);
 
 /* network.c: the opening layer's forward map and derivative. */
 PETSC_INTERN void TNNetworkOpening(TNNetwork, PetscInt B, const PetscReal *X, PetscScalar *y0);
-PETSC_INTERN void TNNetworkOpeningGradient(TNNetwork, PetscInt B, const PetscReal *X, const PetscScalar *y0, const PetscScalar *lambda0,
-                                           PetscScalar *grad);
-PETSC_INTERN void TNNetworkClosingGradient(TNNetwork, PetscInt B, const PetscScalar *yL, const PetscReal *dout, PetscScalar *grad,
-                                           PetscScalar *lambdaL);
+PETSC_INTERN void TNNetworkOpeningGradient(TNNetwork, PetscInt B, const PetscReal *X, const PetscScalar *y0,
+                                           const PetscScalar *lambda0, PetscScalar *grad);
+PETSC_INTERN void TNNetworkClosingGradient(TNNetwork, PetscInt B, const PetscScalar *yL, const PetscReal *dout,
+                                           PetscScalar *grad, PetscScalar *lambdaL);
 
 #endif

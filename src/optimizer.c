@@ -8,39 +8,38 @@ enum { H_LR, H_MOMENTUM, H_BETA1, H_BETA2, H_EPS };
 static const char *const HyperNames[TN_OPTIMIZER_HYPER] = {"lr", "momentum", "beta1", "beta2", "eps"};
 
 struct _n_TNOptimizer {
-  MPI_Comm        comm;
+  MPI_Comm comm;
   TNOptimizerType type;
-  PetscReal       hyper[TN_OPTIMIZER_HYPER];
-  PetscInt64      step;     /* updates taken */
-  PetscInt        n;        /* parameters */
-  PetscScalar    *m1, *m2;  /* velocity / first moment, second moment (Adam) */
-  PetscBool       view;
+  PetscReal hyper[TN_OPTIMIZER_HYPER];
+  PetscInt64 step;      /* updates taken */
+  PetscInt n;           /* parameters */
+  PetscScalar *m1, *m2; /* velocity / first moment, second moment (Adam) */
+  PetscBool view;
 };
 
-PetscErrorCode TNOptimizerCreate(MPI_Comm comm, TNOptimizer *out)
-{
+PetscErrorCode TNOptimizerCreate(MPI_Comm comm, TNOptimizer *out) {
   TNOptimizer opt;
 
   PetscFunctionBegin;
   PetscCall(PetscNew(&opt));
-  opt->comm            = comm;
-  opt->type            = TN_OPT_ADAM;
+  opt->comm              = comm;
+  opt->type              = TN_OPT_ADAM;
   opt->hyper[H_LR]       = 1e-2;
   opt->hyper[H_MOMENTUM] = 0.9;
   opt->hyper[H_BETA1]    = 0.9;
   opt->hyper[H_BETA2]    = 0.999;
   opt->hyper[H_EPS]      = 1e-8;
-  *out                 = opt;
+  *out                   = opt;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt)
-{
+PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt) {
   PetscReal *h = opt->hyper;
 
   PetscFunctionBegin;
   PetscOptionsBegin(opt->comm, NULL, "thetanet train: optimiser", "thetanet");
-  PetscCall(PetscOptionsEnum("-optimizer", "Optimiser", "", TNOptimizerTypes, (PetscEnum)opt->type, (PetscEnum *)&opt->type, NULL));
+  PetscCall(PetscOptionsEnum("-optimizer", "Optimiser", "", TNOptimizerTypes, (PetscEnum)opt->type,
+                             (PetscEnum *)&opt->type, NULL));
   PetscCall(PetscOptionsReal("-lr", "Learning rate", "", h[H_LR], &h[H_LR], NULL));
   PetscCall(PetscOptionsReal("-momentum", "Momentum of -optimizer momentum", "", h[H_MOMENTUM], &h[H_MOMENTUM], NULL));
   PetscCall(PetscOptionsReal("-adam_beta1", "Adam first-moment decay", "", h[H_BETA1], &h[H_BETA1], NULL));
@@ -48,16 +47,17 @@ PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt)
   PetscCall(PetscOptionsReal("-adam_eps", "Adam epsilon", "", h[H_EPS], &h[H_EPS], NULL));
   PetscCall(PetscOptionsName("-optimizer_view", "Print the optimiser once set up", "TNOptimizerView", &opt->view));
   PetscOptionsEnd();
-  PetscCheck(h[H_LR] > 0 && PetscIsNormalReal(h[H_LR]), opt->comm, TN_ERR_USER, "-lr must be positive, got %g", (double)h[H_LR]);
-  PetscCheck(h[H_MOMENTUM] >= 0 && h[H_MOMENTUM] < 1, opt->comm, TN_ERR_USER, "-momentum must lie in [0, 1), got %g", (double)h[H_MOMENTUM]);
+  PetscCheck(h[H_LR] > 0 && PetscIsNormalReal(h[H_LR]), opt->comm, TN_ERR_USER, "-lr must be positive, got %g",
+             (double)h[H_LR]);
+  PetscCheck(h[H_MOMENTUM] >= 0 && h[H_MOMENTUM] < 1, opt->comm, TN_ERR_USER, "-momentum must lie in [0, 1), got %g",
+             (double)h[H_MOMENTUM]);
   PetscCheck(h[H_BETA1] >= 0 && h[H_BETA1] < 1 && h[H_BETA2] >= 0 && h[H_BETA2] < 1, opt->comm, TN_ERR_USER,
              "-adam_beta1 and -adam_beta2 must lie in [0, 1)");
   PetscCheck(h[H_EPS] > 0, opt->comm, TN_ERR_USER, "-adam_eps must be positive, got %g", (double)h[H_EPS]);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
-{
+PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams) {
   PetscFunctionBegin;
   PetscCall(PetscFree(opt->m1));
   PetscCall(PetscFree(opt->m2));
@@ -72,10 +72,9 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g)
-{
-  const PetscReal lr = opt->hyper[H_LR];
-  const PetscInt  n  = opt->n;
+PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g) {
+  const PetscReal lr       = opt->hyper[H_LR];
+  const PetscInt n         = opt->n;
   PetscScalar *restrict m1 = opt->m1, *restrict m2 = opt->m2;
 
   PetscFunctionBegin;
@@ -106,29 +105,25 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetType(TNOptimizer opt, TNOptimizerType *type)
-{
+PetscErrorCode TNOptimizerGetType(TNOptimizer opt, TNOptimizerType *type) {
   PetscFunctionBegin;
   *type = opt->type;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr)
-{
+PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr) {
   PetscFunctionBegin;
   *lr = opt->hyper[H_LR];
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetStep(TNOptimizer opt, PetscInt64 *step)
-{
+PetscErrorCode TNOptimizerGetStep(TNOptimizer opt, PetscInt64 *step) {
   PetscFunctionBegin;
   *step = opt->step;
   PetscFunctionReturn(0);
 }
 
-void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[])
-{
+void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[]) {
   rec->types       = TNOptimizerTypes;
   rec->type        = 0;
   rec->step        = 0;
@@ -138,8 +133,7 @@ void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[])
   rec->moment[0] = rec->moment[1] = NULL;
 }
 
-PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec)
-{
+PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec) {
   PetscFunctionBegin;
   TNOptimizerRecordInit(rec, opt->hyper);
   rec->type      = (PetscInt)opt->type;
@@ -149,12 +143,12 @@ PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec, PetscBool keep_lr)
-{
+PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec, PetscBool keep_lr) {
   const PetscReal lr = opt->hyper[H_LR];
 
   PetscFunctionBegin;
-  PetscCheck(rec->nhyper == TN_OPTIMIZER_HYPER, opt->comm, PETSC_ERR_ARG_SIZ, "optimiser record with %" PetscInt_FMT " hyper-parameters", rec->nhyper);
+  PetscCheck(rec->nhyper == TN_OPTIMIZER_HYPER, opt->comm, PETSC_ERR_ARG_SIZ,
+             "optimiser record with %" PetscInt_FMT " hyper-parameters", rec->nhyper);
   opt->type = (TNOptimizerType)rec->type;
   for (PetscInt k = 0; k < TN_OPTIMIZER_HYPER; k++) opt->hyper[k] = rec->hyper[k];
   if (keep_lr) opt->hyper[H_LR] = lr;
@@ -163,21 +157,23 @@ PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerView(TNOptimizer opt, PetscViewer viewer)
-{
+PetscErrorCode TNOptimizerView(TNOptimizer opt, PetscViewer viewer) {
   const PetscReal *h = opt->hyper;
-  char detail[128] = "";
+  char detail[128]   = "";
 
   PetscFunctionBegin;
-  if (opt->type == TN_OPT_MOMENTUM) PetscCall(PetscSNPrintf(detail, sizeof detail, ", momentum %g", (double)h[H_MOMENTUM]));
-  if (opt->type == TN_OPT_ADAM) PetscCall(PetscSNPrintf(detail, sizeof detail, ", beta1 %g, beta2 %g, eps %g", (double)h[H_BETA1], (double)h[H_BETA2], (double)h[H_EPS]));
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNOptimizer: %s, lr %g%s; %" PetscInt_FMT " parameters, step %" PetscInt64_FMT "\n", TNOptimizerTypes[opt->type], (double)h[H_LR],
-                                   detail, opt->n, opt->step));
+  if (opt->type == TN_OPT_MOMENTUM)
+    PetscCall(PetscSNPrintf(detail, sizeof detail, ", momentum %g", (double)h[H_MOMENTUM]));
+  if (opt->type == TN_OPT_ADAM)
+    PetscCall(PetscSNPrintf(detail, sizeof detail, ", beta1 %g, beta2 %g, eps %g", (double)h[H_BETA1],
+                            (double)h[H_BETA2], (double)h[H_EPS]));
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNOptimizer: %s, lr %g%s; %" PetscInt_FMT " parameters, step %" PetscInt64_FMT "\n",
+                                   TNOptimizerTypes[opt->type], (double)h[H_LR], detail, opt->n, opt->step));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerDestroy(TNOptimizer *opt)
-{
+PetscErrorCode TNOptimizerDestroy(TNOptimizer *opt) {
   PetscFunctionBegin;
   if (!*opt) PetscFunctionReturn(0);
   PetscCall(PetscFree((*opt)->m1));

@@ -30,7 +30,7 @@ PETSC_EXTERN PetscErrorCode TNOptimizerGetRecord(TNOptimizer, TNOptimizerRecord 
    the learning rate too unless keep_lr. */
 PETSC_EXTERN PetscErrorCode TNOptimizerRestore(TNOptimizer, const TNOptimizerRecord *, PetscBool keep_lr);
 /* An empty record with the names a checkpoint's /optimizer is read by. */
-PETSC_EXTERN void           TNOptimizerRecordInit(TNOptimizerRecord *, PetscReal hyper[]);
+PETSC_EXTERN void TNOptimizerRecordInit(TNOptimizerRecord *, PetscReal hyper[]);
 #define TN_OPTIMIZER_HYPER 5
 PETSC_EXTERN PetscErrorCode TNOptimizerView(TNOptimizer, PetscViewer);
 PETSC_EXTERN PetscErrorCode TNOptimizerDestroy(TNOptimizer *);

@@ -2,27 +2,27 @@
    gradient, for a whole model or a depth rank's share of the blocks. */
 #include "modelimpl.h"
 
-PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *reg)
-{
+PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *reg) {
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "Regulariser of the objective", "thetanet");
   PetscCall(PetscOptionsReal("-weight_decay", "alpha: weight decay of K, W_j, C", "", reg->alpha, &reg->alpha, NULL));
   PetscCall(PetscOptionsReal("-smooth", "beta: depth smoothness of W_j and b_j", "", reg->beta, &reg->beta, NULL));
   PetscOptionsEnd();
-  PetscCheck(reg->alpha >= 0 && PetscIsNormalReal(reg->alpha + 1), comm, TN_ERR_USER, "-weight_decay must be non-negative, got %g", (double)reg->alpha);
-  PetscCheck(reg->beta >= 0 && PetscIsNormalReal(reg->beta + 1), comm, TN_ERR_USER, "-smooth must be non-negative, got %g", (double)reg->beta);
+  PetscCheck(reg->alpha >= 0 && PetscIsNormalReal(reg->alpha + 1), comm, TN_ERR_USER,
+             "-weight_decay must be non-negative, got %g", (double)reg->alpha);
+  PetscCheck(reg->beta >= 0 && PetscIsNormalReal(reg->beta + 1), comm, TN_ERR_USER,
+             "-smooth must be non-negative, got %g", (double)reg->beta);
   PetscFunctionReturn(0);
 }
 
 /* The neighbours' boundary blocks: W, b of block jlo-1 from the previous depth rank and of
    block jhi from the next (left unset where there is none). */
-static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar *next)
-{
-  const PetscInt    n = M->cfg.n, w = n * n + n, nloc = M->jhi - M->jlo;
-  PetscMPIInt       rank, size;
-  PetscScalar      *first, *last;
-  MPI_Request       req[4];
-  PetscInt          k = 0;
+static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar *next) {
+  const PetscInt n = M->cfg.n, w = n * n + n, nloc = M->jhi - M->jlo;
+  PetscMPIInt rank, size;
+  PetscScalar *first, *last;
+  MPI_Request req[4];
+  PetscInt k = 0;
 
   PetscFunctionBegin;
   if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
@@ -46,16 +46,15 @@ static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar 
   PetscFunctionReturn(0);
 }
 
-static PetscReal SumSquares(const PetscScalar *x, PetscInt len)
-{
+static PetscReal SumSquares(const PetscScalar *x, PetscInt len) {
   PetscReal s = 0;
   for (PetscInt i = 0; i < len; i++) s += x[i] * x[i];
   return s;
 }
 
 /* One smoothness term 1/(2h) beta |x1 - x0|^2 over len entries; gradients into g0, g1 where given. */
-static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, const PetscScalar *x1, PetscScalar *g0, PetscScalar *g1, PetscBool count)
-{
+static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, const PetscScalar *x1, PetscScalar *g0,
+                            PetscScalar *g1, PetscBool count) {
   PetscReal r = 0;
   for (PetscInt i = 0; i < len; i++) {
     const PetscScalar dx = x1[i] - x0[i];
@@ -70,14 +69,13 @@ static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, co
    A depth rank counts the opening layer if it holds block 0, the closing layer if it holds block
    L-1, and the smoothness pairs (j, j+1) with j+1 held here; the pair across its lower boundary
    and the one across its upper boundary both add to its gradient. */
-PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad)
-{
+PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad) {
   const TNModelConfig *c = &M->cfg;
-  const PetscInt       n = c->n, nn = n * n, nloc = M->jhi - M->jlo;
-  const PetscBool      first = M->jlo == 0 ? PETSC_TRUE : PETSC_FALSE, last = M->jhi == c->L ? PETSC_TRUE : PETSC_FALSE;
-  const PetscReal      h = c->T / c->L;
-  TNParams             g = {NULL, NULL, NULL, NULL, NULL, NULL};
-  PetscReal            r = 0;
+  const PetscInt n = c->n, nn = n * n, nloc = M->jhi - M->jlo;
+  const PetscBool first = M->jlo == 0 ? PETSC_TRUE : PETSC_FALSE, last = M->jhi == c->L ? PETSC_TRUE : PETSC_FALSE;
+  const PetscReal h = c->T / c->L;
+  TNParams g        = {NULL, NULL, NULL, NULL, NULL, NULL};
+  PetscReal r       = 0;
 
   PetscFunctionBegin;
   if (grad) TNModelParams(M, grad, &g);
@@ -95,15 +93,17 @@ PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, Pe
   }
   if (beta != 0) {
     const PetscReal s = beta / h;
-    PetscScalar    *prev, *next;
+    PetscScalar *prev, *next;
     PetscCall(PetscMalloc2(nn + n, &prev, nn + n, &next));
     PetscCall(NeighbourBlocks(M, prev, next));
     for (PetscInt j = M->jlo - 1; j + 1 < M->jhi; j++) {
-      const PetscInt     k  = j - M->jlo; /* local index of block j, -1 for the neighbour's */
+      const PetscInt k      = j - M->jlo; /* local index of block j, -1 for the neighbour's */
       const PetscScalar *W0 = k >= 0 ? M->p.W + k * nn : prev, *b0 = k >= 0 ? M->p.b + k * n : prev + nn;
       if (j < 0) continue;
-      r += SmoothTerm(s, nn, W0, M->p.W + (k + 1) * nn, grad && k >= 0 ? g.W + k * nn : NULL, grad ? g.W + (k + 1) * nn : NULL, PETSC_TRUE);
-      r += SmoothTerm(s, n, b0, M->p.b + (k + 1) * n, grad && k >= 0 ? g.b + k * n : NULL, grad ? g.b + (k + 1) * n : NULL, PETSC_TRUE);
+      r += SmoothTerm(s, nn, W0, M->p.W + (k + 1) * nn, grad && k >= 0 ? g.W + k * nn : NULL,
+                      grad ? g.W + (k + 1) * nn : NULL, PETSC_TRUE);
+      r += SmoothTerm(s, n, b0, M->p.b + (k + 1) * n, grad && k >= 0 ? g.b + k * n : NULL,
+                      grad ? g.b + (k + 1) * n : NULL, PETSC_TRUE);
     }
     if (!last && grad) {
       /* the pair (jhi-1, jhi) is counted by the next rank; its gradient for block jhi-1 is ours */
@@ -115,4 +115,3 @@ PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, Pe
   *R = r;
   PetscFunctionReturn(0);
 }
-

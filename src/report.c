@@ -7,46 +7,47 @@
 
 const char *const TNTrainerPhases[PH_COUNT] = {"forward", "backward", "allreduce", "update", "validate", "io", "total"};
 
-PetscErrorCode TNTrainerReportHeader(TNTrainer t)
-{
+PetscErrorCode TNTrainerReportHeader(TNTrainer t) {
   TNMemoryMode mode;
 
   PetscFunctionBegin;
   PetscCall(PetscPrintf(t->comm,
-                        "thetanet train: %s, N %" PetscInt_FMT ", d %" PetscInt_FMT ", %s with %" PetscInt_FMT " outputs; width %" PetscInt_FMT ", layers %" PetscInt_FMT
-                        ", theta %g, T %g, %" PetscInt_FMT " parameters; %d ranks (depth %d x data %d)\n",
-                        t->train_path, t->train_info.N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L, (double)t->cfg.theta, (double)t->cfg.T,
-                        TNParamCount(&t->cfg), t->grid.size, t->grid.depth_size, t->grid.data_size));
+                        "thetanet train: %s, N %" PetscInt_FMT ", d %" PetscInt_FMT ", %s with %" PetscInt_FMT
+                        " outputs; width %" PetscInt_FMT ", layers %" PetscInt_FMT ", theta %g, T %g, %" PetscInt_FMT
+                        " parameters; %d ranks (depth %d x data %d)\n",
+                        t->train_path, t->train_info.N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L,
+                        (double)t->cfg.theta, (double)t->cfg.T, TNParamCount(&t->cfg), t->grid.size, t->grid.depth_size,
+                        t->grid.data_size));
   /* Only the trapezoidal step reversed is the same method backwards in depth; for other theta the
      reverse step amplifies what the forward solves leave behind. */
   PetscCall(TNNetworkGetMemory(t->net, &mode, NULL));
   if (mode == TN_MEMORY_REVERSIBLE && t->cfg.theta != 0.5)
     PetscCall(PetscFPrintf(t->comm, PETSC_STDERR,
-                           "thetanet: warning: -memory reversible with -theta %g: the reversal is symmetric only for theta 0.5, so the rebuilt states may drift (see recon on the epoch lines)\n",
+                           "thetanet: warning: -memory reversible with -theta %g: the reversal is symmetric only for "
+                           "theta 0.5, so the rebuilt states may drift (see recon on the epoch lines)\n",
                            (double)t->cfg.theta));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerReportProgress(TNTrainer t, PetscInt epoch, PetscInt batch, PetscInt nbatches, PetscReal loss)
-{
+PetscErrorCode TNTrainerReportProgress(TNTrainer t, PetscInt epoch, PetscInt batch, PetscInt nbatches, PetscReal loss) {
   static PetscReal last = 0;
 
   PetscFunctionBegin;
   if (t->grid.rank || !t->progress || MPI_Wtime() - last <= 0.5) PetscFunctionReturn(0);
   last = MPI_Wtime();
-  printf("\r  epoch %" PetscInt_FMT "/%" PetscInt_FMT " batch %" PetscInt_FMT "/%" PetscInt_FMT " loss %.4f", epoch, t->epochs, batch, nbatches, (double)loss);
+  printf("\r  epoch %" PetscInt_FMT "/%" PetscInt_FMT " batch %" PetscInt_FMT "/%" PetscInt_FMT " loss %.4f", epoch,
+         t->epochs, batch, nbatches, (double)loss);
   fflush(stdout);
   PetscFunctionReturn(0);
 }
 
 /* Nonlinear and linear iterations per block solve, MGRIT iterations per MGRIT solve and the
    largest final C-point residual norm of those solves, over all ranks. */
-PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r)
-{
+PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r) {
   TNNetworkCounts n;
-  PetscInt64      c[5];
-  TNMemoryMode    mode;
-  PetscReal       tol;
+  PetscInt64 c[5];
+  TNMemoryMode mode;
+  PetscReal tol;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkGetCounts(t->net, &n));
@@ -72,35 +73,41 @@ PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r)
   if (mode == TN_MEMORY_REVERSIBLE) {
     PetscCallMPI(MPI_Allreduce(&n.recon, &r->recon, 1, MPIU_REAL, MPI_MAX, t->grid.data));
     if (!(r->recon <= tol))
-      PetscCall(PetscFPrintf(t->comm, PETSC_STDERR, "thetanet: warning: epoch %" PetscInt_FMT ": reconstruction error of y_0 %.1e exceeds -memory_tol %g\n", r->epoch,
-                             (double)r->recon, (double)tol));
+      PetscCall(PetscFPrintf(t->comm, PETSC_STDERR,
+                             "thetanet: warning: epoch %" PetscInt_FMT
+                             ": reconstruction error of y_0 %.1e exceeds -memory_tol %g\n",
+                             r->epoch, (double)r->recon, (double)tol));
   }
   PetscFunctionReturn(0);
 }
 
-static void FormatDuration(PetscReal s, char *buf, size_t len)
-{
+static void FormatDuration(PetscReal s, char *buf, size_t len) {
   long v = (long)(s + 0.5);
-  if (v >= 3600) snprintf(buf, len, "%ldh%02ldm", v / 3600, (v / 60) % 60);
-  else if (v >= 60) snprintf(buf, len, "%ldm%02lds", v / 60, v % 60);
-  else snprintf(buf, len, "%lds", v);
+  if (v >= 3600)
+    snprintf(buf, len, "%ldh%02ldm", v / 3600, (v / 60) % 60);
+  else if (v >= 60)
+    snprintf(buf, len, "%ldm%02lds", v / 60, v % 60);
+  else
+    snprintf(buf, len, "%lds", v);
 }
 
-PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscReal eta)
-{
-  char          left[32];
+PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscReal eta) {
+  char left[32];
   TNDepthSolver solver;
-  PetscReal     lr;
+  PetscReal lr;
 
   PetscFunctionBegin;
   FormatDuration(eta, left, sizeof left);
   PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
   PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
   if (!t->grid.rank && t->progress) printf("\r\033[K");
-  PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", r->epoch, t->epochs, (double)r->train_loss));
+  PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", r->epoch, t->epochs,
+                        (double)r->train_loss));
   if (t->val) PetscCall(PetscPrintf(t->comm, " val_loss %.4f", (double)r->val_loss));
-  if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)r->val_accuracy));
-  PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f", (double)lr, (double)r->newton, (double)r->krylov, (double)r->mgrit));
+  if (t->val && t->cfg.task == TN_TASK_CLASSIFICATION)
+    PetscCall(PetscPrintf(t->comm, " val_acc %.4f", (double)r->val_accuracy));
+  PetscCall(PetscPrintf(t->comm, " lr %.1e newton %.1f krylov %.1f mgrit %.1f", (double)lr, (double)r->newton,
+                        (double)r->krylov, (double)r->mgrit));
   if (solver == TN_DEPTH_MGRIT) PetscCall(PetscPrintf(t->comm, " mgrit_res %.1e", (double)r->mgrit_res));
   PetscCall(PetscPrintf(t->comm, " time %.3fs eta %s", (double)r->seconds, left));
   if (!PetscIsNanReal(r->recon)) PetscCall(PetscPrintf(t->comm, " recon %.1e", (double)r->recon));
@@ -108,10 +115,9 @@ PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscRe
   PetscFunctionReturn(0);
 }
 
-static PetscReal PeakRSSMB(MPI_Comm comm)
-{
+static PetscReal PeakRSSMB(MPI_Comm comm) {
   struct rusage ru;
-  double        mine, max = 0;
+  double mine, max = 0;
 
   getrusage(RUSAGE_SELF, &ru);
   mine = ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
@@ -119,50 +125,52 @@ static PetscReal PeakRSSMB(MPI_Comm comm)
   return max;
 }
 
-PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
-{
-  const PetscInt  run  = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
+PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last) {
+  const PetscInt run   = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
   const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
-  const PetscReal sps  = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
-  PetscReal       lf[2] = {t->mgrit_logfactor, (PetscReal)t->mgrit_nfactor}, factor;
+  const PetscReal sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
+  PetscReal lf[2] = {t->mgrit_logfactor, (PetscReal)t->mgrit_nfactor}, factor;
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, lf, 2, MPIU_REAL, MPI_SUM, t->comm));
   factor = lf[1] > 0 ? PetscExpReal(lf[0] / lf[1]) : 0;
-  PetscCall(PetscPrintf(t->comm,
-                        "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT " theta %g epochs %" PetscInt_FMT
-                        " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g mgrit_res %.3g peak_rss_mb %.1f\n",
-                        t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs, (double)wall, (double)epoch_s,
-                        (double)sps, (double)last->train_loss, (double)last->val_loss, (double)last->val_accuracy, (double)(t->newton_sum / run),
-                        (double)(t->krylov_sum / run), (double)(t->mgrit_sum / run), (double)factor, (double)t->mgrit_res_max, (double)rss));
+  PetscCall(PetscPrintf(
+      t->comm,
+      "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT
+      " theta %g epochs %" PetscInt_FMT
+      " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f "
+      "krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g mgrit_res %.3g peak_rss_mb %.1f\n",
+      t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs,
+      (double)wall, (double)epoch_s, (double)sps, (double)last->train_loss, (double)last->val_loss,
+      (double)last->val_accuracy, (double)(t->newton_sum / run), (double)(t->krylov_sum / run),
+      (double)(t->mgrit_sum / run), (double)factor, (double)t->mgrit_res_max, (double)rss));
   PetscFunctionReturn(0);
 }
 
 /* /config: what a reader needs to reproduce or tabulate the run. */
-PetscErrorCode TNTrainerWriteResults(TNTrainer t)
-{
-  char              v[20][64];
-  TNConfigEntry     cfg[20];
-  PetscInt          k = 0;
-  TNModel           whole;
+PetscErrorCode TNTrainerWriteResults(TNTrainer t) {
+  char v[20][64];
+  TNConfigEntry cfg[20];
+  PetscInt k = 0;
+  TNModel whole;
   TNOptimizerRecord rec;
-  PetscReal         hyper[TN_OPTIMIZER_HYPER], lr;
-  TNTable           history;
-  TNMemoryMode      mode;
-  TNDepthSolver     solver;
-  TNOptimizerType   type;
+  PetscReal hyper[TN_OPTIMIZER_HYPER], lr;
+  TNTable history;
+  TNMemoryMode mode;
+  TNDepthSolver solver;
+  TNOptimizerType type;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkGetMemory(t->net, &mode, NULL));
   PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
   PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
   PetscCall(TNOptimizerGetType(t->opt, &type));
-#define ENTRY(name, ...) \
-  do { \
-    PetscCall(PetscSNPrintf(v[k], sizeof v[k], __VA_ARGS__)); \
-    cfg[k].key   = name; \
-    cfg[k].value = v[k]; \
-    k++; \
+#define ENTRY(name, ...)                                                                                               \
+  do {                                                                                                                 \
+    PetscCall(PetscSNPrintf(v[k], sizeof v[k], __VA_ARGS__));                                                          \
+    cfg[k].key   = name;                                                                                               \
+    cfg[k].value = v[k];                                                                                               \
+    k++;                                                                                                               \
   } while (0)
   ENTRY("grid", "%d x %d", t->grid.depth_size, t->grid.data_size);
   ENTRY("depth_ranks", "%d", t->grid.depth_size);

@@ -9,8 +9,7 @@
    counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch). */
 enum { ST_EPOCH, ST_BATCH, ST_SEED, ST_RNG_EPOCH, ST_RNG_BATCH, ST_LOSS_SUM, ST_CORRECT, ST_WALL_TIME, ST_COUNT };
 
-static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
-{
+static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT]) {
   a[ST_EPOCH]     = (TNAttribute){"epoch", PETSC_TRUE, r ? r->epoch : 0};
   a[ST_BATCH]     = (TNAttribute){"batch", PETSC_TRUE, r ? r->batch : 0};
   a[ST_SEED]      = (TNAttribute){"seed", PETSC_TRUE, r ? r->seed : 0};
@@ -21,8 +20,7 @@ static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
   a[ST_WALL_TIME] = (TNAttribute){"wall_time", PETSC_FALSE, r ? r->wall_time : 0};
 }
 
-PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[])
-{
+PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[]) {
   TNOptimizerRecord local;
 
   PetscFunctionBegin;
@@ -46,8 +44,7 @@ PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecor
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec)
-{
+PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec) {
   PetscFunctionBegin;
   if (t->grid.depth_size == 1) PetscFunctionReturn(0);
   PetscCall(TNModelDestroy(whole));
@@ -55,13 +52,12 @@ PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRec
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
-{
-  PetscReal         t0 = MPI_Wtime(), hyper[TN_OPTIMIZER_HYPER];
-  TNModel           whole;
+PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st) {
+  PetscReal t0 = MPI_Wtime(), hyper[TN_OPTIMIZER_HYPER];
+  TNModel whole;
   TNOptimizerRecord rec;
-  TNTable           history;
-  TNAttribute       state[ST_COUNT];
+  TNTable history;
+  TNAttribute state[ST_COUNT];
 
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
@@ -69,40 +65,41 @@ PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
   TNHistoryTable(&t->history, &history);
   StateAttributes(st, state);
   /* every rank now holds a replica: the first one writes */
-  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.rank == 0 ? PETSC_TRUE : PETSC_FALSE, whole, &rec, &history, ST_COUNT, state));
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.rank == 0 ? PETSC_TRUE : PETSC_FALSE, whole, &rec,
+                              &history, ST_COUNT, state));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   t->phase[PH_IO] += MPI_Wtime() - t0;
   if (!t->grid.rank) {
     struct stat sb;
-    double      mb = stat(t->checkpoint, &sb) ? 0 : sb.st_size / 1048576.0;
-    PetscCall(PetscPrintf(PETSC_COMM_SELF, "checkpoint epoch %" PetscInt_FMT " batch %" PetscInt_FMT " written to %s (%.2f MB, %.3f s)\n", st->epoch, st->batch,
-                          t->checkpoint, mb, MPI_Wtime() - t0));
+    double mb = stat(t->checkpoint, &sb) ? 0 : sb.st_size / 1048576.0;
+    PetscCall(PetscPrintf(
+        PETSC_COMM_SELF, "checkpoint epoch %" PetscInt_FMT " batch %" PetscInt_FMT " written to %s (%.2f MB, %.3f s)\n",
+        st->epoch, st->batch, t->checkpoint, mb, MPI_Wtime() - t0));
   }
   PetscFunctionReturn(0);
 }
 
 typedef struct {
   const char *option;
-  PetscBool   differs;
+  PetscBool differs;
 } OptionCheck;
 
 /* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
    options given on the command line must agree with them (-lr and -epochs may change). */
-PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
-{
+PetscErrorCode TNTrainerRestartLoad(TNTrainer t) {
   const TNModelConfig want = t->cfg;
-  TNModelConfig      *c;
-  TNOptimizerType     type;
-  TNOptimizerRecord   rec;
-  PetscReal           hyper[TN_OPTIMIZER_HYPER], t0, *columns[TN_HISTORY_COLUMNS];
-  TNTable             table;
-  TNAttribute         state[ST_COUNT];
-  TNModel             whole;
-  PetscBool           set, lr_set;
-  PetscInt            jlo = 0, jhi;
-  OptionCheck         checks[10];
-  PetscInt            nchecks = 0;
+  TNModelConfig *c;
+  TNOptimizerType type;
+  TNOptimizerRecord rec;
+  PetscReal hyper[TN_OPTIMIZER_HYPER], t0, *columns[TN_HISTORY_COLUMNS];
+  TNTable table;
+  TNAttribute state[ST_COUNT];
+  TNModel whole;
+  PetscBool set, lr_set;
+  PetscInt jlo = 0, jhi;
+  OptionCheck checks[10];
+  PetscInt nchecks = 0;
 
   PetscFunctionBegin;
   t0 = MPI_Wtime();
@@ -112,10 +109,12 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   PetscCall(TNCheckpointRead(t->comm, t->restart, &whole, &rec, &table, TN_HISTORY_REQUIRED, ST_COUNT, state));
   t0 = MPI_Wtime() - t0;
   t->phase[PH_IO] += t0;
-  t->resume = (TNResume){(PetscInt)state[ST_EPOCH].value, (PetscInt)state[ST_BATCH].value, (PetscInt)state[ST_SEED].value,
-                         state[ST_LOSS_SUM].value,         state[ST_CORRECT].value,         state[ST_WALL_TIME].value};
-  PetscCheck(table.nrows == t->resume.epoch, t->comm, TN_ERR_USER, "%s: /history has %" PetscInt_FMT " epochs but /state says %" PetscInt_FMT, t->restart,
-             table.nrows, t->resume.epoch);
+  t->resume =
+      (TNResume){(PetscInt)state[ST_EPOCH].value, (PetscInt)state[ST_BATCH].value, (PetscInt)state[ST_SEED].value,
+                 state[ST_LOSS_SUM].value,        state[ST_CORRECT].value,         state[ST_WALL_TIME].value};
+  PetscCheck(table.nrows == t->resume.epoch, t->comm, TN_ERR_USER,
+             "%s: /history has %" PetscInt_FMT " epochs but /state says %" PetscInt_FMT, t->restart, table.nrows,
+             t->resume.epoch);
   PetscCall(TNHistoryAppendTable(&t->history, &table));
   PetscCall(TNTableFree(&table));
   c = &whole->cfg;
@@ -134,18 +133,21 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
 #undef CHECK_OPTION
   for (PetscInt i = 0; i < nchecks; i++) {
     PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
-    PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER, "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option,
-               t->restart);
+    PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER,
+               "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option, t->restart);
   }
   t->seed = t->resume.seed;
-  PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " but the checkpoint %s takes %" PetscInt_FMT, t->train_path, t->cfg.d,
-             t->restart, c->d);
-  PetscCheck(c->task == t->cfg.task, t->comm, TN_ERR_USER, "%s: a %s data set but the checkpoint %s does %s", t->train_path, TNTasks[t->cfg.task], t->restart,
-             TNTasks[c->task]);
+  PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER,
+             "%s: input dimension %" PetscInt_FMT " but the checkpoint %s takes %" PetscInt_FMT, t->train_path,
+             t->cfg.d, t->restart, c->d);
+  PetscCheck(c->task == t->cfg.task, t->comm, TN_ERR_USER, "%s: a %s data set but the checkpoint %s does %s",
+             t->train_path, TNTasks[t->cfg.task], t->restart, TNTasks[c->task]);
   PetscCheck(t->cfg.task == TN_TASK_CLASSIFICATION ? t->cfg.m <= c->m : t->cfg.m == c->m, t->comm, TN_ERR_USER,
-             "%s: %" PetscInt_FMT " outputs needed but the checkpoint %s has %" PetscInt_FMT, t->train_path, t->cfg.m, t->restart, c->m);
+             "%s: %" PetscInt_FMT " outputs needed but the checkpoint %s has %" PetscInt_FMT, t->train_path, t->cfg.m,
+             t->restart, c->m);
   PetscCheck(t->resume.batch <= (t->train_info.N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
-             "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives", t->restart, t->resume.batch, t->batch);
+             "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives",
+             t->restart, t->resume.batch, t->batch);
   t->cfg = *c;
   /* this rank's share of the model and of the optimiser state */
   jhi = t->cfg.L;
@@ -159,14 +161,16 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
     TNOptimizerRecord mine;
     PetscCall(TNOptimizerGetRecord(t->opt, &mine));
     for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
-      PetscCheck(!mine.moment[k] == !rec.moment[k], t->comm, TN_ERR_USER, "%s: /optimizer/%s %s for a %s optimiser", t->restart, k ? "m2" : "m1",
-                 rec.moment[k] ? "present" : "missing", TNOptimizerTypes[rec.type]);
+      PetscCheck(!mine.moment[k] == !rec.moment[k], t->comm, TN_ERR_USER, "%s: /optimizer/%s %s for a %s optimiser",
+                 t->restart, k ? "m2" : "m1", rec.moment[k] ? "present" : "missing", TNOptimizerTypes[rec.type]);
       if (mine.moment[k]) TNModelExtract(t->model, rec.moment[k], mine.moment[k]);
       PetscCall(PetscFree(rec.moment[k]));
     }
   }
   PetscCall(TNModelDestroy(&whole));
-  PetscCall(PetscPrintf(t->comm, "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT " (step %" PetscInt64_FMT ", read in %.3f s)\n",
+  PetscCall(PetscPrintf(t->comm,
+                        "thetanet train: restarting from %s after epoch %" PetscInt_FMT " batch %" PetscInt_FMT
+                        " (step %" PetscInt64_FMT ", read in %.3f s)\n",
                         t->restart, t->resume.epoch, t->resume.batch, rec.step, (double)t0));
   PetscFunctionReturn(0);
 }

@@ -25,16 +25,16 @@ PETSC_EXTERN const char *const TNTasks[];
 
 /* The shape and the fixed hyper-parameters of a network. */
 typedef struct {
-  PetscInt     d;     /* input dimension */
-  PetscInt     n;     /* width */
-  PetscInt     L;     /* number of theta-blocks */
-  PetscInt     m;     /* outputs: classes or regression targets */
-  PetscReal    theta; /* 0 ResNet, 0.5 trapezoidal, 1 backward Euler */
-  PetscReal    T;     /* final time; h = T/L */
-  PetscReal    gamma; /* shift of the antisymmetric form A = W - W^T - gamma I */
+  PetscInt d;      /* input dimension */
+  PetscInt n;      /* width */
+  PetscInt L;      /* number of theta-blocks */
+  PetscInt m;      /* outputs: classes or regression targets */
+  PetscReal theta; /* 0 ResNet, 0.5 trapezoidal, 1 backward Euler */
+  PetscReal T;     /* final time; h = T/L */
+  PetscReal gamma; /* shift of the antisymmetric form A = W - W^T - gamma I */
   TNActivation act, opening_act;
-  PetscBool    antisymmetric;
-  TNTask       task;
+  PetscBool antisymmetric;
+  TNTask task;
 } TNModelConfig;
 
 /* Views into one contiguous parameter buffer (parameters, gradients and optimiser moments all
@@ -45,10 +45,10 @@ typedef struct {
 } TNParams;
 
 PETSC_EXTERN PetscInt TNParamCount(const TNModelConfig *);
-PETSC_EXTERN void     TNParamsSet(const TNModelConfig *, PetscScalar *buf, TNParams *);
+PETSC_EXTERN void TNParamsSet(const TNModelConfig *, PetscScalar *buf, TNParams *);
 /* The same layout holding only nblocks of the L blocks (a depth rank's share). */
 PETSC_EXTERN PetscInt TNParamCountBlocks(const TNModelConfig *, PetscInt nblocks);
-PETSC_EXTERN void     TNParamsSetBlocks(const TNModelConfig *, PetscInt nblocks, PetscScalar *buf, TNParams *);
+PETSC_EXTERN void TNParamsSetBlocks(const TNModelConfig *, PetscInt nblocks, PetscScalar *buf, TNParams *);
 /* Every field of a complete configuration in range (what: the file or option set it came from,
    for messages). */
 PETSC_EXTERN PetscErrorCode TNModelConfigCheck(const TNModelConfig *, const char *what);
@@ -62,7 +62,8 @@ typedef struct _n_TNModel *TNModel;
 PETSC_EXTERN PetscErrorCode TNModelCreate(const TNModelConfig *, TNModel *);
 /* A model holding blocks [jlo, jhi) on this rank of depth (the opening layer is meaningful on
    the rank with jlo = 0, the closing one on the rank with jhi = L). */
-PETSC_EXTERN PetscErrorCode TNModelCreateLocal(const TNModelConfig *, MPI_Comm depth, PetscInt jlo, PetscInt jhi, TNModel *);
+PETSC_EXTERN PetscErrorCode TNModelCreateLocal(const TNModelConfig *, MPI_Comm depth, PetscInt jlo, PetscInt jhi,
+                                               TNModel *);
 PETSC_EXTERN PetscErrorCode TNModelDestroy(TNModel *);
 PETSC_EXTERN PetscErrorCode TNModelGetConfig(TNModel, const TNModelConfig **);
 /* The parameters held here (either argument may be NULL): their number and the buffer. */
@@ -74,7 +75,7 @@ PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
 /* Collective on the model's depth ranks: the whole-network buffer full (every rank) from each
    rank's local buffer, and the local share of a whole-network buffer. */
 PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
-PETSC_EXTERN void           TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
+PETSC_EXTERN void TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
 PETSC_EXTERN PetscErrorCode TNModelInitialize(TNModel, PetscInt64 seed);
 /* A = W or W - W^T - gamma I for block j (held here), into an n x n buffer. */
 PETSC_EXTERN void TNModelBlockOperator(TNModel, PetscInt j, PetscScalar *A);
@@ -89,18 +90,17 @@ PETSC_EXTERN PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm, TNRegulariz
 /* R, and (when grad != NULL) dR/dparams added into grad. With the blocks split across depth
    ranks (collective on them) each rank returns its share of R: the decay of its layers and the
    smoothness terms ending in its blocks; summed over the ranks it is R. */
-PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad);
+PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscReal beta, PetscReal *R,
+                                               PetscScalar *grad);
 
 /* [start, end) of the rows of N that rank r of P holds: contiguous, sizes differing by at most 1. */
-static inline void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
-{
+static inline void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end) {
   *start = (PetscInt)(((PetscInt64)N * r) / P);
   *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
 }
 
 /* Collective agreement: every rank learns whether any rank failed (ok = PETSC_FALSE there). */
-static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok)
-{
+static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok) {
   int mine = ok ? 1 : 0, all = 0;
 
   PetscFunctionBegin;

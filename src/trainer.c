@@ -11,8 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
-{
+PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out) {
   TNTrainer t;
 
   PetscFunctionBegin;
@@ -33,45 +32,56 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->problem           = TN_PROBLEM_SPIRALS;
   /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
      terminal is only trusted outside one. */
-  t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_PROCID"))
-                  ? PETSC_TRUE
-                  : PETSC_FALSE;
+  t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") &&
+                 !getenv("PMIX_RANK") && !getenv("SLURM_PROCID"))
+                    ? PETSC_TRUE
+                    : PETSC_FALSE;
   PetscCall(TNOptimizerCreate(comm, &t->opt));
   *out = t;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
-{
+PetscErrorCode TNTrainerSetFromOptions(TNTrainer t) {
   const char *const layouts[] = {"replicated", "sharded", "TNDataLayout", "TN_DATA_", NULL};
-  PetscEnum         layout    = (PetscEnum)t->sharded;
-  PetscBool         have_problem;
+  PetscEnum layout            = (PetscEnum)t->sharded;
+  PetscBool have_problem;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(t->comm, NULL, "thetanet train: data and files", "thetanet");
-  PetscCall(PetscOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path, sizeof t->train_path, &t->have_train));
-  PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path, sizeof t->val_path, &t->have_val));
-  PetscCall(PetscOptionsEnum("-data_layout", "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows",
-                             "", layouts, layout, &layout, NULL));
+  PetscCall(PetscOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path,
+                               sizeof t->train_path, &t->have_train));
+  PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path,
+                               sizeof t->val_path, &t->have_val));
+  PetscCall(PetscOptionsEnum(
+      "-data_layout",
+      "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows",
+      "", layouts, layout, &layout, NULL));
   t->sharded = layout ? PETSC_TRUE : PETSC_FALSE;
-  PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem, (PetscEnum *)&t->problem,
-                             &have_problem));
-  PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output, sizeof t->output, NULL));
-  PetscCall(PetscOptionsString("-checkpoint", "Checkpoint file (HDF5), written every -checkpoint_every epochs, at the end, and on SIGTERM or SIGUSR1", "",
-                               t->checkpoint, t->checkpoint, sizeof t->checkpoint, NULL));
-  PetscCall(PetscOptionsInt("-checkpoint_every", "Epochs between checkpoints (0: only at the end and on a signal)", "", t->checkpoint_every,
-                            &t->checkpoint_every, NULL));
-  PetscCall(PetscOptionsString("-restart", "Continue from this checkpoint up to -epochs (model and optimiser come from it)", "", t->restart, t->restart,
-                               sizeof t->restart, &t->have_restart));
-  PetscCall(PetscOptionsBool("-progress", "Progress line within each epoch (default: stdout is a terminal, not under mpiexec)", "", t->progress,
-                             &t->progress, NULL));
+  PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems,
+                             (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
+  PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output,
+                               sizeof t->output, NULL));
+  PetscCall(PetscOptionsString(
+      "-checkpoint",
+      "Checkpoint file (HDF5), written every -checkpoint_every epochs, at the end, and on SIGTERM or SIGUSR1", "",
+      t->checkpoint, t->checkpoint, sizeof t->checkpoint, NULL));
+  PetscCall(PetscOptionsInt("-checkpoint_every", "Epochs between checkpoints (0: only at the end and on a signal)", "",
+                            t->checkpoint_every, &t->checkpoint_every, NULL));
+  PetscCall(PetscOptionsString("-restart",
+                               "Continue from this checkpoint up to -epochs (model and optimiser come from it)", "",
+                               t->restart, t->restart, sizeof t->restart, &t->have_restart));
+  PetscCall(PetscOptionsBool("-progress",
+                             "Progress line within each epoch (default: stdout is a terminal, not under mpiexec)", "",
+                             t->progress, &t->progress, NULL));
   PetscOptionsEnd();
   PetscOptionsBegin(t->comm, NULL, "thetanet train: epochs and grid", "thetanet");
   PetscCall(PetscOptionsInt("-epochs", "Total number of epochs", "", t->epochs, &t->epochs, NULL));
-  PetscCall(PetscOptionsInt("-batch", "Global mini-batch size (split across the data ranks)", "", t->batch, &t->batch, NULL));
+  PetscCall(
+      PetscOptionsInt("-batch", "Global mini-batch size (split across the data ranks)", "", t->batch, &t->batch, NULL));
   PetscCall(PetscOptionsInt("-seed", "Seed of the initialisation and the shuffling", "", t->seed, &t->seed, NULL));
-  PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks, &t->depth_ranks, NULL));
+  PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks,
+                            &t->depth_ranks, NULL));
   PetscOptionsEnd();
   PetscCall(TNModelConfigSetFromOptions(t->comm, &t->cfg));
   PetscCall(TNOptimizerSetFromOptions(t->opt));
@@ -82,8 +92,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(!t->have_val || t->have_train, t->comm, TN_ERR_USER, "-val needs -train");
   PetscCheck(t->epochs > 0, t->comm, TN_ERR_USER, "-epochs must be positive, got %" PetscInt_FMT, t->epochs);
   PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
-  PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER, "-checkpoint_every must be non-negative, got %" PetscInt_FMT, t->checkpoint_every);
-  PetscCheck(!t->checkpoint_every || t->checkpoint[0], t->comm, TN_ERR_USER, "-checkpoint_every needs -checkpoint FILE");
+  PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER,
+             "-checkpoint_every must be non-negative, got %" PetscInt_FMT, t->checkpoint_every);
+  PetscCheck(!t->checkpoint_every || t->checkpoint[0], t->comm, TN_ERR_USER,
+             "-checkpoint_every needs -checkpoint FILE");
   PetscCall(TNGridCreate(t->comm, t->depth_ranks, t->cfg.L, &t->grid));
   if (t->checkpoint[0]) PetscCall(TNOutputPathCheck(t->comm, "-checkpoint", t->checkpoint));
   if (t->output[0]) PetscCall(TNOutputPathCheck(t->comm, "-output", t->output));
@@ -91,28 +103,28 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
 }
 
 /* The training set, the validation set (when there is one) and the options must agree. */
-static PetscErrorCode CheckData(TNTrainer t)
-{
+static PetscErrorCode CheckData(TNTrainer t) {
   TNDatasetInfo v;
 
   PetscFunctionBegin;
   if (!t->val) PetscFunctionReturn(0);
   PetscCall(TNDatasetGetInfo(t->val, &v));
-  PetscCheck(v.d == t->train_info.d, t->comm, TN_ERR_USER, "%s: input dimension %" PetscInt_FMT " differs from %s's %" PetscInt_FMT, t->val_path, v.d,
-             t->train_path, t->train_info.d);
-  PetscCheck(v.task == t->train_info.task, t->comm, TN_ERR_USER, "%s: task %s differs from %s's %s", t->val_path, TNTasks[v.task], t->train_path,
-             TNTasks[t->train_info.task]);
+  PetscCheck(v.d == t->train_info.d, t->comm, TN_ERR_USER,
+             "%s: input dimension %" PetscInt_FMT " differs from %s's %" PetscInt_FMT, t->val_path, v.d, t->train_path,
+             t->train_info.d);
+  PetscCheck(v.task == t->train_info.task, t->comm, TN_ERR_USER, "%s: task %s differs from %s's %s", t->val_path,
+             TNTasks[v.task], t->train_path, TNTasks[t->train_info.task]);
   if (v.task == TN_TASK_REGRESSION)
-    PetscCheck(v.m == t->train_info.m, t->comm, TN_ERR_USER, "%s: %" PetscInt_FMT " targets per sample, %s has %" PetscInt_FMT, t->val_path, v.m,
-               t->train_path, t->train_info.m);
+    PetscCheck(v.m == t->train_info.m, t->comm, TN_ERR_USER,
+               "%s: %" PetscInt_FMT " targets per sample, %s has %" PetscInt_FMT, t->val_path, v.m, t->train_path,
+               t->train_info.m);
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode LoadData(TNTrainer t)
-{
+static PetscErrorCode LoadData(TNTrainer t) {
   PetscFunctionBegin;
   if (t->have_train) {
-    PetscReal t0 = MPI_Wtime();
+    PetscReal t0                                                = MPI_Wtime();
     PetscErrorCode (*load)(MPI_Comm, const char *, TNDataset *) = t->sharded ? TNDatasetLoadSharded : TNDatasetLoad;
     PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
     PetscCall(load(t->grid.data, t->train_path, &t->train));
@@ -143,10 +155,9 @@ static PetscErrorCode LoadData(TNTrainer t)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerSetUp(TNTrainer t)
-{
-  PetscInt  Bloc;
-  time_t    now = time(NULL);
+PetscErrorCode TNTrainerSetUp(TNTrainer t) {
+  PetscInt Bloc;
+  time_t now = time(NULL);
   struct tm tmv;
 
   PetscFunctionBegin;
@@ -154,7 +165,8 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   strftime(t->start_time, sizeof t->start_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
   PetscCall(TNEventsRegister());
   PetscCall(LoadData(t));
-  if (t->have_restart) PetscCall(TNTrainerRestartLoad(t));
+  if (t->have_restart)
+    PetscCall(TNTrainerRestartLoad(t));
   else {
     PetscInt jlo = 0, jhi = t->cfg.L;
     if (t->grid.depth_size > 1) PetscCall(TNNetworkDepthOwnership(t->grid.depth, t->cfg.L, &jlo, &jhi));
@@ -168,18 +180,19 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscCall(TNNetworkSetFromOptions(t->net));
   PetscCall(TNNetworkSetUp(t->net));
   PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
-  PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m, &t->dout, Bloc, &t->Lb,
-                         t->train_info.Nlocal, &t->perm));
+  PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m,
+                         &t->dout, Bloc, &t->Lb, t->train_info.Nlocal, &t->perm));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer)
-{
+PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer) {
   PetscFunctionBegin;
-  PetscCall(PetscViewerASCIIPrintf(viewer, "TNTrainer: %s (N %" PetscInt_FMT ", %s), validation %s; %" PetscInt_FMT " epochs of batches of %" PetscInt_FMT
-                                           ", seed %" PetscInt_FMT "; grid %d x %d\n",
-                                   t->train_path, t->train_info.N, t->sharded ? "sharded" : "replicated", t->val ? t->val_path : "none", t->epochs, t->batch,
-                                   t->seed, t->grid.depth_size, t->grid.data_size));
+  PetscCall(PetscViewerASCIIPrintf(viewer,
+                                   "TNTrainer: %s (N %" PetscInt_FMT ", %s), validation %s; %" PetscInt_FMT
+                                   " epochs of batches of %" PetscInt_FMT ", seed %" PetscInt_FMT "; grid %d x %d\n",
+                                   t->train_path, t->train_info.N, t->sharded ? "sharded" : "replicated",
+                                   t->val ? t->val_path : "none", t->epochs, t->batch, t->seed, t->grid.depth_size,
+                                   t->grid.data_size));
   PetscCall(PetscViewerASCIIPushTab(viewer));
   if (t->net) PetscCall(TNNetworkView(t->net, viewer));
   PetscCall(TNOptimizerView(t->opt, viewer));
@@ -187,8 +200,7 @@ PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
-{
+PetscErrorCode TNTrainerDestroy(TNTrainer *tp) {
   TNTrainer t = *tp;
 
   PetscFunctionBegin;
@@ -209,8 +221,7 @@ PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
 
 /* The epoch's order of the rows: one global permutation of all N rows (replicated: the math does
    not depend on the number of ranks), or each shard's own permutation of its rows (sharded). */
-static void EpochPermutation(TNTrainer t, PetscInt epoch)
-{
+static void EpochPermutation(TNTrainer t, PetscInt epoch) {
   uint64_t seed = (uint64_t)t->seed;
 
   if (t->sharded) seed = TNHash64(seed) ^ TNHash64((uint64_t)t->train_info.offset + 1);
@@ -220,8 +231,7 @@ static void EpochPermutation(TNTrainer t, PetscInt epoch)
 /* Step k of nb: this rank's rows perm[a .. a+B) and the global batch size Bg. Replicated, the
    global batch perm[k*batch ..] is split among the data ranks; sharded, every rank takes the
    k-th of nb near-equal slices of its shard. */
-static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscInt *B, PetscInt *Bg)
-{
+static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscInt *B, PetscInt *Bg) {
   const PetscInt N = t->train_info.N;
 
   if (!t->sharded) {
@@ -249,19 +259,17 @@ static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscIn
    step's allreduce, so all of them stop after the same step. */
 static volatile sig_atomic_t tn_signal = 0;
 
-static void OnSignal(int sig)
-{
+static void OnSignal(int sig) {
   tn_signal = sig;
 }
 
 /* One optimisation step: this rank's B rows idx (local indices) of a global batch of Bg. */
-static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *idx, PetscInt B, PetscInt Bg, PetscReal *loss_sum,
-                                PetscReal *correct, PetscBool *stop)
-{
+static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *idx, PetscInt B,
+                                PetscInt Bg, PetscReal *loss_sum, PetscReal *correct, PetscBool *stop) {
   const PetscInt np = t->model->nparams;
-  PetscInt       c  = 0;
-  PetscReal      l = 0, R, t0;
-  PetscBool      ok = PETSC_TRUE;
+  PetscInt c        = 0;
+  PetscReal l       = 0, R, t0;
+  PetscBool ok      = PETSC_TRUE;
 
   PetscFunctionBegin;
   PetscCall(TNDatasetGetRows(t->train, B, idx, t->Xb, t->Lb, t->Yb));
@@ -272,7 +280,8 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
     t->phase[PH_FORWARD] += MPI_Wtime() - t0;
     /* the loss lives with the closing layer, on the last depth rank */
     if (ok && t->grid.depth_rank == t->grid.depth_size - 1)
-      TNLossEvaluate(t->cfg.task, B, t->cfg.m, t->out, t->Lb, t->Yb, 1.0 / TNLossDivisor(t->cfg.task, Bg, t->cfg.m), &l, &c, t->dout);
+      TNLossEvaluate(t->cfg.task, B, t->cfg.m, t->out, t->Lb, t->Yb, 1.0 / TNLossDivisor(t->cfg.task, Bg, t->cfg.m), &l,
+                     &c, t->dout);
     /* across depth every rank takes part in the backward pass, failed or not, so that the
        messages between the ranks keep flowing */
     if (ok || t->grid.depth_size > 1) {
@@ -282,7 +291,8 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
     }
   }
   if (!ok && TNNetworkGetFailure(t->net)[0])
-    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n", epoch, batch, TNNetworkGetFailure(t->net)));
+    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n",
+                           epoch, batch, TNNetworkGetFailure(t->net)));
   t->reduce[np]     = l;
   t->reduce[np + 1] = c;
   t->reduce[np + 2] = ok ? 0 : 1;
@@ -291,12 +301,13 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   PetscCall(PetscLogEventBegin(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 4), MPIU_SCALAR, MPI_SUM, t->grid.data));
   /* the loss statistics and flags, from the last depth rank and any failing one, to all */
-  if (t->grid.depth_size > 1) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce + np, 4, MPIU_SCALAR, MPI_SUM, t->grid.depth));
+  if (t->grid.depth_size > 1)
+    PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce + np, 4, MPIU_SCALAR, MPI_SUM, t->grid.depth));
   PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
   PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
-  PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME, "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch,
-             (double)t->reduce[np]);
+  PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME,
+             "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch, (double)t->reduce[np]);
   *loss_sum += t->reduce[np];
   *correct += t->reduce[np + 1];
   *stop = t->reduce[np + 3] > 0 ? PETSC_TRUE : PETSC_FALSE;
@@ -311,9 +322,8 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
 
 /* The epoch's validation loss and accuracy (NaN without a validation set); its solves do not
    count as the epoch's. */
-static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r)
-{
-  char      where[64];
+static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r) {
+  char where[64];
   PetscReal t0 = MPI_Wtime();
 
   PetscFunctionBegin;
@@ -326,12 +336,11 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerTrain(TNTrainer t)
-{
+PetscErrorCode TNTrainerTrain(TNTrainer t) {
   const PetscInt N = t->train_info.N, nb = (N + t->batch - 1) / t->batch;
   const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
-  PetscReal      start = MPI_Wtime();
-  TNEpochReport  r     = {0, NAN, NAN, NAN, 0, 0, 0, 0, 0, 0};
+  PetscReal start      = MPI_Wtime();
+  TNEpochReport r      = {0, NAN, NAN, NAN, 0, 0, 0, 0, 0, 0};
 
   PetscFunctionBegin;
   PetscCall(TNTrainerReportHeader(t));
@@ -341,10 +350,10 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   }
   PetscCall(TNNetworkResetCounts(t->net));
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
-    const PetscBool resumed  = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
-    PetscReal       e0       = MPI_Wtime(), tp, now;
-    PetscReal       loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0;
-    PetscBool       stop     = PETSC_FALSE;
+    const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
+    PetscReal e0            = MPI_Wtime(), tp, now;
+    PetscReal loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0;
+    PetscBool stop = PETSC_FALSE;
 
     EpochPermutation(t, e);
     for (PetscInt k = resumed ? t->resume.batch : 0; k < nb; k++) {
@@ -354,10 +363,13 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
       if (stop) {
         const TNResume st = {e - 1, k + 1, t->seed, loss_sum, correct, t->resume.wall_time + MPI_Wtime() - start};
         PetscCall(TNTrainerCheckpointWrite(t, &st));
-        SETERRQ(t->comm, TN_ERR_RUNTIME, "stopped by a signal in epoch %" PetscInt_FMT " after batch %" PetscInt_FMT "; checkpoint written to %s (continue with -restart %s)",
+        SETERRQ(t->comm, TN_ERR_RUNTIME,
+                "stopped by a signal in epoch %" PetscInt_FMT " after batch %" PetscInt_FMT
+                "; checkpoint written to %s (continue with -restart %s)",
                 e, k + 1, t->checkpoint, t->checkpoint);
       }
-      PetscCall(TNTrainerReportProgress(t, e, k + 1, nb, loss_sum / TNLossDivisor(t->cfg.task, PetscMin(N, (k + 1) * t->batch), t->cfg.m)));
+      PetscCall(TNTrainerReportProgress(
+          t, e, k + 1, nb, loss_sum / TNLossDivisor(t->cfg.task, PetscMin(N, (k + 1) * t->batch), t->cfg.m)));
     }
     tp = MPI_Wtime() - e0;
     if (e > t->resume.epoch + 1 || t->epochs == t->resume.epoch + 1) {
@@ -374,8 +386,9 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     {
       PetscReal lr;
       PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
-      const PetscReal row[TN_HISTORY_COLUMNS] = {e, r.train_loss, r.val_loss, r.val_accuracy, lr, t->resume.wall_time + now - start, r.newton, r.krylov, r.mgrit,
-                                                 r.mgrit_res};
+      const PetscReal row[TN_HISTORY_COLUMNS] = {
+          e,        r.train_loss, r.val_loss, r.val_accuracy, lr, t->resume.wall_time + now - start,
+          r.newton, r.krylov,     r.mgrit,    r.mgrit_res};
       PetscCall(TNHistoryAppend(&t->history, row));
     }
     if (t->checkpoint[0] && (e == t->epochs || (t->checkpoint_every && e % t->checkpoint_every == 0))) {

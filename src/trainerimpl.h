@@ -29,22 +29,22 @@ enum {
 #define TN_HISTORY_REQUIRED TN_HISTORY_MGRIT_RES
 
 typedef struct {
-  PetscInt   n, cap;
+  PetscInt n, cap;
   PetscReal *column[TN_HISTORY_COLUMNS];
 } TNHistory;
 
 PETSC_INTERN PetscErrorCode TNHistoryAppend(TNHistory *, const PetscReal row[TN_HISTORY_COLUMNS]);
 PETSC_INTERN PetscErrorCode TNHistoryDestroy(TNHistory *);
 /* A table viewing the history (for the files), and an empty one naming its columns (to read). */
-PETSC_INTERN void           TNHistoryTable(const TNHistory *, TNTable *);
-PETSC_INTERN void           TNHistoryTableEmpty(TNTable *, PetscReal *columns[TN_HISTORY_COLUMNS]);
+PETSC_INTERN void TNHistoryTable(const TNHistory *, TNTable *);
+PETSC_INTERN void TNHistoryTableEmpty(TNTable *, PetscReal *columns[TN_HISTORY_COLUMNS]);
 /* Appends the rows of a table read from a file. */
 PETSC_INTERN PetscErrorCode TNHistoryAppendTable(TNHistory *, const TNTable *);
 
 /* Where a run starts: after `epoch` epochs and `batch` batches of the next one, with that epoch's
    loss sums so far (a checkpoint's /state; zero for a fresh run). */
 typedef struct {
-  PetscInt  epoch, batch, seed;
+  PetscInt epoch, batch, seed;
   PetscReal loss_sum, correct, wall_time;
 } TNResume;
 
@@ -54,48 +54,49 @@ PETSC_INTERN const char *const TNTrainerPhases[PH_COUNT];
 
 /* What an epoch reports, on every rank after the reductions. */
 typedef struct {
-  PetscInt  epoch;
+  PetscInt epoch;
   PetscReal train_loss, val_loss, val_accuracy, seconds;
   PetscReal newton, krylov, mgrit, mgrit_res; /* per block solve, per MGRIT solve; largest residual */
   PetscReal recon;                            /* reversible memory: largest reconstruction error */
 } TNEpochReport;
 
 struct _n_TNTrainer {
-  MPI_Comm         comm;
-  TNGrid           grid;
-  TNModelConfig    cfg;
+  MPI_Comm comm;
+  TNGrid grid;
+  TNModelConfig cfg;
   TNRegularization reg;
-  TNOptimizer      opt;
-  PetscInt         epochs, batch, depth_ranks, seed;
-  char             train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
-  char             checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
-  PetscInt         checkpoint_every;
-  PetscBool        have_restart;
-  TNResume         resume;
-  TNProblem        problem;
-  PetscBool        have_train, have_val, progress, sharded;
-  TNDataset        train, val;
-  TNDatasetInfo    train_info;
-  TNModel          model;
-  TNNetwork        net;
-  TNHistory        history;
-  char             start_time[64];
+  TNOptimizer opt;
+  PetscInt epochs, batch, depth_ranks, seed;
+  char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
+  char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
+  PetscInt checkpoint_every;
+  PetscBool have_restart;
+  TNResume resume;
+  TNProblem problem;
+  PetscBool have_train, have_val, progress, sharded;
+  TNDataset train, val;
+  TNDatasetInfo train_info;
+  TNModel model;
+  TNNetwork net;
+  TNHistory history;
+  char start_time[64];
   /* what the run reports */
-  PetscReal  phase[PH_COUNT];
-  PetscReal  train_seconds; /* training passes, epoch 1 excluded when there are more */
+  PetscReal phase[PH_COUNT];
+  PetscReal train_seconds; /* training passes, epoch 1 excluded when there are more */
   PetscInt64 train_samples;
-  PetscReal  newton_sum, krylov_sum, mgrit_sum, mgrit_res_max; /* over the epochs of this run */
-  PetscReal  mgrit_logfactor;                                  /* this rank's MGRIT convergence factors (log, summed) */
+  PetscReal newton_sum, krylov_sum, mgrit_sum, mgrit_res_max; /* over the epochs of this run */
+  PetscReal mgrit_logfactor;                                  /* this rank's MGRIT convergence factors (log, summed) */
   PetscInt64 mgrit_nfactor;
   /* per-step buffers */
   PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled */
-  PetscReal   *Xb, *Yb, *out, *dout;
-  PetscInt    *Lb, *perm;
+  PetscReal *Xb, *Yb, *out, *dout;
+  PetscInt *Lb, *perm;
 };
 
 /* report.c */
 PETSC_INTERN PetscErrorCode TNTrainerReportHeader(TNTrainer);
-PETSC_INTERN PetscErrorCode TNTrainerReportProgress(TNTrainer, PetscInt epoch, PetscInt batch, PetscInt nbatches, PetscReal loss);
+PETSC_INTERN PetscErrorCode TNTrainerReportProgress(TNTrainer, PetscInt epoch, PetscInt batch, PetscInt nbatches,
+                                                    PetscReal loss);
 /* The epoch's solver counters over all ranks into r (and the run's sums), counters reset. */
 PETSC_INTERN PetscErrorCode TNTrainerEpochCounts(TNTrainer, TNEpochReport *r);
 PETSC_INTERN PetscErrorCode TNTrainerReportEpoch(TNTrainer, const TNEpochReport *r, PetscReal eta);

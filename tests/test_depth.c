@@ -13,14 +13,14 @@
 
 #define CHECK(call) assert_int_equal((call), 0)
 
-static void test_split_model(void **state)
-{
-  TNModelConfig cfg = {.d = 3, .n = 4, .L = 7, .m = 2, .theta = 0.5, .T = 1.3, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
-  TNModel       full, part;
-  PetscMPIInt   size, rank;
-  PetscInt      jlo, jhi;
-  PetscScalar  *gfull, *gpart, *gathered;
-  PetscReal     Rfull, Rpart, err = 0;
+static void test_split_model(void **state) {
+  TNModelConfig cfg = {
+      .d = 3, .n = 4, .L = 7, .m = 2, .theta = 0.5, .T = 1.3, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+  TNModel full, part;
+  PetscMPIInt size, rank;
+  PetscInt jlo, jhi;
+  PetscScalar *gfull, *gpart, *gathered;
+  PetscReal Rfull, Rpart, err = 0;
 
   (void)state;
   CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
@@ -43,7 +43,8 @@ static void test_split_model(void **state)
   CHECK(MPI_Allreduce(MPI_IN_PLACE, &Rpart, 1, MPIU_REAL, MPI_SUM, PETSC_COMM_WORLD));
   CHECK(TNModelAllgather(part, gpart, gathered));
   for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - gfull[i]));
-  print_message("%d ranks: R %.15g (split) vs %.15g, gradient difference %.1e\n", size, (double)Rpart, (double)Rfull, (double)err);
+  print_message("%d ranks: R %.15g (split) vs %.15g, gradient difference %.1e\n", size, (double)Rpart, (double)Rfull,
+                (double)err);
   assert_true(PetscAbsReal(Rpart - Rfull) <= 1e-13 * Rfull);
   assert_true(err <= 1e-13);
 
@@ -54,12 +55,12 @@ static void test_split_model(void **state)
 
 /* A theta = 0.5 network across the ranks: each further MGRIT iteration of the forward solve
    leaves a smaller C-point residual. */
-static void test_mgrit_residual(void **state)
-{
-  TNModelConfig cfg = {.d = 2, .n = 6, .L = 32, .m = 2, .theta = 0.5, .T = 2.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+static void test_mgrit_residual(void **state) {
+  TNModelConfig cfg = {
+      .d = 2, .n = 6, .L = 32, .m = 2, .theta = 0.5, .T = 2.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
   const PetscInt B = 9;
-  PetscReal      X[18], out[18], prev = PETSC_MAX_REAL;
-  PetscMPIInt    size;
+  PetscReal X[18], out[18], prev = PETSC_MAX_REAL;
+  PetscMPIInt size;
 
   (void)state;
   CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
@@ -67,20 +68,21 @@ static void test_mgrit_residual(void **state)
   CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
   CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-12"));
   for (int its = 1; its <= 5; its++) {
-    char       v[8];
-    TNModel    M;
-    TNNetwork  net;
-    PetscInt   jlo, jhi;
+    char v[8];
+    TNModel M;
+    TNNetwork net;
+    PetscInt jlo, jhi;
     TNNetworkCounts counts;
-    PetscInt64      n;
-    PetscReal       res;
-    PetscBool       ok;
+    PetscInt64 n;
+    PetscReal res;
+    PetscBool ok;
     snprintf(v, sizeof v, "%d", its);
     CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", v));
     CHECK(TNNetworkDepthOwnership(PETSC_COMM_WORLD, cfg.L, &jlo, &jhi));
     CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
     CHECK(TNModelInitialize(M, 2));
-    for (PetscInt i = 0; i < (jhi - jlo) * cfg.n * cfg.n; i++) M->p.W[i] *= 3; /* a stiff network: h theta |A| of order one */
+    for (PetscInt i = 0; i < (jhi - jlo) * cfg.n * cfg.n; i++)
+      M->p.W[i] *= 3; /* a stiff network: h theta |A| of order one */
     CHECK(TNNetworkCreate(M, B, &net));
     CHECK(TNNetworkSetFromOptions(net));
     CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
@@ -103,12 +105,11 @@ static void test_mgrit_residual(void **state)
 /* Inexact MGRIT (one or two iterations, with and without the nested start): the block
    gradients the adjoint solve takes from its closing sweep are those of the returned states
    and adjoints, recomputed block by block. */
-static void test_mgrit_gradient(void **state)
-{
+static void test_mgrit_gradient(void **state) {
   const PetscInt B = 7;
-  PetscReal      X[14], out[14], dout[14];
-  PetscMPIInt    size;
-  const char    *runs[][2] = {{"1", "true"}, {"2", "true"}, {"1", "false"}, {"2", "false"}};
+  PetscReal X[14], out[14], dout[14];
+  PetscMPIInt size;
+  const char *runs[][2] = {{"1", "true"}, {"2", "true"}, {"1", "false"}, {"2", "false"}};
 
   (void)state;
   CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
@@ -118,15 +119,22 @@ static void test_mgrit_gradient(void **state)
   }
   CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
   for (int theta = 0; theta <= 2; theta++) {
-    TNModelConfig cfg = {.d = 2, .n = 5, .L = 29, .m = 2, .theta = 0.5 * theta, .T = 3.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+    TNModelConfig cfg = {.d     = 2,
+                         .n     = 5,
+                         .L     = 29,
+                         .m     = 2,
+                         .theta = 0.5 * theta,
+                         .T     = 3.0,
+                         .act   = TN_ACT_TANH,
+                         .task  = TN_TASK_CLASSIFICATION};
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-      TNModel      M;
-      TNNetwork    net;
-      PetscInt     jlo, jhi;
+      TNModel M;
+      TNNetwork net;
+      PetscInt jlo, jhi;
       PetscScalar *grad, *ref;
-      TNParams     g, e;
-      PetscReal    err = 0, scale = 0;
-      PetscBool    ok;
+      TNParams g, e;
+      PetscReal err = 0, scale = 0;
+      PetscBool ok;
       CHECK(PetscOptionsSetValue(NULL, "-mgrit_max_it", runs[r][0]));
       CHECK(PetscOptionsSetValue(NULL, "-mgrit_skip", runs[r][1]));
       CHECK(TNNetworkDepthOwnership(PETSC_COMM_WORLD, cfg.L, &jlo, &jhi));
@@ -150,8 +158,9 @@ static void test_mgrit_gradient(void **state)
       for (PetscInt i = 0; i < (jhi - jlo) * cfg.n; i++) err = PetscMax(err, PetscAbsScalar(g.b[i] - e.b[i]));
       CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
       CHECK(MPI_Allreduce(MPI_IN_PLACE, &scale, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
-      print_message("%d ranks, theta %.1f, max_it %s, nested start %s: block gradients against the recomputed ones %.1e (largest %.1e)\n", size,
-                    (double)cfg.theta, runs[r][0], runs[r][1], (double)err, (double)scale);
+      print_message("%d ranks, theta %.1f, max_it %s, nested start %s: block gradients against the recomputed ones "
+                    "%.1e (largest %.1e)\n",
+                    size, (double)cfg.theta, runs[r][0], runs[r][1], (double)err, (double)scale);
       assert_true(scale > 0);
       assert_true(err <= 1e-13 * scale);
       CHECK(PetscFree2(grad, ref));
@@ -164,10 +173,10 @@ static void test_mgrit_gradient(void **state)
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
 }
 
-int main(int argc, char **argv)
-{
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual), cmocka_unit_test(test_mgrit_gradient)};
-  int                     fails;
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual),
+                                     cmocka_unit_test(test_mgrit_gradient)};
+  int fails;
 
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
   fails = cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,18 +16,16 @@
 #include "tnio.h"
 #include "modelimpl.h"
 
-static char        dir[PETSC_MAX_PATH_LEN]; /* unique to this run, made by rank 0 */
+static char dir[PETSC_MAX_PATH_LEN]; /* unique to this run, made by rank 0 */
 static PetscMPIInt rank, size;
 
-static void PathOf(const char *name, char path[PETSC_MAX_PATH_LEN])
-{
+static void PathOf(const char *name, char path[PETSC_MAX_PATH_LEN]) {
   assert_true(snprintf(path, PETSC_MAX_PATH_LEN, "%s/%.200s", dir, name) < PETSC_MAX_PATH_LEN);
 }
 
 /* The error must be TN_ERR_USER on every rank, with one message that names the file and says
    what is wrong (the same text reaches every rank). */
-static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *needle)
-{
+static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *needle) {
   char *msg = NULL;
 
   assert_int_equal(ierr, TN_ERR_USER);
@@ -42,8 +40,7 @@ static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *n
 /* Element types in the file (HDF5's type ids exist only at run time). */
 typedef enum { F64, F32, I64, I32 } FileType;
 
-static hid_t FileTypeId(FileType t)
-{
+static hid_t FileTypeId(FileType t) {
   const hid_t ids[] = {H5T_IEEE_F64LE, H5T_IEEE_F32LE, H5T_STD_I64LE, H5T_STD_I32LE};
   return ids[t];
 }
@@ -52,16 +49,15 @@ static hid_t FileTypeId(FileType t)
    integers i % 3; *_bad_at (flat index + 1) replaces one value with *_bad. */
 typedef struct {
   const char *name, *needle;
-  int         xrank, yrank;
-  hsize_t     xdims[3], ydims[3];
-  FileType    xtype, ytype;
+  int xrank, yrank;
+  hsize_t xdims[3], ydims[3];
+  FileType xtype, ytype;
   const char *task;
-  hsize_t     x_bad_at, y_bad_at;
-  double      x_bad, y_bad;
+  hsize_t x_bad_at, y_bad_at;
+  double x_bad, y_bad;
 } DatasetSpec;
 
-static void StringAttrWrite(hid_t obj, const char *name, const char *value)
-{
+static void StringAttrWrite(hid_t obj, const char *name, const char *value) {
   hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR), attr;
 
   H5Tset_size(type, H5T_VARIABLE);
@@ -72,12 +68,12 @@ static void StringAttrWrite(hid_t obj, const char *name, const char *value)
   H5Tclose(type);
 }
 
-static void ValuesWrite(hid_t file, const char *name, FileType ftype, int r, const hsize_t *dims, hsize_t bad_at, double bad)
-{
+static void ValuesWrite(hid_t file, const char *name, FileType ftype, int r, const hsize_t *dims, hsize_t bad_at,
+                        double bad) {
   const PetscBool labels = ftype == I64 || ftype == I32 ? PETSC_TRUE : PETSC_FALSE;
-  hsize_t n = 1;
+  hsize_t n              = 1;
   double *v;
-  hid_t   space, dset;
+  hid_t space, dset;
 
   for (int i = 0; i < r; i++) n *= dims[i];
   v = calloc(n + 1, sizeof(double));
@@ -91,8 +87,7 @@ static void ValuesWrite(hid_t file, const char *name, FileType ftype, int r, con
   free(v);
 }
 
-static void DatasetMake(const char *path, const DatasetSpec *s)
-{
+static void DatasetMake(const char *path, const DatasetSpec *s) {
   if (!rank) {
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
 
@@ -109,12 +104,11 @@ static void DatasetMake(const char *path, const DatasetSpec *s)
 /* A data set's shape and arrays, for the checks below. */
 typedef struct {
   TNDatasetInfo info;
-  PetscReal    *X, *Y;
-  PetscInt     *labels;
+  PetscReal *X, *Y;
+  PetscInt *labels;
 } DatasetView;
 
-static DatasetView View(TNDataset ds)
-{
+static DatasetView View(TNDataset ds) {
   DatasetView v;
 
   assert_int_equal(TNDatasetGetInfo(ds, &v.info), 0);
@@ -122,8 +116,7 @@ static DatasetView View(TNDataset ds)
   return v;
 }
 
-static void DatasetsEqual(TNDataset da, TNDataset db)
-{
+static void DatasetsEqual(TNDataset da, TNDataset db) {
   const DatasetView a = View(da), b = View(db);
 
   assert_int_equal(a.info.N, b.info.N);
@@ -138,12 +131,11 @@ static void DatasetsEqual(TNDataset da, TNDataset db)
     for (PetscInt i = 0; i < a.info.N * a.info.m; i++) assert_true(a.Y[i] == b.Y[i]);
 }
 
-static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file)
-{
-  TNDataset   ds, back = NULL;
+static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file) {
+  TNDataset ds, back = NULL;
   DatasetView v;
-  char        path[PETSC_MAX_PATH_LEN], name[64];
-  PetscInt    N = 37, d = 3;
+  char path[PETSC_MAX_PATH_LEN], name[64];
+  PetscInt N = 37, d = 3;
 
   PathOf(file, path);
   snprintf(name, sizeof(name), "toy %s", TNTasks[task]);
@@ -161,26 +153,23 @@ static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file)
   assert_int_equal(TNDatasetDestroy(&back), 0);
 }
 
-static void test_dataset_roundtrip_classification(void **state)
-{
+static void test_dataset_roundtrip_classification(void **state) {
   (void)state;
   DatasetRoundTrip(TN_TASK_CLASSIFICATION, 4, "class.h5");
 }
 
-static void test_dataset_roundtrip_regression(void **state)
-{
+static void test_dataset_roundtrip_regression(void **state) {
   (void)state;
   DatasetRoundTrip(TN_TASK_REGRESSION, 2, "regress.h5");
 }
 
 /* What outside tools write: float32 X, int32 labels, a name; float labels by task attribute. */
-static void test_dataset_accepts(void **state)
-{
+static void test_dataset_accepts(void **state) {
   const DatasetSpec f32 = {"f32", NULL, 2, 1, {10, 2}, {10}, F32, I32, NULL, 0, 0, 0, 0};
   const DatasetSpec flt = {"fltlabels", NULL, 2, 2, {10, 2}, {10, 1}, F64, F64, "classification", 0, 0, 0, 0};
-  char              path[PETSC_MAX_PATH_LEN];
-  TNDataset         ds = NULL;
-  DatasetView       v;
+  char path[PETSC_MAX_PATH_LEN];
+  TNDataset ds = NULL;
+  DatasetView v;
 
   (void)state;
   PathOf("f32.h5", path);
@@ -202,26 +191,49 @@ static void test_dataset_accepts(void **state)
 }
 
 static const DatasetSpec BadDatasets[] = {
-  {"no_x", "no /X", 0, 1, {0}, {10}, F64, I64, NULL, 0, 0, 0, 0},
-  {"no_y", "no /Y", 2, 0, {10, 2}, {0}, F64, F64, NULL, 0, 0, 0, 0},
-  {"x_1d", "/X must be 2-D [N,d], it has shape [10]", 1, 1, {10}, {10}, F64, I64, NULL, 0, 0, 0, 0},
-  {"y_3d", "/Y must be [N] or [N,m], it has shape [10,2,2]", 2, 3, {10, 2}, {10, 2, 2}, F64, F64, NULL, 0, 0, 0, 0},
-  {"n_mismatch", "/Y has 9 rows but /X has 10", 2, 1, {10, 2}, {9}, F64, I64, NULL, 0, 0, 0, 0},
-  {"empty", "no rows (N = 0)", 2, 1, {0, 2}, {0}, F64, I64, NULL, 0, 0, 0, 0},
-  {"no_columns", "/X has no columns (d = 0)", 2, 1, {10, 0}, {10}, F64, I64, NULL, 0, 0, 0, 0},
-  {"negative_label", "label -1 at row 7 (labels must be >= 0)", 2, 1, {10, 2}, {10}, F64, I64, NULL, 0, 8, 0, -1},
-  {"nan_x", "NaN or Inf in /X at row 3", 2, 1, {10, 2}, {10}, F64, I64, NULL, 7, 0, NAN, 0},
-  {"inf_y", "NaN or Inf in /Y at row 2", 2, 2, {10, 2}, {10, 2}, F64, F64, NULL, 0, 6, 0, INFINITY},
-  {"unknown_task", "attribute 'task' of the root group is 'clustering'", 2, 1, {10, 2}, {10}, F64, I64, "clustering", 0, 0, 0, 0},
-  {"int_y_2d", "class labels /Y must be [N], it has shape [10,2]", 2, 2, {10, 2}, {10, 2}, F64, I64, NULL, 0, 0, 0, 0},
+    {"no_x", "no /X", 0, 1, {0}, {10}, F64, I64, NULL, 0, 0, 0, 0},
+    {"no_y", "no /Y", 2, 0, {10, 2}, {0}, F64, F64, NULL, 0, 0, 0, 0},
+    {"x_1d", "/X must be 2-D [N,d], it has shape [10]", 1, 1, {10}, {10}, F64, I64, NULL, 0, 0, 0, 0},
+    {"y_3d", "/Y must be [N] or [N,m], it has shape [10,2,2]", 2, 3, {10, 2}, {10, 2, 2}, F64, F64, NULL, 0, 0, 0, 0},
+    {"n_mismatch", "/Y has 9 rows but /X has 10", 2, 1, {10, 2}, {9}, F64, I64, NULL, 0, 0, 0, 0},
+    {"empty", "no rows (N = 0)", 2, 1, {0, 2}, {0}, F64, I64, NULL, 0, 0, 0, 0},
+    {"no_columns", "/X has no columns (d = 0)", 2, 1, {10, 0}, {10}, F64, I64, NULL, 0, 0, 0, 0},
+    {"negative_label", "label -1 at row 7 (labels must be >= 0)", 2, 1, {10, 2}, {10}, F64, I64, NULL, 0, 8, 0, -1},
+    {"nan_x", "NaN or Inf in /X at row 3", 2, 1, {10, 2}, {10}, F64, I64, NULL, 7, 0, NAN, 0},
+    {"inf_y", "NaN or Inf in /Y at row 2", 2, 2, {10, 2}, {10, 2}, F64, F64, NULL, 0, 6, 0, INFINITY},
+    {"unknown_task",
+     "attribute 'task' of the root group is 'clustering'",
+     2,
+     1,
+     {10, 2},
+     {10},
+     F64,
+     I64,
+     "clustering",
+     0,
+     0,
+     0,
+     0},
+    {"int_y_2d",
+     "class labels /Y must be [N], it has shape [10,2]",
+     2,
+     2,
+     {10, 2},
+     {10, 2},
+     F64,
+     I64,
+     NULL,
+     0,
+     0,
+     0,
+     0},
 };
 #define N_BAD_DATASETS (sizeof(BadDatasets) / sizeof(BadDatasets[0]))
 
-static void test_dataset_rejects(void **state)
-{
+static void test_dataset_rejects(void **state) {
   const DatasetSpec *s = (const DatasetSpec *)*state;
-  char               path[PETSC_MAX_PATH_LEN], file[256];
-  TNDataset          ds = NULL;
+  char path[PETSC_MAX_PATH_LEN], file[256];
+  TNDataset ds = NULL;
 
   snprintf(file, sizeof(file), "%s.h5", s->name);
   PathOf(file, path);
@@ -230,9 +242,8 @@ static void test_dataset_rejects(void **state)
   assert_null(ds);
 }
 
-static void test_dataset_missing_file(void **state)
-{
-  char      path[PETSC_MAX_PATH_LEN];
+static void test_dataset_missing_file(void **state) {
+  char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
   (void)state;
@@ -242,8 +253,7 @@ static void test_dataset_missing_file(void **state)
 }
 
 /* A CSV file under an .h5 name */
-static void TextFileMake(const char *path)
-{
+static void TextFileMake(const char *path) {
   if (!rank) {
     FILE *f = fopen(path, "w");
 
@@ -253,9 +263,8 @@ static void TextFileMake(const char *path)
   MPI_Barrier(PETSC_COMM_WORLD);
 }
 
-static void test_dataset_not_hdf5(void **state)
-{
-  char      path[PETSC_MAX_PATH_LEN];
+static void test_dataset_not_hdf5(void **state) {
+  char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
   (void)state;
@@ -265,9 +274,8 @@ static void test_dataset_not_hdf5(void **state)
   assert_null(ds);
 }
 
-static void test_dataset_truncated(void **state)
-{
-  char      path[PETSC_MAX_PATH_LEN];
+static void test_dataset_truncated(void **state) {
+  char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
   (void)state;
@@ -293,10 +301,18 @@ static void test_dataset_truncated(void **state)
 
 /* -------- models and results -------- */
 
-static void ModelMake(TNModel *model)
-{
-  const TNModelConfig cfg = {.d = 3, .n = 4, .L = 5, .m = 2, .theta = 0.5, .T = 2.5, .gamma = 0.01, .act = TN_ACT_SOFTPLUS,
-                             .opening_act = TN_ACT_RELU, .antisymmetric = PETSC_TRUE, .task = TN_TASK_REGRESSION};
+static void ModelMake(TNModel *model) {
+  const TNModelConfig cfg = {.d             = 3,
+                             .n             = 4,
+                             .L             = 5,
+                             .m             = 2,
+                             .theta         = 0.5,
+                             .T             = 2.5,
+                             .gamma         = 0.01,
+                             .act           = TN_ACT_SOFTPLUS,
+                             .opening_act   = TN_ACT_RELU,
+                             .antisymmetric = PETSC_TRUE,
+                             .task          = TN_TASK_REGRESSION};
 
   assert_int_equal(TNModelCreate(&cfg, model), 0);
   /* distinct values that are not short binary fractions, so any rounding would show */
@@ -306,15 +322,15 @@ static void ModelMake(TNModel *model)
 /* A results file with a 3-epoch history, two timed phases (rank r: r + 1 and 10 r + 0.5
    seconds), two config entries and options of each shape: with blanks, without value, a long
    word, a negative number. */
-static void ResultsMake(const char *path, TNModel *model)
-{
+static void ResultsMake(const char *path, TNModel *model) {
   const TNConfigEntry config[] = {{"grid", "1x2"}, {"layers", "5"}};
-  const char *const   names[]  = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", "mgrit_res"};
-  const PetscBool     integer[10] = {PETSC_TRUE};
-  const char *const   phases[] = {"forward", "backward"};
-  const PetscReal     seconds[] = {rank + 1.0, 10.0 * rank + 0.5};
-  PetscReal           col[10][3], *cols[10];
-  TNTable             h = {10, 3, names, integer, cols};
+  const char *const names[]    = {"epoch",     "train_loss", "val_loss",   "val_accuracy", "lr",
+                                  "wall_time", "newton_its", "krylov_its", "mgrit_its",    "mgrit_res"};
+  const PetscBool integer[10]  = {PETSC_TRUE};
+  const char *const phases[]   = {"forward", "backward"};
+  const PetscReal seconds[]    = {rank + 1.0, 10.0 * rank + 0.5};
+  PetscReal col[10][3], *cols[10];
+  TNTable h = {10, 3, names, integer, cols};
 
   ModelMake(model);
   for (PetscInt e = 1; e <= 3; e++) {
@@ -329,9 +345,8 @@ static void ResultsMake(const char *path, TNModel *model)
   assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, &h, 2, phases, seconds, 2, config), 0);
 }
 
-static void test_model_roundtrip(void **state)
-{
-  char    path[PETSC_MAX_PATH_LEN];
+static void test_model_roundtrip(void **state) {
+  char path[PETSC_MAX_PATH_LEN];
   TNModel M, R = NULL;
 
   (void)state;
@@ -355,10 +370,9 @@ static void test_model_roundtrip(void **state)
   assert_int_equal(TNModelDestroy(&R), 0);
 }
 
-static void StringAttrCheck(hid_t obj, const char *name, const char *expect)
-{
+static void StringAttrCheck(hid_t obj, const char *name, const char *expect) {
   hid_t attr = H5Aopen(obj, name, H5P_DEFAULT), type = H5Aget_type(attr), mem = H5Tcopy(H5T_C_S1);
-  char *s    = NULL;
+  char *s = NULL;
 
   assert_true(attr >= 0);
   /* variable-length: h5py gives str, not bytes */
@@ -373,9 +387,8 @@ static void StringAttrCheck(hid_t obj, const char *name, const char *expect)
   H5Aclose(attr);
 }
 
-static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims, hid_t cls, double *values)
-{
-  hid_t   dset = H5Dopen2(file, name, H5P_DEFAULT), space, type;
+static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims, hid_t cls, double *values) {
+  hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), space, type;
   hsize_t got[3];
 
   if (dset < 0) fail_msg("no %s", name);
@@ -393,20 +406,20 @@ static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims,
 }
 
 /* The layout an outside reader (h5py) relies on, checked with the plain HDF5 API. */
-static void test_results_layout(void **state)
-{
-  char    path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
+static void test_results_layout(void **state) {
+  char path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
   TNModel M;
 
   (void)state;
   PathOf("layout.h5", path);
   ResultsMake(path, &M);
   if (!rank) {
-    const char *const columns[] = {"val_loss", "val_accuracy", "lr", "wall_time", "newton_its", "krylov_its", "mgrit_its", "mgrit_res", NULL};
-    const hsize_t     three[]   = {3}, P[] = {(hsize_t)size}, W[] = {5, 4, 4};
-    double        v[64];
-    hid_t         file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g, attr;
-    int64_t       value;
+    const char *const columns[] = {"val_loss",   "val_accuracy", "lr",        "wall_time", "newton_its",
+                                   "krylov_its", "mgrit_its",    "mgrit_res", NULL};
+    const hsize_t three[] = {3}, P[] = {(hsize_t)size}, W[] = {5, 4, 4};
+    double v[64];
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g, attr;
+    int64_t value;
 
     assert_true(file >= 0);
     ArrayCheck(file, "/history/epoch", 1, three, H5T_INTEGER, v);
@@ -459,14 +472,13 @@ static void test_results_layout(void **state)
   assert_int_equal(TNModelDestroy(&M), 0);
 }
 
-static void test_evaluation_layout(void **state)
-{
-  const char *const names[]  = {"loss", "accuracy", NULL};
-  const PetscReal   values[] = {0.25, 0.875};
-  char              path[PETSC_MAX_PATH_LEN];
-  PetscReal         pred[10];
-  PetscScalar      *grad;
-  TNModel           M;
+static void test_evaluation_layout(void **state) {
+  const char *const names[] = {"loss", "accuracy", NULL};
+  const PetscReal values[]  = {0.25, 0.875};
+  char path[PETSC_MAX_PATH_LEN];
+  PetscReal pred[10];
+  PetscScalar *grad;
+  TNModel M;
 
   (void)state;
   PathOf("eval.h5", path);
@@ -477,9 +489,9 @@ static void test_evaluation_layout(void **state)
   assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 5, pred, grad, 2, names, values), 0);
   if (!rank) {
     const hsize_t P[] = {5, 2}, W[] = {5, 4, 4}, C[] = {2, 4};
-    double        v[128], x;
-    hid_t         file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), attr;
-    TNParams      g;
+    double v[128], x;
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), attr;
+    TNParams g;
 
     TNParamsSet(&M->cfg, grad, &g);
     ArrayCheck(file, "/predictions", 2, P, H5T_FLOAT, v);
@@ -500,13 +512,12 @@ static void test_evaluation_layout(void **state)
 }
 
 /* A write that fails part-way leaves the old file as it was and no temporary behind. */
-static void test_failed_write_keeps_old_file(void **state)
-{
-  const char *const names[]  = {"", NULL};
-  const PetscReal   values[] = {1.0};
-  char              path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
-  PetscReal         pred[2] = {0, 0};
-  TNModel           M, R = NULL;
+static void test_failed_write_keeps_old_file(void **state) {
+  const char *const names[] = {"", NULL};
+  const PetscReal values[]  = {1.0};
+  char path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
+  PetscReal pred[2] = {0, 0};
+  TNModel M, R = NULL;
 
   (void)state;
   PathOf("keep.h5", path);
@@ -522,9 +533,8 @@ static void test_failed_write_keeps_old_file(void **state)
 }
 
 /* Writes a results file, then lets edit() break its /model with the HDF5 API (on rank 0). */
-static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const char *needle)
-{
-  char    path[PETSC_MAX_PATH_LEN];
+static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const char *needle) {
+  char path[PETSC_MAX_PATH_LEN];
   TNModel M, R = NULL;
 
   PathOf(file, path);
@@ -542,62 +552,55 @@ static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const
   assert_int_equal(TNModelDestroy(&M), 0);
 }
 
-static void WExtraLayer(hid_t g)
-{
+static void WExtraLayer(hid_t g) {
   const hsize_t dims[] = {6, 4, 4};
 
   H5Ldelete(g, "blocks/W", H5P_DEFAULT);
   ValuesWrite(g, "blocks/W", F64, 3, dims, 0, 0);
 }
 
-static void ThetaDelete(hid_t g)
-{
+static void ThetaDelete(hid_t g) {
   H5Adelete(g, "theta");
 }
 
-static void ActivationUnknown(hid_t g)
-{
+static void ActivationUnknown(hid_t g) {
   H5Adelete(g, "activation");
   StringAttrWrite(g, "activation", "swish");
 }
 
-static void ClosingBiasNaN(hid_t g)
-{
+static void ClosingBiasNaN(hid_t g) {
   const hsize_t dims[] = {2};
 
   H5Ldelete(g, "closing/b", H5P_DEFAULT);
   ValuesWrite(g, "closing/b", F64, 1, dims, 2, NAN);
 }
 
-static void test_model_rejects_shape(void **state)
-{
+static void test_model_rejects_shape(void **state) {
   (void)state;
-  BrokenModelExpect("bad_shape.h5", WExtraLayer, "/model/blocks/W has shape [6,4,4] but attributes say layers=5 width=4");
+  BrokenModelExpect("bad_shape.h5", WExtraLayer,
+                    "/model/blocks/W has shape [6,4,4] but attributes say layers=5 width=4");
 }
 
-static void test_model_rejects_missing_attribute(void **state)
-{
+static void test_model_rejects_missing_attribute(void **state) {
   (void)state;
   BrokenModelExpect("no_theta.h5", ThetaDelete, "/model has no attribute 'theta'");
 }
 
-static void test_model_rejects_activation(void **state)
-{
+static void test_model_rejects_activation(void **state) {
   (void)state;
-  BrokenModelExpect("swish.h5", ActivationUnknown, "attribute 'activation' of /model is 'swish', expected one of none, tanh");
+  BrokenModelExpect("swish.h5", ActivationUnknown,
+                    "attribute 'activation' of /model is 'swish', expected one of none, tanh");
 }
 
-static void test_model_rejects_nan(void **state)
-{
+static void test_model_rejects_nan(void **state) {
   (void)state;
   BrokenModelExpect("nan_bias.h5", ClosingBiasNaN, "NaN or Inf in /model/closing/b");
 }
 
-static void test_model_rejects_other_files(void **state)
-{
+static void test_model_rejects_other_files(void **state) {
   const DatasetSpec data = {"data", NULL, 2, 1, {10, 2}, {10}, F64, I64, NULL, 0, 0, 0, 0};
-  char              path[PETSC_MAX_PATH_LEN];
-  TNModel           R = NULL;
+  char path[PETSC_MAX_PATH_LEN];
+  TNModel R = NULL;
 
   (void)state;
   PathOf("data.h5", path); /* HDF5, but no /model */
@@ -611,9 +614,8 @@ static void test_model_rejects_other_files(void **state)
   assert_null(R);
 }
 
-static void test_output_path(void **state)
-{
-  char    path[PETSC_MAX_PATH_LEN], expect[3 * PETSC_MAX_PATH_LEN];
+static void test_output_path(void **state) {
+  char path[PETSC_MAX_PATH_LEN], expect[3 * PETSC_MAX_PATH_LEN];
   TNModel M;
 
   (void)state;
@@ -633,11 +635,10 @@ static void test_output_path(void **state)
 
 /* -------- driver -------- */
 
-static void DirectoryRemove(void)
-{
-  DIR           *d = opendir(dir);
+static void DirectoryRemove(void) {
+  DIR *d = opendir(dir);
   struct dirent *e;
-  char           path[PETSC_MAX_PATH_LEN];
+  char path[PETSC_MAX_PATH_LEN];
 
   if (!d) return;
   while ((e = readdir(d)))
@@ -650,27 +651,26 @@ static void DirectoryRemove(void)
 }
 
 static const struct CMUnitTest FixedTests[] = {
-  cmocka_unit_test(test_dataset_roundtrip_classification),
-  cmocka_unit_test(test_dataset_roundtrip_regression),
-  cmocka_unit_test(test_dataset_accepts),
-  cmocka_unit_test(test_dataset_missing_file),
-  cmocka_unit_test(test_dataset_not_hdf5),
-  cmocka_unit_test(test_dataset_truncated),
-  cmocka_unit_test(test_model_roundtrip),
-  cmocka_unit_test(test_results_layout),
-  cmocka_unit_test(test_evaluation_layout),
-  cmocka_unit_test(test_failed_write_keeps_old_file),
-  cmocka_unit_test(test_model_rejects_shape),
-  cmocka_unit_test(test_model_rejects_missing_attribute),
-  cmocka_unit_test(test_model_rejects_activation),
-  cmocka_unit_test(test_model_rejects_nan),
-  cmocka_unit_test(test_model_rejects_other_files),
-  cmocka_unit_test(test_output_path),
+    cmocka_unit_test(test_dataset_roundtrip_classification),
+    cmocka_unit_test(test_dataset_roundtrip_regression),
+    cmocka_unit_test(test_dataset_accepts),
+    cmocka_unit_test(test_dataset_missing_file),
+    cmocka_unit_test(test_dataset_not_hdf5),
+    cmocka_unit_test(test_dataset_truncated),
+    cmocka_unit_test(test_model_roundtrip),
+    cmocka_unit_test(test_results_layout),
+    cmocka_unit_test(test_evaluation_layout),
+    cmocka_unit_test(test_failed_write_keeps_old_file),
+    cmocka_unit_test(test_model_rejects_shape),
+    cmocka_unit_test(test_model_rejects_missing_attribute),
+    cmocka_unit_test(test_model_rejects_activation),
+    cmocka_unit_test(test_model_rejects_nan),
+    cmocka_unit_test(test_model_rejects_other_files),
+    cmocka_unit_test(test_output_path),
 };
 #define N_FIXED_TESTS (sizeof(FixedTests) / sizeof(FixedTests[0]))
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
   struct CMUnitTest tests[N_FIXED_TESTS + N_BAD_DATASETS];
   int failed, any_failed;
   int pid;
@@ -683,7 +683,8 @@ int main(int argc, char **argv)
   /* each bad dataset is a test of its own, named after it */
   memcpy(tests, FixedTests, sizeof(FixedTests));
   for (size_t i = 0; i < N_BAD_DATASETS; i++)
-    tests[N_FIXED_TESTS + i] = (struct CMUnitTest){BadDatasets[i].name, test_dataset_rejects, NULL, NULL, (void *)&BadDatasets[i]};
+    tests[N_FIXED_TESTS + i] =
+        (struct CMUnitTest){BadDatasets[i].name, test_dataset_rejects, NULL, NULL, (void *)&BadDatasets[i]};
   /* one report, from rank 0; failures on other ranks still reach stderr */
   if (rank && !freopen("/dev/null", "w", stdout)) MPI_Abort(PETSC_COMM_WORLD, 1);
   pid = (int)getpid();

@@ -16,29 +16,35 @@
    chunks of 4 leave a shorter last batch on every rank count tested. */
 enum { D_IN = 3, WIDTH = 5, DEPTH = 7, SAMPLES = 23, CHUNK = 4 };
 
-static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
-{
+static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream) {
   for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(9, stream, (uint64_t)i) - 1);
 }
 
-static void SetOption(const char *name, const char *value)
-{
+static void SetOption(const char *name, const char *value) {
   CHECK(PetscOptionsSetValue(NULL, name, value));
 }
 
 typedef struct {
-  TNModel   M;
+  TNModel M;
   TNDataset D;
-  TNGrid    grid;
+  TNGrid grid;
 } Problem;
 
-static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask task)
-{
-  const PetscInt m   = task == TN_TASK_CLASSIFICATION ? 3 : 2;
-  TNModelConfig  cfg = {.d = D_IN, .n = WIDTH, .L = DEPTH, .m = m, .theta = theta, .T = 1.5, .gamma = 0.1, .act = TN_ACT_TANH,
-                        .opening_act = TN_ACT_TANH, .antisymmetric = antisym, .task = task};
-  PetscReal     *X, *Y;
-  PetscInt      *labels;
+static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask task) {
+  const PetscInt m  = task == TN_TASK_CLASSIFICATION ? 3 : 2;
+  TNModelConfig cfg = {.d             = D_IN,
+                       .n             = WIDTH,
+                       .L             = DEPTH,
+                       .m             = m,
+                       .theta         = theta,
+                       .T             = 1.5,
+                       .gamma         = 0.1,
+                       .act           = TN_ACT_TANH,
+                       .opening_act   = TN_ACT_TANH,
+                       .antisymmetric = antisym,
+                       .task          = task};
+  PetscReal *X, *Y;
+  PetscInt *labels;
 
   CHECK(TNModelCreate(&cfg, &p->M));
   CHECK(TNModelInitialize(p->M, 5));
@@ -51,12 +57,12 @@ static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask 
   RandomFill(X, SAMPLES * D_IN, 1.0, 3);
   if (task == TN_TASK_CLASSIFICATION)
     for (PetscInt s = 0; s < SAMPLES; s++) labels[s] = s % m;
-  else RandomFill(Y, SAMPLES * m, 1.0, 4);
+  else
+    RandomFill(Y, SAMPLES * m, 1.0, 4);
   CHECK(TNGridCreate(PETSC_COMM_WORLD, 1, DEPTH, &p->grid));
 }
 
-static void ProblemDestroy(Problem *p)
-{
+static void ProblemDestroy(Problem *p) {
   CHECK(TNGridDestroy(&p->grid));
   CHECK(TNDatasetDestroy(&p->D));
   CHECK(TNModelDestroy(&p->M));
@@ -64,11 +70,10 @@ static void ProblemDestroy(Problem *p)
 
 /* Gradient of the mean loss over the data set in one memory mode, and the largest reconstruction
    error of y_0 over the data ranks. */
-static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar *g, PetscReal *recon)
-{
-  TNNetwork       net;
+static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar *g, PetscReal *recon) {
+  TNNetwork net;
   TNNetworkCounts counts;
-  PetscReal       loss, acc, again;
+  PetscReal loss, acc, again;
 
   CHECK(TNNetworkCreate(p->M, CHUNK, &net));
   CHECK(TNNetworkSetFromOptions(net));
@@ -85,8 +90,7 @@ static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar
   CHECK(TNNetworkDestroy(&net));
 }
 
-static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const PetscScalar *b)
-{
+static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const PetscScalar *b) {
   PetscReal num = 0, den = 0;
 
   for (PetscInt i = 0; i < n; i++) {
@@ -98,17 +102,17 @@ static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const Pets
 
 /* Every mode against store for one model: reversible, and checkpoint with the default stride
    (round(sqrt 7) = 3), strides 1 and 2, and a stride beyond the depth (one segment). */
-static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscReal tol)
-{
+static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscReal tol) {
   const struct {
     TNMemoryMode mode;
-    PetscInt     stride;
+    PetscInt stride;
   } modes[] = {
-    {TN_MEMORY_REVERSIBLE, 0}, {TN_MEMORY_CHECKPOINT, 0}, {TN_MEMORY_CHECKPOINT, 1}, {TN_MEMORY_CHECKPOINT, 2}, {TN_MEMORY_CHECKPOINT, 100},
+      {TN_MEMORY_REVERSIBLE, 0}, {TN_MEMORY_CHECKPOINT, 0},   {TN_MEMORY_CHECKPOINT, 1},
+      {TN_MEMORY_CHECKPOINT, 2}, {TN_MEMORY_CHECKPOINT, 100},
   };
-  Problem      p;
+  Problem p;
   PetscScalar *gs, *g;
-  PetscReal    recon;
+  PetscReal recon;
 
   ProblemSetUp(&p, theta, antisym, task);
   CHECK(PetscMalloc2(p.M->nparams, &gs, p.M->nparams, &g));
@@ -118,19 +122,21 @@ static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscR
     PetscReal d;
     Gradient(&p, modes[k].mode, modes[k].stride, g, &recon);
     d = RelativeDifference(p.M->nparams, g, gs);
-    print_message("theta %.2f %s %s: %s stride %" PetscInt_FMT ": gradient differs from store by %.2e, recon %.1e\n", (double)theta,
-                  antisym ? "antisymmetric" : "dense", TNTasks[task], TNMemoryModes[modes[k].mode], modes[k].stride, (double)d, (double)recon);
+    print_message("theta %.2f %s %s: %s stride %" PetscInt_FMT ": gradient differs from store by %.2e, recon %.1e\n",
+                  (double)theta, antisym ? "antisymmetric" : "dense", TNTasks[task], TNMemoryModes[modes[k].mode],
+                  modes[k].stride, (double)d, (double)recon);
     assert_true(d < tol);
-    if (modes[k].mode == TN_MEMORY_REVERSIBLE) assert_true(recon < tol);
-    else assert_true(recon == 0);
+    if (modes[k].mode == TN_MEMORY_REVERSIBLE)
+      assert_true(recon < tol);
+    else
+      assert_true(recon == 0);
   }
   CHECK(PetscFree2(gs, g));
   ProblemDestroy(&p);
 }
 
 /* The trapezoidal network: every mode gives store's gradient to 1e-8. */
-static void test_trapezoidal(void **state)
-{
+static void test_trapezoidal(void **state) {
   (void)state;
   for (int anti = 0; anti < 2; anti++)
     for (int task = 0; task < 2; task++) CompareModes(0.5, anti ? PETSC_TRUE : PETSC_FALSE, (TNTask)task, 1e-8);
@@ -139,19 +145,17 @@ static void test_trapezoidal(void **state)
 /* Other theta: the reverse step is still the forward equation solved for y_j (theta = 1 needs no
    solve, theta = 0 one with theta' = 1), only no longer symmetric; on a shallow network and with
    tight solves it too rebuilds the states. */
-static void test_other_theta(void **state)
-{
+static void test_other_theta(void **state) {
   const PetscReal thetas[] = {0.0, 0.25, 1.0};
   (void)state;
   for (int t = 0; t < 3; t++) CompareModes(thetas[t], PETSC_FALSE, TN_TASK_CLASSIFICATION, 1e-8);
 }
 
 /* Loose solves: the rebuilt y_0 is visibly off, and the error says so. */
-static void test_reconstruction_error(void **state)
-{
-  Problem      p;
+static void test_reconstruction_error(void **state) {
+  Problem p;
   PetscScalar *g;
-  PetscReal    recon;
+  PetscReal recon;
   (void)state;
   SetOption("-block_atol", "1e-4");
   ProblemSetUp(&p, 0.5, PETSC_FALSE, TN_TASK_CLASSIFICATION);
@@ -164,12 +168,11 @@ static void test_reconstruction_error(void **state)
   SetOption("-block_atol", "1e-13");
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_trapezoidal),
-    cmocka_unit_test(test_other_theta),
-    cmocka_unit_test(test_reconstruction_error),
+      cmocka_unit_test(test_trapezoidal),
+      cmocka_unit_test(test_other_theta),
+      cmocka_unit_test(test_reconstruction_error),
   };
   int fails;
 

@@ -14,16 +14,15 @@
 
 typedef struct {
   PetscScalar A[64][K * K], b[64][K];
-  PetscReal   h;
-  PetscBool   closing;        /* inside a closing sweep */
-  PetscScalar last[65][K];    /* the last closing fine step into each point */
-  PetscInt    closed[65];     /* closing fine steps into each point */
+  PetscReal h;
+  PetscBool closing;       /* inside a closing sweep */
+  PetscScalar last[65][K]; /* the last closing fine step into each point */
+  PetscInt closed[65];     /* closing fine steps into each point */
 } Toy;
 
 /* u_to = u_from + (to - from) h tanh(A_from u + b_from): one explicit step of stride to-from,
    with the weights of the interval's first step (the fine map when the stride is 1). */
-static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
-{
+static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out) {
   Toy *t = (Toy *)ctx;
 
   PetscFunctionBegin;
@@ -39,15 +38,13 @@ static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const Petsc
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ToyClosing(void *ctx, PetscBool on)
-{
+static PetscErrorCode ToyClosing(void *ctx, PetscBool on) {
   PetscFunctionBegin;
   ((Toy *)ctx)->closing = on;
   PetscFunctionReturn(0);
 }
 
-static void ToySetUp(Toy *t, PetscInt N)
-{
+static void ToySetUp(Toy *t, PetscInt N) {
   for (PetscInt j = 0; j < N; j++) {
     for (PetscInt i = 0; i < K * K; i++) t->A[j][i] = 2 * TNUniform(9, 1, (uint64_t)(j * 100 + i)) - 1;
     for (PetscInt i = 0; i < K; i++) t->b[j][i] = 0.3 * (2 * TNUniform(9, 2, (uint64_t)(j * 100 + i)) - 1);
@@ -57,14 +54,13 @@ static void ToySetUp(Toy *t, PetscInt N)
   for (PetscInt p = 0; p <= N; p++) t->closed[p] = 0;
 }
 
-static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip)
-{
-  Toy         toy;
-  TNMGRITApp  app = {K, &toy, ToyStep, NULL};
-  TNMGRIT     mg;
+static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip) {
+  Toy toy;
+  TNMGRITApp app = {K, &toy, ToyStep, NULL};
+  TNMGRIT mg;
   PetscScalar ref[(64 + 1) * K], u0[K], *u;
-  PetscInt    lo, hi, its, nh;
-  PetscReal   res, err = 0;
+  PetscInt lo, hi, its, nh;
+  PetscReal res, err = 0;
   const PetscReal *hist;
 
   ToySetUp(&toy, N);
@@ -82,8 +78,9 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, P
     for (PetscInt i = 0; i < K; i++) err = PetscMax(err, PetscAbsScalar(u[(p - lo) * K + i] - ref[p * K + i]));
   CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
   CHECK(TNMGRITGetResidualHistory(mg, &nh, &hist));
-  print_message("N %d m %d levels %d%s%s: %d iterations, residual %.1e, |MGRIT - sequential| %.1e\n", (int)N, (int)m, (int)levels,
-                mirror ? " mirrored" : "", skip ? " nested start" : "", (int)its, (double)res, (double)err);
+  print_message("N %d m %d levels %d%s%s: %d iterations, residual %.1e, |MGRIT - sequential| %.1e\n", (int)N, (int)m,
+                (int)levels, mirror ? " mirrored" : "", skip ? " nested start" : "", (int)its, (double)res,
+                (double)err);
   assert_true(res <= 1e-13);
   assert_true(err < 1e-11);
   for (PetscInt k = 0; k < nh; k++) print_message("  %.2e", (double)hist[k]);
@@ -95,20 +92,21 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, P
   /* ownership: contiguous, covering 0..N */
   {
     PetscMPIInt size, rank;
-    PetscInt    prev_hi = 0;
+    PetscInt prev_hi = 0;
     CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
     CHECK(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
     if (rank > 0) CHECK(MPI_Recv(&prev_hi, 1, MPIU_INT, rank - 1, 7, PETSC_COMM_WORLD, MPI_STATUS_IGNORE));
     assert_int_equal(lo, prev_hi);
-    if (rank < size - 1) CHECK(MPI_Send(&hi, 1, MPIU_INT, rank + 1, 7, PETSC_COMM_WORLD));
-    else assert_int_equal(hi, N);
+    if (rank < size - 1)
+      CHECK(MPI_Send(&hi, 1, MPIU_INT, rank + 1, 7, PETSC_COMM_WORLD));
+    else
+      assert_int_equal(hi, N);
   }
   CHECK(PetscFree(u));
   CHECK(TNMGRITDestroy(&mg));
 }
 
-static void test_two_level(void **state)
-{
+static void test_two_level(void **state) {
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(37, 4, 2, PETSC_FALSE, (PetscBool)skip);
@@ -119,8 +117,7 @@ static void test_two_level(void **state)
 
 /* Intervals longer than a rank's share, and coarse levels with fewer points than ranks (on 2
    and 4 ranks): chains cross ranks, and ranks without points on a level pass no messages. */
-static void test_spanning(void **state)
-{
+static void test_spanning(void **state) {
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(13, 8, 2, PETSC_FALSE, (PetscBool)skip);
@@ -130,8 +127,7 @@ static void test_spanning(void **state)
   }
 }
 
-static void test_multilevel(void **state)
-{
+static void test_multilevel(void **state) {
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(64, 2, 3, PETSC_FALSE, (PetscBool)skip);
@@ -142,14 +138,13 @@ static void test_multilevel(void **state)
 
 /* One iteration with a fixed small budget is the inexact mode: it must already improve on the
    initial guess. */
-static void test_inexact(void **state)
-{
-  Toy         toy;
-  TNMGRITApp  app = {K, &toy, ToyStep, NULL};
-  TNMGRIT     mg;
+static void test_inexact(void **state) {
+  Toy toy;
+  TNMGRITApp app = {K, &toy, ToyStep, NULL};
+  TNMGRIT mg;
   PetscScalar u0[K], *u;
-  PetscInt    lo, hi, its;
-  PetscReal   r1, r2;
+  PetscInt lo, hi, its;
+  PetscReal r1, r2;
 
   (void)state;
   ToySetUp(&toy, 48);
@@ -173,21 +168,20 @@ static void test_inexact(void **state)
    its value, and into each C-point it was the step from the final state before it (the
    residual's); every point had one. With the nested start and one iteration the C-points are
    the coarse propagation from u_0. */
-static void test_closing(void **state)
-{
+static void test_closing(void **state) {
   const PetscInt N = 45, m = 4;
-  Toy            toy;
-  TNMGRITApp     app = {K, &toy, ToyStep, ToyClosing};
-  PetscScalar    u0[K], *u, phi[K], coarse[K];
-  PetscInt       lo, hi, its;
-  PetscReal      res, err = 0, nested = 0;
+  Toy toy;
+  TNMGRITApp app = {K, &toy, ToyStep, ToyClosing};
+  PetscScalar u0[K], *u, phi[K], coarse[K];
+  PetscInt lo, hi, its;
+  PetscReal res, err = 0, nested = 0;
 
   (void)state;
   for (PetscInt i = 0; i < K; i++) u0[i] = 2 * TNUniform(9, 3, (uint64_t)i) - 1;
   for (int run = 0; run < 3; run++) {
-    const PetscBool skip = run < 2 ? PETSC_TRUE : PETSC_FALSE;
-    const PetscInt  max_it = run == 0 ? 1 : 2;
-    TNMGRIT         mg;
+    const PetscBool skip  = run < 2 ? PETSC_TRUE : PETSC_FALSE;
+    const PetscInt max_it = run == 0 ? 1 : 2;
+    TNMGRIT mg;
     ToySetUp(&toy, N);
     CHECK(TNMGRITCreate(PETSC_COMM_WORLD, N, PETSC_FALSE, &app, &mg));
     CHECK(TNMGRITSetParameters(mg, m, 2, max_it, 0));
@@ -227,17 +221,17 @@ static void test_closing(void **state)
   }
   CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
   CHECK(MPI_Allreduce(MPI_IN_PLACE, &nested, 1, MPIU_REAL, MPI_MAX, PETSC_COMM_WORLD));
-  print_message("closing steps against the returned states: %.1e; nested start against coarse propagation: %.1e\n", (double)err, (double)nested);
+  print_message("closing steps against the returned states: %.1e; nested start against coarse propagation: %.1e\n",
+                (double)err, (double)nested);
   assert_true(err == 0);
   assert_true(nested == 0);
 }
 
-int main(int argc, char **argv)
-{
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel), cmocka_unit_test(test_spanning),
-                                     cmocka_unit_test(test_inexact),
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel),
+                                     cmocka_unit_test(test_spanning), cmocka_unit_test(test_inexact),
                                      cmocka_unit_test(test_closing)};
-  int                     fails;
+  int fails;
 
   if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
   fails = cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,17 +15,24 @@
 
 #define CHECK(call) assert_int_equal((call), 0)
 
-static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
-{
+static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream) {
   for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(7, stream, (uint64_t)i) - 1);
 }
 
-static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscReal theta, PetscBool antisym, TNTask task,
-                         TNActivation act)
-{
-  TNModelConfig cfg = {.d = d, .n = n, .L = L, .m = m, .theta = theta, .T = 1.5, .gamma = 0.1, .act = act,
-                       .opening_act = TN_ACT_TANH, .antisymmetric = antisym, .task = task};
-  TNModel       M;
+static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscReal theta, PetscBool antisym,
+                         TNTask task, TNActivation act) {
+  TNModelConfig cfg = {.d             = d,
+                       .n             = n,
+                       .L             = L,
+                       .m             = m,
+                       .theta         = theta,
+                       .T             = 1.5,
+                       .gamma         = 0.1,
+                       .act           = act,
+                       .opening_act   = TN_ACT_TANH,
+                       .antisymmetric = antisym,
+                       .task          = task};
+  TNModel M;
 
   CHECK(TNModelCreate(&cfg, &M));
   CHECK(TNModelInitialize(M, 3));
@@ -38,28 +45,26 @@ static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscRe
   return M;
 }
 
-static void SetOption(const char *name, const char *value)
-{
+static void SetOption(const char *name, const char *value) {
   CHECK(PetscOptionsSetValue(NULL, name, value));
 }
 
 /* J = mean loss + R over a fixed batch, and optionally its gradient */
 typedef struct {
-  TNModel    M;
-  TNNetwork  net;
-  PetscInt   B;
+  TNModel M;
+  TNNetwork net;
+  PetscInt B;
   PetscReal *X, *out, *dout, *Y;
-  PetscInt  *labels;
-  PetscReal  alpha, beta;
+  PetscInt *labels;
+  PetscReal alpha, beta;
 } Objective;
 
-static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad)
-{
-  const TNModelConfig *c     = &o->M->cfg;
-  const PetscReal      scale = 1.0 / (o->B * (c->task == TN_TASK_REGRESSION ? c->m : 1));
-  PetscReal            loss, R;
-  PetscInt             correct;
-  PetscBool            ok;
+static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad) {
+  const TNModelConfig *c = &o->M->cfg;
+  const PetscReal scale  = 1.0 / (o->B * (c->task == TN_TASK_REGRESSION ? c->m : 1));
+  PetscReal loss, R;
+  PetscInt correct;
+  PetscBool ok;
 
   CHECK(TNNetworkForward(o->net, o->B, o->X, o->out, &ok));
   assert_true(ok);
@@ -73,8 +78,7 @@ static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad)
   return loss * scale + R;
 }
 
-static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B)
-{
+static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B) {
   const TNModelConfig *c = &M->cfg;
 
   o->M     = M;
@@ -89,19 +93,17 @@ static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B)
   for (PetscInt s = 0; s < B; s++) o->labels[s] = s % c->m;
 }
 
-static void ObjectiveDestroy(Objective *o)
-{
+static void ObjectiveDestroy(Objective *o) {
   CHECK(TNNetworkDestroy(&o->net));
   CHECK(PetscFree5(o->X, o->out, o->dout, o->Y, o->labels));
   CHECK(TNModelDestroy(&o->M));
 }
 
 /* Relative 2-norm error of the adjoint gradient against central differences. */
-static PetscReal GradientError(TNModel M)
-{
-  Objective    o;
+static PetscReal GradientError(TNModel M) {
+  Objective o;
   PetscScalar *g;
-  PetscReal    num = 0, den = 0;
+  PetscReal num = 0, den = 0;
   const PetscReal eps = 1e-6;
 
   ObjectiveSetUp(&o, M, 5);
@@ -109,13 +111,13 @@ static PetscReal GradientError(TNModel M)
   (void)ObjectiveEval(&o, g);
   for (PetscInt i = 0; i < M->nparams; i++) {
     const PetscScalar save = M->params[i];
-    PetscReal         fp, fm, fd;
+    PetscReal fp, fm, fd;
     M->params[i] = save + eps;
-    fp              = ObjectiveEval(&o, NULL);
+    fp           = ObjectiveEval(&o, NULL);
     M->params[i] = save - eps;
-    fm              = ObjectiveEval(&o, NULL);
+    fm           = ObjectiveEval(&o, NULL);
     M->params[i] = save;
-    fd              = (fp - fm) / (2 * eps);
+    fd           = (fp - fm) / (2 * eps);
     num += (g[i] - fd) * (g[i] - fd);
     den += fd * fd;
   }
@@ -124,14 +126,14 @@ static PetscReal GradientError(TNModel M)
   return PetscSqrtReal(num / den);
 }
 
-static void test_gradient(void **state)
-{
+static void test_gradient(void **state) {
   const PetscReal thetas[] = {0.0, 0.5, 1.0};
   (void)state;
   for (int t = 0; t < 3; t++)
     for (int anti = 0; anti < 2; anti++)
       for (int task = 0; task < 2; task++) {
-        TNModel   M   = MakeModel(3, 4, 3, task ? 2 : 3, thetas[t], anti ? PETSC_TRUE : PETSC_FALSE, (TNTask)task, TN_ACT_TANH);
+        TNModel M =
+            MakeModel(3, 4, 3, task ? 2 : 3, thetas[t], anti ? PETSC_TRUE : PETSC_FALSE, (TNTask)task, TN_ACT_TANH);
         PetscReal err = GradientError(M);
         print_message("theta %.2f %s %s: gradient error %.2e\n", thetas[t], anti ? "antisymmetric" : "dense",
                       task ? "regression" : "classification", (double)err);
@@ -139,31 +141,29 @@ static void test_gradient(void **state)
       }
 }
 
-static void test_gradient_activations(void **state)
-{
+static void test_gradient_activations(void **state) {
   const TNActivation acts[] = {TN_ACT_RELU, TN_ACT_SOFTPLUS, TN_ACT_SIGMOID};
   (void)state;
   for (int a = 0; a < 3; a++) {
-    TNModel   M   = MakeModel(2, 5, 4, 3, 0.5, PETSC_FALSE, TN_TASK_CLASSIFICATION, acts[a]);
+    TNModel M     = MakeModel(2, 5, 4, 3, 0.5, PETSC_FALSE, TN_TASK_CLASSIFICATION, acts[a]);
     PetscReal err = GradientError(M);
     print_message("%s: gradient error %.2e\n", TNActivations[acts[a]], (double)err);
     assert_true(err < 1e-6);
   }
 }
 
-static void test_jacobian_transpose(void **state)
-{
+static void test_jacobian_transpose(void **state) {
   const TNActivation acts[] = {TN_ACT_TANH, TN_ACT_RELU, TN_ACT_SOFTPLUS, TN_ACT_SIGMOID};
-  const PetscInt     n = 6, B = 4;
-  PetscScalar        A[36], b[6], y[24];
+  const PetscInt n = 6, B = 4;
+  PetscScalar A[36], b[6], y[24];
   (void)state;
   RandomFill(A, n * n, 1.0, 31);
   RandomFill(b, n, 0.5, 32);
   RandomFill(y, B * n, 1.0, 33);
   for (int a = 0; a < 4; a++) {
-    TNBlockLayer  L = {.n = n, .A = A, .b = b, .act = acts[a], .h = 0.3, .theta = 0.5};
+    TNBlockLayer L = {.n = n, .A = A, .b = b, .act = acts[a], .h = 0.3, .theta = 0.5};
     TNBlockSolver bs;
-    PetscReal     jerr, terr;
+    PetscReal jerr, terr;
     CHECK(TNBlockSolverCreate(n, &bs));
     CHECK(TNBlockSolverSetFromOptions(bs));
     CHECK(TNBlockSolverSelfTest(bs, &L, B, y, &jerr, &terr));
@@ -176,13 +176,12 @@ static void test_jacobian_transpose(void **state)
 
 /* Every method solves y1 = y0 + h[(1-theta)F(y0) + theta F(y1)] to -block_atol per sample,
    checked here with the layer evaluated independently of the solver. */
-static void test_block_residual(void **state)
-{
-  const PetscReal   thetas[] = {0.25, 0.5, 1.0};
+static void test_block_residual(void **state) {
+  const PetscReal thetas[]    = {0.25, 0.5, 1.0};
   const char *const methods[] = {"newton", "newton_assembled", "anderson", "picard"};
-  const PetscInt    n = 5, B = 7, N = B * n;
-  const PetscReal   h = 0.4, atol = 1e-11;
-  PetscScalar       A[25], b[5], y0[35], F0[35], r[35], y1[35], F1[35], z[35];
+  const PetscInt n = 5, B = 7, N = B * n;
+  const PetscReal h = 0.4, atol = 1e-11;
+  PetscScalar A[25], b[5], y0[35], F0[35], r[35], y1[35], F1[35], z[35];
   (void)state;
   RandomFill(A, n * n, 1.0, 41);
   RandomFill(b, n, 0.5, 42);
@@ -190,10 +189,10 @@ static void test_block_residual(void **state)
   SetOption("-block_atol", "1e-11");
   for (int t = 0; t < 3; t++)
     for (int k = 0; k < 4; k++) {
-      TNBlockLayer  L = {.n = n, .A = A, .b = b, .act = TN_ACT_TANH, .h = h, .theta = thetas[t]};
+      TNBlockLayer L = {.n = n, .A = A, .b = b, .act = TN_ACT_TANH, .h = h, .theta = thetas[t]};
       TNBlockSolver bs;
-      PetscBool     ok;
-      PetscReal     res, worst = 0;
+      PetscBool ok;
+      PetscReal res, worst = 0;
       SetOption("-block_method", methods[k]);
       CHECK(TNBlockSolverCreate(n, &bs));
       CHECK(TNBlockSolverSetFromOptions(bs));
@@ -227,14 +226,13 @@ static void test_block_residual(void **state)
 /* y' = tanh(A y + b): one TSTHETA step (endpoint form) equals one theta-block. */
 typedef struct {
   const PetscScalar *A, *b;
-  PetscInt           n;
+  PetscInt n;
 } ODE;
 
-static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx)
-{
-  ODE               *o = (ODE *)ctx;
+static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx) {
+  ODE *o = (ODE *)ctx;
   const PetscScalar *ya;
-  PetscScalar       *fa;
+  PetscScalar *fa;
 
   PetscFunctionBegin;
   (void)ts;
@@ -248,11 +246,10 @@ static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void *ctx)
-{
-  ODE               *o = (ODE *)ctx;
+static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void *ctx) {
+  ODE *o = (ODE *)ctx;
   const PetscScalar *ya;
-  PetscScalar        z[16];
+  PetscScalar z[16];
 
   PetscFunctionBegin;
   (void)ts;
@@ -270,23 +267,22 @@ static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void 
   PetscFunctionReturn(0);
 }
 
-static void test_tstheta(void **state)
-{
+static void test_tstheta(void **state) {
   const PetscReal thetas[] = {0.25, 0.5, 1.0};
-  const PetscInt  d = 3, n = 4, L = 1;
+  const PetscInt d = 3, n = 4, L = 1;
   (void)state;
   for (int t = 0; t < 3; t++) {
-    TNModel      M = MakeModel(d, n, L, 2, thetas[t], PETSC_FALSE, TN_TASK_CLASSIFICATION, TN_ACT_TANH);
-    TNNetwork    net;
-    PetscScalar  y0[4], y1[4], Fj[4], Fn[4];
+    TNModel M = MakeModel(d, n, L, 2, thetas[t], PETSC_FALSE, TN_TASK_CLASSIFICATION, TN_ACT_TANH);
+    TNNetwork net;
+    PetscScalar y0[4], y1[4], Fj[4], Fn[4];
     const PetscScalar *ts_y;
-    ODE          ode = {.A = M->p.W, .b = M->p.b, .n = n};
-    TS           ts;
-    Vec          y;
-    PetscBool    ok;
-    PetscReal    err = 0;
-    SNES         snes;
-    Mat          Jm;
+    ODE ode = {.A = M->p.W, .b = M->p.b, .n = n};
+    TS ts;
+    Vec y;
+    PetscBool ok;
+    PetscReal err = 0;
+    SNES snes;
+    Mat Jm;
 
     RandomFill(y0, n, 1.0, 51);
     CHECK(TNNetworkCreate(M, 1, &net));
@@ -314,7 +310,7 @@ static void test_tstheta(void **state)
     CHECK(SNESSetType(snes, SNESNEWTONLS));
     {
       KSP ksp;
-      PC  pc;
+      PC pc;
       CHECK(SNESGetKSP(snes, &ksp));
       CHECK(KSPGetPC(ksp, &pc));
       CHECK(KSPSetType(ksp, KSPPREONLY));
@@ -336,11 +332,13 @@ static void test_tstheta(void **state)
   }
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test(test_jacobian_transpose), cmocka_unit_test(test_block_residual), cmocka_unit_test(test_gradient),
-    cmocka_unit_test(test_gradient_activations), cmocka_unit_test(test_tstheta),
+      cmocka_unit_test(test_jacobian_transpose),
+      cmocka_unit_test(test_block_residual),
+      cmocka_unit_test(test_gradient),
+      cmocka_unit_test(test_gradient_activations),
+      cmocka_unit_test(test_tstheta),
   };
   int fails;
 
