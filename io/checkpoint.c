@@ -15,7 +15,8 @@ typedef struct {
   const TNAttribute *state;
 } CheckpointWrite;
 
-static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w) {
+static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
+{
   const TNOptimizerRecord *o = w->opt;
   PetscScalar *params;
   hid_t g;
@@ -46,7 +47,8 @@ static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w) {
 
 PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
                                  const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
-                                 const TNAttribute state[]) {
+                                 const TNAttribute state[])
+{
   CheckpointWrite w = {model, opt, history, nstate, state};
   hid_t fapl, file;
   PetscErrorCode ierr;
@@ -75,7 +77,8 @@ typedef struct {
   PetscBool has[TN_OPTIMIZER_MOMENTS];
 } StateRead;
 
-static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx) {
+static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
+{
   StateRead *r = (StateRead *)ctx;
   char path[PETSC_MAX_PATH_LEN], group[64];
   PetscInt64 complete = 0;
@@ -126,7 +129,8 @@ typedef struct {
   PetscScalar *moment[TN_OPTIMIZER_MOMENTS];
 } MomentRead;
 
-static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx) {
+static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
+{
   MomentRead *r = (MomentRead *)ctx;
   char path[PETSC_MAX_PATH_LEN], group[64];
 
@@ -140,7 +144,8 @@ static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx) {
 }
 
 PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
-                                TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[]) {
+                                TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[])
+{
   StateRead r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}};
   MomentRead mr;
   PetscMPIInt rank;

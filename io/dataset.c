@@ -15,7 +15,8 @@ struct _n_TNDataset {
   char name[256];
 };
 
-PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, const char *name, TNDataset *ds) {
+PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, const char *name, TNDataset *ds)
+{
   TNDataset D;
 
   PetscFunctionBegin;
@@ -36,7 +37,8 @@ PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask task, 
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetDestroy(TNDataset *ds) {
+PetscErrorCode TNDatasetDestroy(TNDataset *ds)
+{
   PetscFunctionBegin;
   if (!*ds) PetscFunctionReturn(0);
   PetscCall(PetscFree((*ds)->X));
@@ -46,7 +48,8 @@ PetscErrorCode TNDatasetDestroy(TNDataset *ds) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info) {
+PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info)
+{
   PetscFunctionBegin;
   info->N      = D->N;
   info->d      = D->d;
@@ -58,7 +61,8 @@ PetscErrorCode TNDatasetGetInfo(TNDataset D, TNDatasetInfo *info) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels, PetscReal **Y) {
+PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels, PetscReal **Y)
+{
   PetscFunctionBegin;
   if (X) *X = D->X;
   if (labels) *labels = D->labels;
@@ -67,7 +71,8 @@ PetscErrorCode TNDatasetGetArrays(TNDataset D, PetscReal **X, PetscInt **labels,
 }
 
 PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels,
-                                PetscReal *Y) {
+                                PetscReal *Y)
+{
   PetscFunctionBegin;
   for (PetscInt s = 0; s < B; s++) {
     const PetscInt i = idx[s];
@@ -80,7 +85,8 @@ PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, Pe
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm) {
+PetscErrorCode TNDatasetShard(TNDataset D, MPI_Comm comm)
+{
   PetscMPIInt size, rank;
   PetscInt start, end, w = D->task == TN_TASK_CLASSIFICATION ? 1 : D->m;
 
@@ -106,7 +112,8 @@ typedef struct {
 } DatasetLoad;
 
 /* The `task` attribute wins; without it integer /Y means labels and float /Y targets. */
-static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array *Y, TNTask *task) {
+static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array *Y, TNTask *task)
+{
   PetscInt index;
   PetscBool given;
   char shape[96];
@@ -123,7 +130,8 @@ static PetscErrorCode DatasetTask(hid_t file, const char *path, const TNH5Array 
 
 /* Labels may come as floats (task = classification): each must be a whole number >= 0. Rows
    count from 0, as in h5py. */
-static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N, const PetscReal *y, PetscInt *m) {
+static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N, const PetscReal *y, PetscInt *m)
+{
   PetscReal max = 0;
 
   PetscFunctionBegin;
@@ -144,7 +152,8 @@ static PetscErrorCode LabelsCheck(const char *path, PetscInt offset, PetscInt N,
 }
 
 static PetscErrorCode FiniteCheck(const char *path, const char *name, PetscInt offset, const PetscReal *x,
-                                  PetscInt rows, PetscInt cols) {
+                                  PetscInt rows, PetscInt cols)
+{
   const PetscInt64 bad = TNH5FirstNonFinite(x, (PetscInt64)rows * cols);
 
   PetscFunctionBegin;
@@ -154,7 +163,8 @@ static PetscErrorCode FiniteCheck(const char *path, const char *name, PetscInt o
 }
 
 /* "data/train.h5" is called "train" when the file has no `name`. */
-static void DefaultName(const char *path, char *name, size_t len) {
+static void DefaultName(const char *path, char *name, size_t len)
+{
   const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
   const char *dot  = strrchr(base, '.');
   const int n      = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
@@ -169,7 +179,8 @@ typedef struct {
   char name[256];
 } DatasetShape;
 
-static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShape *shape) {
+static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShape *shape)
+{
   TNH5Array X, Y;
   PetscBool named;
   char xs[96], ys[96];
@@ -204,7 +215,8 @@ static PetscErrorCode DatasetShapeRead(hid_t file, const char *path, DatasetShap
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load) {
+static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load)
+{
   const char *path = load->path;
   DatasetShape shape;
   TNTask task;
@@ -233,7 +245,8 @@ static PetscErrorCode DatasetReadValues(hid_t file, DatasetLoad *load) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetRead(hid_t file, void *ctx) {
+static PetscErrorCode DatasetRead(hid_t file, void *ctx)
+{
   DatasetLoad *load = (DatasetLoad *)ctx;
   PetscErrorCode ierr;
 
@@ -246,7 +259,8 @@ static PetscErrorCode DatasetRead(hid_t file, void *ctx) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds) {
+PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds)
+{
   DatasetLoad load = {path, NULL, NULL};
   PetscMPIInt rank, nx, ny;
   PetscInt shape[4] = {0, 0, 0, 0};
@@ -278,7 +292,8 @@ PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DatasetFill(hid_t file, void *ctx) {
+static PetscErrorCode DatasetFill(hid_t file, void *ctx)
+{
   TNDataset ds          = (TNDataset)ctx;
   const hsize_t xdims[] = {(hsize_t)ds->N, (hsize_t)ds->d}, ydims[] = {(hsize_t)ds->N, (hsize_t)ds->m};
   PetscInt64 *labels;
@@ -299,7 +314,8 @@ static PetscErrorCode DatasetFill(hid_t file, void *ctx) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds) {
+PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds)
+{
   PetscFunctionBegin;
   PetscCall(TNH5RootWrite(comm, path, DatasetFill, ds));
   PetscFunctionReturn(0);
@@ -312,7 +328,8 @@ typedef struct {
   DatasetShape *shape;
 } ShapeJob;
 
-static PetscErrorCode ShapeRead(hid_t file, void *ctx) {
+static PetscErrorCode ShapeRead(hid_t file, void *ctx)
+{
   ShapeJob *job = (ShapeJob *)ctx;
 
   PetscFunctionBegin;
@@ -321,7 +338,8 @@ static PetscErrorCode ShapeRead(hid_t file, void *ctx) {
 }
 
 /* Rows [start, start+count) of a 1-D or 2-D array (cols columns), read collectively as doubles. */
-static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf) {
+static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf)
+{
   const hsize_t off[2] = {start, 0}, cnt[2] = {count, cols};
   hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), fspace, mspace, dxpl;
   herr_t status;
@@ -349,7 +367,8 @@ typedef struct {
   PetscInt m;
 } ShardCheck;
 
-static PetscErrorCode ShardValuesCheck(void *ctx) {
+static PetscErrorCode ShardValuesCheck(void *ctx)
+{
   ShardCheck *c = (ShardCheck *)ctx;
   TNDataset D   = c->D;
 
@@ -363,7 +382,8 @@ static PetscErrorCode ShardValuesCheck(void *ctx) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds) {
+PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds)
+{
   DatasetShape shape;
   ShapeJob job = {path, &shape};
   ShardCheck check;

@@ -16,7 +16,8 @@
 
 /* -------- errors of rank-0 work -------- */
 
-PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx) {
+PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx)
+{
   PetscMPIInt rank;
   int code       = 0;
   char msg[1024] = "";
@@ -39,7 +40,8 @@ PetscErrorCode TNH5RootCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *c
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx) {
+PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ctx)
+{
   PetscMPIInt rank, size, first;
   int code       = 0;
   char msg[1024] = "", *specific = NULL;
@@ -64,13 +66,15 @@ PetscErrorCode TNH5AllCall(MPI_Comm comm, PetscErrorCode (*fn)(void *), void *ct
 /* -------- reading -------- */
 
 /* The library's own error stack would print HDF5 traces next to our one-line messages. */
-static void H5Quiet(void) {
+static void H5Quiet(void)
+{
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
 /* Objects still open close with the file, so an error path cannot keep a file open; locking is
    used where the file system has it and skipped where it has not (some Lustre and NFS mounts). */
-static hid_t FileAccess(void) {
+static hid_t FileAccess(void)
+{
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 
   if (fapl >= 0) {
@@ -80,7 +84,8 @@ static hid_t FileAccess(void) {
   return fapl;
 }
 
-PetscErrorCode TNH5FileOpen(const char *path, hid_t *file) {
+PetscErrorCode TNH5FileOpen(const char *path, hid_t *file)
+{
   struct stat st;
   hid_t fapl;
   int fd;
@@ -110,7 +115,8 @@ typedef struct {
   void *ctx;
 } FileJob;
 
-static PetscErrorCode RootReadJob(void *j) {
+static PetscErrorCode RootReadJob(void *j)
+{
   FileJob *job = (FileJob *)j;
   hid_t file;
   PetscErrorCode ierr;
@@ -123,7 +129,8 @@ static PetscErrorCode RootReadJob(void *j) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx) {
+PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx)
+{
   FileJob job = {path, read, ctx};
 
   PetscFunctionBegin;
@@ -133,7 +140,8 @@ PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*re
 
 /* H5Lexists looks only at the last component of a path and fails when a group above it is
    missing; walk the path so that anything missing reads as "not there". */
-PetscBool TNH5LinkExists(hid_t loc, const char *name) {
+PetscBool TNH5LinkExists(hid_t loc, const char *name)
+{
   char buf[PETSC_MAX_PATH_LEN];
 
   if (snprintf(buf, sizeof(buf), "%s", name) >= (int)sizeof(buf)) return PETSC_FALSE;
@@ -148,7 +156,8 @@ PetscBool TNH5LinkExists(hid_t loc, const char *name) {
   }
 }
 
-PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH5Array *a) {
+PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH5Array *a)
+{
   hid_t dset, space, type;
 
   PetscFunctionBegin;
@@ -170,7 +179,8 @@ PetscErrorCode TNH5ArrayInfo(hid_t file, const char *path, const char *name, TNH
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid_t memtype, void *buf) {
+PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid_t memtype, void *buf)
+{
   hid_t dset    = H5Dopen2(file, name, H5P_DEFAULT);
   herr_t status = dset >= 0 ? H5Dread(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : -1;
 
@@ -180,7 +190,8 @@ PetscErrorCode TNH5ArrayRead(hid_t file, const char *path, const char *name, hid
   PetscFunctionReturn(0);
 }
 
-void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len) {
+void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len)
+{
   size_t used = (size_t)snprintf(buf, len, "[");
 
   for (int i = 0; i < rank && used < len; i++)
@@ -188,7 +199,8 @@ void TNH5ShapeString(int rank, const hsize_t dims[], char *buf, size_t len) {
   if (used < len) snprintf(buf + used, len - used, "]");
 }
 
-PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len) {
+PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len)
+{
   for (PetscInt64 i = 0; i < len; i++)
     if (PetscIsInfOrNanReal(x[i])) return i;
   return -1;
@@ -197,7 +209,8 @@ PetscInt64 TNH5FirstNonFinite(const PetscReal *x, PetscInt64 len) {
 /* Opens the attribute `name` of obj, which must hold one value; *attr < 0 when it is missing
    (an error unless found is given). */
 static PetscErrorCode AttrOpen(hid_t obj, const char *path, const char *where, const char *name, PetscBool *found,
-                               hid_t *attr, H5T_class_t *cls) {
+                               hid_t *attr, H5T_class_t *cls)
+{
   hid_t space, type;
   hssize_t npoints;
 
@@ -225,7 +238,8 @@ static PetscErrorCode AttrOpen(hid_t obj, const char *path, const char *where, c
 }
 
 PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where, const char *name, char *value,
-                                  size_t len, PetscBool *found) {
+                                  size_t len, PetscBool *found)
+{
   hid_t attr, ftype, mtype;
   H5T_class_t cls;
   herr_t status = -1;
@@ -267,7 +281,8 @@ PetscErrorCode TNH5AttrReadString(hid_t obj, const char *path, const char *where
 
 /* One reader for both numeric kinds: integers accept integer types only, reals also floats. */
 static PetscErrorCode AttrReadNumber(hid_t obj, const char *path, const char *where, const char *name,
-                                     PetscBool integer, hid_t memtype, void *value, PetscBool *found) {
+                                     PetscBool integer, hid_t memtype, void *value, PetscBool *found)
+{
   hid_t attr;
   H5T_class_t cls;
   PetscBool ok;
@@ -286,21 +301,24 @@ static PetscErrorCode AttrReadNumber(hid_t obj, const char *path, const char *wh
 }
 
 PetscErrorCode TNH5AttrReadInt(hid_t obj, const char *path, const char *where, const char *name, PetscInt64 *value,
-                               PetscBool *found) {
+                               PetscBool *found)
+{
   PetscFunctionBegin;
   PetscCall(AttrReadNumber(obj, path, where, name, PETSC_TRUE, H5T_NATIVE_INT64, value, found));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNH5AttrReadReal(hid_t obj, const char *path, const char *where, const char *name, PetscReal *value,
-                                PetscBool *found) {
+                                PetscBool *found)
+{
   PetscFunctionBegin;
   PetscCall(AttrReadNumber(obj, path, where, name, PETSC_FALSE, H5T_NATIVE_DOUBLE, value, found));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where, const char *name,
-                                  const char *const *list, PetscInt *index, PetscBool *found) {
+                                  const char *const *list, PetscInt *index, PetscBool *found)
+{
   char value[256], choices[256] = "";
   PetscBool match;
   PetscEnum e;
@@ -321,7 +339,8 @@ PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where
 /* -------- writing -------- */
 
 /* A failed write is a run-time failure (disk full, quota), not a user mistake. */
-static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, const char *name) {
+static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, const char *name)
+{
   char file[PETSC_MAX_PATH_LEN] = "?";
 
   PetscFunctionBegin;
@@ -330,14 +349,16 @@ static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, con
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group) {
+PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group)
+{
   PetscFunctionBegin;
   *group = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   PetscCall(WriteCheck(*group >= 0 ? 0 : -1, loc, "group", name));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const void *value) {
+static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const void *value)
+{
   hid_t space, attr = H5I_INVALID_HID;
   herr_t status = -1;
 
@@ -354,7 +375,8 @@ static PetscErrorCode AttrWrite(hid_t obj, const char *name, hid_t type, const v
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *value) {
+PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *value)
+{
   hid_t type = H5Tcopy(H5T_C_S1);
   PetscErrorCode ierr;
 
@@ -367,13 +389,15 @@ PetscErrorCode TNH5AttrWriteString(hid_t obj, const char *name, const char *valu
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscInt64 value) {
+PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscInt64 value)
+{
   PetscFunctionBegin;
   PetscCall(AttrWrite(obj, name, H5T_NATIVE_INT64, &value));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value) {
+PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value)
+{
   PetscFunctionBegin;
   PetscCall(AttrWrite(obj, name, H5T_NATIVE_DOUBLE, &value));
   PetscFunctionReturn(0);
@@ -381,15 +405,19 @@ PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value) {
 
 /* Collective writes (a checkpoint in a file opened with MPI-IO): every rank creates every
    dataset, only the writer puts data in it. */
-static struct { PetscBool on, writer; } Collective = {PETSC_FALSE, PETSC_TRUE};
+static struct {
+  PetscBool on, writer;
+} Collective = {PETSC_FALSE, PETSC_TRUE};
 
-void TNH5CollectiveSet(PetscBool on, PetscBool writer) {
+void TNH5CollectiveSet(PetscBool on, PetscBool writer)
+{
   Collective.on     = on;
   Collective.writer = on ? writer : PETSC_TRUE;
 }
 
 PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
-                              const void *buf) {
+                              const void *buf)
+{
   hid_t space, dset = H5I_INVALID_HID, dxpl = H5P_DEFAULT;
   herr_t status = -1;
   hsize_t count = 1;
@@ -413,7 +441,8 @@ PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int ra
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5OutputCheck(const char *option, const char *path) {
+PetscErrorCode TNH5OutputCheck(const char *option, const char *path)
+{
   char dir[PETSC_MAX_PATH_LEN], pre[256] = "";
   const char *slash;
   struct stat st;
@@ -446,13 +475,15 @@ PetscErrorCode TNH5OutputCheck(const char *option, const char *path) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode TempName(const char *path, char *tmp, size_t len) {
+static PetscErrorCode TempName(const char *path, char *tmp, size_t len)
+{
   PetscFunctionBegin;
   PetscCheck(snprintf(tmp, len, "%s.tmp", path) < (int)len, PETSC_COMM_SELF, TN_ERR_USER, "%s: path too long", path);
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file) {
+PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file)
+{
   char tmp[PETSC_MAX_PATH_LEN];
   hid_t own = H5I_INVALID_HID;
 
@@ -475,7 +506,8 @@ typedef struct {
 
 /* The data must be on disk before the rename makes it the file: otherwise a crash could leave
    the new name pointing at a file whose blocks were never written. */
-static PetscErrorCode CommitJob(void *c) {
+static PetscErrorCode CommitJob(void *c)
+{
   Commit *job = (Commit *)c;
   int fd, err = 0;
 
@@ -492,7 +524,8 @@ static PetscErrorCode CommitJob(void *c) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file) {
+PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file)
+{
   char tmp[PETSC_MAX_PATH_LEN];
   PetscBool closed, all_closed = PETSC_FALSE;
   Commit job = {tmp, path, PETSC_FALSE};
@@ -509,7 +542,8 @@ PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode RootWriteJob(void *j) {
+static PetscErrorCode RootWriteJob(void *j)
+{
   FileJob *job = (FileJob *)j;
   hid_t file;
   PetscErrorCode ierr;
@@ -522,7 +556,8 @@ static PetscErrorCode RootWriteJob(void *j) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx) {
+PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx)
+{
   FileJob job = {path, fill, ctx};
 
   PetscFunctionBegin;

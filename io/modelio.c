@@ -17,7 +17,8 @@ typedef struct {
 
 #define TN_MODEL_ARRAYS 6
 
-static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray a[TN_MODEL_ARRAYS]) {
+static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray a[TN_MODEL_ARRAYS])
+{
   const hsize_t d = (hsize_t)c->d, n = (hsize_t)c->n, L = (hsize_t)c->L, m = (hsize_t)c->m;
   TNParams p;
 
@@ -36,7 +37,8 @@ static void ModelArrays(const TNModelConfig *c, PetscScalar *params, ModelArray 
   snprintf(a[5].says, sizeof(a[5].says), "outputs=%" PetscInt_FMT, c->m);
 }
 
-PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const PetscScalar *params) {
+PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const PetscScalar *params)
+{
   const TNModelConfig *c;
   const char *const subgroups[] = {"opening", "blocks", "closing"};
   ModelArray a[TN_MODEL_ARRAYS];
@@ -69,7 +71,8 @@ PetscErrorCode TNH5ModelWrite(hid_t loc, const char *group, TNModel model, const
 }
 
 PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *group, const TNModelConfig *cfg,
-                                   PetscScalar *params) {
+                                   PetscScalar *params)
+{
   ModelArray a[TN_MODEL_ARRAYS];
 
   PetscFunctionBegin;
@@ -100,7 +103,8 @@ PetscErrorCode TNH5ModelArraysRead(hid_t file, const char *path, const char *gro
 }
 
 /* A count attribute must fit PetscInt before TNModelConfigCheck judges its value. */
-static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, PetscInt *value) {
+static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, PetscInt *value)
+{
   PetscInt64 v;
 
   PetscFunctionBegin;
@@ -111,7 +115,8 @@ static PetscErrorCode CountRead(hid_t g, const char *path, const char *name, Pet
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ModelConfigRead(hid_t file, const char *path, TNModelConfig *c) {
+static PetscErrorCode ModelConfigRead(hid_t file, const char *path, TNModelConfig *c)
+{
   hid_t g;
   PetscInt act, opening_act, task;
   PetscInt64 antisymmetric;
@@ -152,7 +157,8 @@ typedef struct {
   TNModel model;
 } ModelLoad;
 
-static PetscErrorCode ModelRead(hid_t file, void *ctx) {
+static PetscErrorCode ModelRead(hid_t file, void *ctx)
+{
   ModelLoad *load = (ModelLoad *)ctx;
   TNModelConfig cfg;
   PetscScalar *params;
@@ -168,7 +174,8 @@ static PetscErrorCode ModelRead(hid_t file, void *ctx) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel *model) {
+PetscErrorCode TNModelLoad(MPI_Comm comm, const char *path, TNModel *model)
+{
   ModelLoad load = {path, NULL};
   TNModelConfig cfg;
   const TNModelConfig *c;

@@ -6,7 +6,8 @@
 #include "h5util.h"
 #include "tnio.h"
 
-PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t) {
+PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t)
+{
   const hsize_t n[] = {(hsize_t)t->nrows};
   PetscInt64 *ints;
   hid_t g;
@@ -26,7 +27,8 @@ PetscErrorCode TNH5TableWrite(hid_t loc, const char *group, const TNTable *t) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t) {
+PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, PetscInt required, TNTable *t)
+{
   TNH5Array a;
   char name[PETSC_MAX_PATH_LEN];
   hsize_t n = 0;
@@ -50,7 +52,8 @@ PetscErrorCode TNH5TableRead(hid_t file, const char *path, const char *group, Pe
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTableFree(TNTable *t) {
+PetscErrorCode TNTableFree(TNTable *t)
+{
   PetscFunctionBegin;
   for (PetscInt k = 0; k < t->ncols; k++) PetscCall(PetscFree(t->columns[k]));
   t->nrows = 0;
@@ -68,7 +71,8 @@ typedef struct {
   const TNConfigEntry *config;
 } Results;
 
-static PetscErrorCode TimingWrite(hid_t file, const Results *r) {
+static PetscErrorCode TimingWrite(hid_t file, const Results *r)
+{
   const hsize_t P[] = {(hsize_t)r->size};
   PetscReal *column;
   hid_t g;
@@ -91,7 +95,8 @@ static PetscErrorCode TimingWrite(hid_t file, const Results *r) {
 
 /* Every option in force, "-key value" -> attribute key = "value". PetscOptionsGetAll joins them
    with blanks, so a value holding blanks is rebuilt from the words up to the next key. */
-static PetscErrorCode OptionsWrite(hid_t config) {
+static PetscErrorCode OptionsWrite(hid_t config)
+{
   char *all, **words, *value;
   int nwords;
   size_t len;
@@ -126,7 +131,8 @@ static PetscErrorCode OptionsWrite(hid_t config) {
 
 /* The options as typed first, then the caller's entries (the settings as resolved, defaults
    included) over them, then what only the writer knows. */
-static PetscErrorCode ConfigWrite(hid_t file, const Results *r) {
+static PetscErrorCode ConfigWrite(hid_t file, const Results *r)
+{
   hid_t g;
 
   PetscFunctionBegin;
@@ -143,7 +149,8 @@ static PetscErrorCode ConfigWrite(hid_t file, const Results *r) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ResultsFill(hid_t file, void *ctx) {
+static PetscErrorCode ResultsFill(hid_t file, void *ctx)
+{
   const Results *r = (const Results *)ctx;
   PetscScalar *params;
 
@@ -158,7 +165,8 @@ static PetscErrorCode ResultsFill(hid_t file, void *ctx) {
 
 PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history, PetscInt nphases,
                               const char *const phases[], const PetscReal seconds[], PetscInt nconfig,
-                              const TNConfigEntry *config) {
+                              const TNConfigEntry *config)
+{
   PetscInt range[2] = {-nphases, nphases};
   PetscReal *all    = NULL;
   PetscMPIInt rank, size, n;
@@ -191,7 +199,8 @@ typedef struct {
   const PetscReal *attr_values;
 } Evaluation;
 
-static PetscErrorCode EvaluationFill(hid_t file, void *ctx) {
+static PetscErrorCode EvaluationFill(hid_t file, void *ctx)
+{
   const Evaluation *e = (const Evaluation *)ctx;
   const TNModelConfig *c;
   hsize_t dims[2];
@@ -209,7 +218,8 @@ static PetscErrorCode EvaluationFill(hid_t file, void *ctx) {
 
 PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
                                  const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
-                                 const char *const attr_names[], const PetscReal attr_values[]) {
+                                 const char *const attr_names[], const PetscReal attr_values[])
+{
   Evaluation e = {model, N, nattr, predictions, gradient, attr_names, attr_values};
 
   PetscFunctionBegin;
@@ -221,7 +231,8 @@ typedef struct {
   const char *option, *path;
 } OutputPath;
 
-static PetscErrorCode OutputPathJob(void *ctx) {
+static PetscErrorCode OutputPathJob(void *ctx)
+{
   const OutputPath *o = (const OutputPath *)ctx;
 
   PetscFunctionBegin;
@@ -229,7 +240,8 @@ static PetscErrorCode OutputPathJob(void *ctx) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *path) {
+PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *path)
+{
   OutputPath o = {option, path};
 
   PetscFunctionBegin;

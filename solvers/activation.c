@@ -8,7 +8,8 @@
 /* exp(x) = 2^k exp(r), x = k ln2 + r, |r| <= ln2/2; degree-13 Taylor polynomial on r gives
    full double precision. 2^k is built in the exponent bits; t = x log2(e) + 1.5*2^52 leaves
    k in the low mantissa bits of t. */
-static inline double ExpVec(double x) {
+static inline double ExpVec(double x)
+{
   const double shifter = 0x1.8p52, ln2_hi = 0x1.62e42fefa3800p-1, ln2_lo = 0x1.ef35793c76730p-45;
   const uint64_t shifter_bits = 0x4338000000000000ULL;
   double t, k, r, p;
@@ -33,7 +34,8 @@ static inline double ExpVec(double x) {
   return p * t;
 }
 
-void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScalar *out) {
+void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScalar *out)
+{
   switch (act) {
   case TN_ACT_NONE:
     if (out != z) memcpy(out, z, (size_t)len * sizeof(*out));
@@ -58,7 +60,8 @@ void TNActivate(TNActivation act, PetscInt len, const PetscScalar *z, PetscScala
   }
 }
 
-void TNActivationDerivative(TNActivation act, PetscInt len, const PetscScalar *F, PetscScalar *ds) {
+void TNActivationDerivative(TNActivation act, PetscInt len, const PetscScalar *F, PetscScalar *ds)
+{
   switch (act) {
   case TN_ACT_NONE:
     for (PetscInt i = 0; i < len; i++) ds[i] = 1.0;

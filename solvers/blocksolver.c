@@ -55,12 +55,14 @@ struct _n_TNBlockSolver {
 };
 
 /* F = s(A y + b) for the rows of y, keeping Z = A y + b. */
-static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F) {
+static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F)
+{
   TNRowsApply(B, L->n, L->n, y, L->A, L->b, Z);
   TNActivate(L->act, B * L->n, Z, F);
 }
 
-static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx) {
+static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx)
+{
   TNBlockSolver bs      = (TNBlockSolver)ctx;
   BatchSolver *c        = bs->cur;
   const TNBlockLayer *L = bs->layer;
@@ -94,7 +96,8 @@ static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx) {
 /* Per-sample test: every sample's residual below -block_atol, so how a batch is split across
    ranks does not decide whether a sample has converged. */
 static PetscErrorCode ConvergedPerSample(SNES snes, PetscInt it, PetscReal xnorm, PetscReal snorm, PetscReal fnorm,
-                                         SNESConvergedReason *reason, void *ctx) {
+                                         SNESConvergedReason *reason, void *ctx)
+{
   TNBlockSolver bs = (TNBlockSolver)ctx;
   PetscInt maxit;
 
@@ -114,7 +117,8 @@ static PetscErrorCode ConvergedPerSample(SNES snes, PetscInt it, PetscReal xnorm
 
 /* Make Fx = F(x), reusing the last residual evaluation when it was at the same point (the
    solvers evaluate G at the point they then accept, so this saves a GEMM per solve). */
-static void LayerAt(TNBlockSolver bs, const PetscScalar *xa) {
+static void LayerAt(TNBlockSolver bs, const PetscScalar *xa)
+{
   BatchSolver *c = bs->cur;
   size_t bytes   = (size_t)(c->B * bs->n) * sizeof(PetscScalar);
 
@@ -125,7 +129,8 @@ static void LayerAt(TNBlockSolver bs, const PetscScalar *xa) {
 }
 
 /* D = s'(A x + b) at the current iterate */
-static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x) {
+static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x)
+{
   BatchSolver *c = bs->cur;
   const PetscScalar *xa;
 
@@ -138,7 +143,8 @@ static PetscErrorCode DerivativeAt(TNBlockSolver bs, Vec x) {
 }
 
 /* Fill the BAIJ matrix with the n x n blocks I - h theta diag(D_s) A. */
-static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb) {
+static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb)
+{
   BatchSolver *c        = bs->cur;
   const TNBlockLayer *L = bs->layer;
   const PetscInt n      = bs->n;
@@ -156,7 +162,8 @@ static PetscErrorCode AssembleBlocks(TNBlockSolver bs, Mat Jb) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx) {
+static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx)
+{
   TNBlockSolver bs = (TNBlockSolver)ctx;
 
   PetscFunctionBegin;
@@ -168,7 +175,8 @@ static PetscErrorCode FormJacobian(SNES snes, Vec x, Mat J, Mat P, void *ctx) {
 }
 
 /* J v = v - h theta D.(A v) and J^T v = v - h theta A^T (D.v) (row-major: (D.v) A), per sample row */
-static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose) {
+static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose)
+{
   TNBlockSolver bs;
   BatchSolver *c;
   const TNBlockLayer *L;
@@ -198,13 +206,15 @@ static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose) 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out) {
+static PetscErrorCode JacobianMult(Mat J, Vec v, Vec out)
+{
   PetscFunctionBegin;
   PetscCall(JacobianApply(J, v, out, PETSC_FALSE));
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out) {
+static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out)
+{
   PetscFunctionBegin;
   PetscCall(JacobianApply(J, v, out, PETSC_TRUE));
   PetscFunctionReturn(0);
@@ -212,7 +222,8 @@ static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out) {
 
 /* Forward solver of one kind, options prefix `prefix`. */
 static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBlockMethod method, const char *prefix,
-                                          SNES *out) {
+                                          SNES *out)
+{
   SNES snes;
   SNESLineSearch ls;
   KSP ksp;
@@ -263,7 +274,8 @@ static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBl
 /* Adjoint solver: Richardson pairs with Picard (both converge when the spectral radius of
    h theta diag(D) A is below one, the same for the operator and its transpose), GMRES with
    the Newton and Anderson solves, an exact pbjacobi block solve with the assembled Jacobian. */
-static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out) {
+static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out)
+{
   KSP ksp;
   PC pc;
 
@@ -289,7 +301,8 @@ static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscInt B) {
+static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscInt B)
+{
   const PetscInt n = bs->n, N = B * n;
 
   PetscFunctionBegin;
@@ -316,7 +329,8 @@ static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscIn
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode BatchSolverDestroy(BatchSolver *c) {
+static PetscErrorCode BatchSolverDestroy(BatchSolver *c)
+{
   PetscFunctionBegin;
   if (!c->B) PetscFunctionReturn(0);
   PetscCall(VecDestroy(&c->x));
@@ -336,7 +350,8 @@ static PetscErrorCode BatchSolverDestroy(BatchSolver *c) {
 }
 
 /* The solvers for batch size B: a cached one, or the least recently used slot rebuilt. */
-static PetscErrorCode BatchSolverGet(TNBlockSolver bs, PetscInt B, BatchSolver **out) {
+static PetscErrorCode BatchSolverGet(TNBlockSolver bs, PetscInt B, BatchSolver **out)
+{
   BatchSolver *slot = &bs->cache[0];
 
   PetscFunctionBegin;
@@ -359,7 +374,8 @@ static PetscClassId TN_CLASSID_BLOCK;
 static PetscLogEvent TN_EVENT_BLOCK, TN_EVENT_ADJOINT;
 
 /* The method a request resolves to: auto picks by width and adds the fallback. */
-static void Resolve(TNBlockSolver bs) {
+static void Resolve(TNBlockSolver bs)
+{
   bs->method   = bs->requested;
   bs->fallback = PETSC_FALSE;
   if (bs->requested == TN_BLOCK_AUTO) {
@@ -368,7 +384,8 @@ static void Resolve(TNBlockSolver bs) {
   }
 }
 
-PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out) {
+PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
+{
   TNBlockSolver bs;
 
   PetscFunctionBegin;
@@ -389,7 +406,8 @@ PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs) {
+PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
+{
   PetscFunctionBegin;
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Implicit block solver", "thetanet");
   PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions",
@@ -408,7 +426,8 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs) {
+PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs)
+{
   PetscFunctionBegin;
   if (!*bs) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++) PetscCall(BatchSolverDestroy(&(*bs)->cache[i]));
@@ -416,7 +435,8 @@ PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B) {
+PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
+{
   BatchSolver *c;
 
   PetscFunctionBegin;
@@ -428,7 +448,8 @@ PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer) {
+PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
+{
   BatchSolver *c = NULL;
 
   PetscFunctionBegin;
@@ -452,14 +473,16 @@ PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its) {
+PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
+{
   PetscFunctionBegin;
   bs->rough_its = its;
   PetscFunctionReturn(0);
 }
 
 /* The paper's linearised estimate y_j + (I - h theta J_F(y_j))^{-1} h F(y_j), J_F(y_j) = D_j A. */
-static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, PetscScalar *y) {
+static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, PetscScalar *y)
+{
   BatchSolver *c   = bs->cur;
   const PetscInt N = c->B * bs->n;
   PetscScalar *rhs;
@@ -486,7 +509,8 @@ static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, P
 
 /* One forward solve with snes from the guess in y; counts its iterations. */
 static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, PetscScalar *y,
-                                 SNESConvergedReason *reason) {
+                                 SNESConvergedReason *reason)
+{
   PetscInt its, lits;
 
   PetscFunctionBegin;
@@ -503,7 +527,8 @@ static PetscErrorCode ForwardRun(TNBlockSolver bs, BatchSolver *c, SNES snes, Pe
 
 static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
                                  const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
-                                 PetscReal *residual) {
+                                 PetscReal *residual)
+{
   BatchSolver *c;
   const PetscInt N = B * L->n;
   SNESConvergedReason reason;
@@ -545,7 +570,8 @@ static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscI
 }
 
 static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPConvergedReason *reason,
-                                 PetscReal *residual) {
+                                 PetscReal *residual)
+{
   PetscInt its;
 
   PetscFunctionBegin;
@@ -559,7 +585,8 @@ static PetscErrorCode AdjointRun(TNBlockSolver bs, BatchSolver *c, KSP ksp, KSPC
 
 PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *Fj,
                                   const PetscScalar *r, PetscScalar *y, PetscScalar *Fn, PetscBool *converged,
-                                  PetscReal *residual) {
+                                  PetscReal *residual)
+{
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_BLOCK, 0, 0, 0, 0));
   PetscCall(BlockSolve(bs, L, B, Fj, r, y, Fn, converged, residual));
@@ -569,7 +596,8 @@ PetscErrorCode TNBlockSolverSolve(TNBlockSolver bs, const TNBlockLayer *L, Petsc
 
 static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D,
                                    const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
-                                   PetscReal *residual) {
+                                   PetscReal *residual)
+{
   BatchSolver *c;
   KSPConvergedReason reason;
 
@@ -601,7 +629,8 @@ static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pets
 
 PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *D,
                                     const PetscScalar *lambda, PetscScalar *mu, PetscBool *converged,
-                                    PetscReal *residual) {
+                                    PetscReal *residual)
+{
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_ADJOINT, 0, 0, 0, 0));
   PetscCall(BlockAdjoint(bs, L, B, D, lambda, mu, converged, residual));
@@ -609,7 +638,8 @@ PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pet
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves) {
+PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, PetscInt64 *krylov, PetscInt64 *solves)
+{
   PetscFunctionBegin;
   if (newton) *newton = bs->newton;
   if (krylov) *krylov = bs->krylov;
@@ -617,7 +647,8 @@ PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, Pets
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs) {
+PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
+{
   PetscFunctionBegin;
   bs->newton = bs->krylov = bs->solves = 0;
   PetscFunctionReturn(0);
@@ -627,7 +658,8 @@ PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs) {
    against central differences of the residual G, and its transpose by a dot-product test.
    Returns relative errors; both should be near rounding for a correct layer. */
 PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver bs, const TNBlockLayer *L, PetscInt B, const PetscScalar *y,
-                                     PetscReal *jacobian_error, PetscReal *transpose_error) {
+                                     PetscReal *jacobian_error, PetscReal *transpose_error)
+{
   BatchSolver *c;
   const PetscInt N    = B * L->n;
   const PetscReal eps = 1e-6;

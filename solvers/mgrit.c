@@ -45,7 +45,8 @@ struct _n_TNMGRIT {
   PetscBool view; /* -mgrit_view: print at set-up */
 };
 
-PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out) {
+PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out)
+{
   TNMGRIT mg;
 
   PetscFunctionBegin;
@@ -71,7 +72,8 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app) {
+PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app)
+{
   PetscFunctionBegin;
   PetscCheck(!mg->setup || app->size <= mg->maxsize, mg->comm, PETSC_ERR_ARG_WRONGSTATE,
              "state size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for", app->size, mg->maxsize);
@@ -79,7 +81,8 @@ PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol) {
+PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol)
+{
   PetscFunctionBegin;
   PetscCheck(cfactor >= 2, mg->comm, TN_ERR_USER, "-mgrit_cfactor must be at least 2, got %" PetscInt_FMT, cfactor);
   PetscCheck(levels >= 2, mg->comm, TN_ERR_USER, "-mgrit_levels must be at least 2, got %" PetscInt_FMT, levels);
@@ -100,19 +103,22 @@ PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt level
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip) {
+PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip)
+{
   PetscFunctionBegin;
   mg->skip = skip;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip) {
+PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip)
+{
   PetscFunctionBegin;
   *skip = mg->skip;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg) {
+PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
+{
   PetscInt m = mg->cfactor, l = mg->nlevels, it = mg->max_it;
   PetscReal tol  = mg->tol;
   PetscBool skip = mg->skip;
@@ -136,7 +142,8 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg) {
 }
 
 /* Points of level l: multiples of cfactor^l and N (mirrored: N minus those). */
-static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L) {
+static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L)
+{
   PetscInt k = 0;
 
   PetscFunctionBegin;
@@ -154,7 +161,8 @@ static PetscErrorCode LevelPoints(TNMGRIT mg, PetscInt stride, Level *L) {
   PetscFunctionReturn(0);
 }
 
-static PetscInt FindPoint(const Level *L, PetscInt fine) {
+static PetscInt FindPoint(const Level *L, PetscInt fine)
+{
   PetscInt a = 0, b = L->n;
   while (a < b) {
     const PetscInt c = (a + b) / 2;
@@ -167,14 +175,16 @@ static PetscInt FindPoint(const Level *L, PetscInt fine) {
 }
 
 /* The rank of comm owning fine point p >= 1 (the one whose steps lead to it). */
-static PetscMPIInt Owner(TNMGRIT mg, PetscInt p) {
+static PetscMPIInt Owner(TNMGRIT mg, PetscInt p)
+{
   PetscMPIInt r = 0;
   while (r < mg->size - 1 && !(mg->rlo[r] < p && p <= mg->rhi[r])) r++;
   return r;
 }
 
 /* The levels and this rank's share of them: what ownership needs, before any state size. */
-static PetscErrorCode Hierarchy(TNMGRIT mg) {
+static PetscErrorCode Hierarchy(TNMGRIT mg)
+{
   PetscInt stride = 1;
 
   PetscFunctionBegin;
@@ -232,7 +242,8 @@ static PetscErrorCode Hierarchy(TNMGRIT mg) {
 
 /* Coarse-level storage for states of up to the current app.size entries (solves may then use
    any smaller size: the last batch of an epoch is smaller). */
-PetscErrorCode TNMGRITSetUp(TNMGRIT mg) {
+PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
+{
   PetscFunctionBegin;
   if (mg->setup) PetscFunctionReturn(0);
   PetscCall(Hierarchy(mg));
@@ -250,7 +261,8 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer) {
+PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer)
+{
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   PetscCall(PetscViewerASCIIPrintf(viewer,
@@ -266,14 +278,16 @@ PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetLevels(TNMGRIT mg, PetscInt *nlevels) {
+PetscErrorCode TNMGRITGetLevels(TNMGRIT mg, PetscInt *nlevels)
+{
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *nlevels = mg->nlv;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const PetscInt **pos) {
+PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const PetscInt **pos)
+{
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   PetscCheck(l >= 0 && l < mg->nlv, mg->comm, PETSC_ERR_ARG_OUTOFRANGE, "level %" PetscInt_FMT " of %" PetscInt_FMT, l,
@@ -283,7 +297,8 @@ PetscErrorCode TNMGRITGetLevelPoints(TNMGRIT mg, PetscInt l, PetscInt *n, const 
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint) {
+PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint)
+{
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *cpoint = PETSC_FALSE;
@@ -295,7 +310,8 @@ PetscErrorCode TNMGRITIsCPoint(TNMGRIT mg, PetscInt p, PetscBool *cpoint) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi) {
+PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi)
+{
   PetscFunctionBegin;
   PetscCall(Hierarchy(mg));
   *lo = mg->lo;
@@ -313,7 +329,8 @@ PetscErrorCode TNMGRITGetOwnership(TNMGRIT mg, PetscInt *lo, PetscInt *hi) {
 enum { TAG_F, TAG_X, TAG_SEQ };
 
 /* out = Phi(u) + g into stored point k of level L, from the state u of point k-1 */
-static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscScalar *u, PetscScalar *out) {
+static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscScalar *u, PetscScalar *out)
+{
   const PetscInt q = L->a - 1 + k;
 
   PetscFunctionBegin;
@@ -324,14 +341,16 @@ static PetscErrorCode Step(TNMGRIT mg, const Level *L, PetscInt k, const PetscSc
 }
 
 /* The ghost (stored point 0) of a rank whose first point follows point 0 is u_0. */
-static PetscErrorCode GhostFromStart(TNMGRIT mg, const Level *L, PetscScalar *U) {
+static PetscErrorCode GhostFromStart(TNMGRIT mg, const Level *L, PetscScalar *U)
+{
   PetscFunctionBegin;
   if (OWNED(L) && L->a == 1) PetscCall(PetscArraycpy(STATE(U, 0), mg->u0, mg->app.size));
   PetscFunctionReturn(0);
 }
 
 /* Each owner's last state becomes the ghost of the owner of the next point. */
-static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U) {
+static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U)
+{
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
   MPI_Request req     = MPI_REQUEST_NULL;
 
@@ -346,7 +365,8 @@ static PetscErrorCode Exchange(TNMGRIT mg, const Level *L, PetscScalar *U) {
 /* F-relaxation of level l (l below the coarsest): the chains from this rank's own C-points
    first, then the chain entering from the previous rank, once its state arrives. The last
    state goes to the next owner as soon as it is final, and the ghost is current afterwards. */
-static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   const Level *L      = &mg->lv[l];
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
   const PetscInt last = LAST(L);
@@ -370,14 +390,16 @@ static PetscErrorCode FRelax(TNMGRIT mg, PetscInt l, PetscScalar *u) {
 }
 
 /* Fine steps in a final sweep may be the last at their points (see TNMGRITApp). */
-static PetscErrorCode FinalSweep(TNMGRIT mg, PetscBool on) {
+static PetscErrorCode FinalSweep(TNMGRIT mg, PetscBool on)
+{
   PetscFunctionBegin;
   if (mg->app.final_sweep) PetscCall(mg->app.final_sweep(mg->app.ctx, on));
   PetscFunctionReturn(0);
 }
 
 /* The coarsest level is solved exactly: a pipeline through the ranks that hold its points. */
-static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   const Level *L      = &mg->lv[l];
   const PetscMPIInt n = (PetscMPIInt)mg->app.size;
 
@@ -393,7 +415,8 @@ static PetscErrorCode SequentialLevel(TNMGRIT mg, PetscInt l, PetscScalar *u) {
 /* phi_P = Phi(u_{b-1}) (+ g) into each owned C-point b of level l (the next level's point P),
    kept in the next level's g; with ss, the squared norm of the residuals phi_P - u_b. The ghost
    must be current. */
-static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss) {
+static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, PetscReal *ss)
+{
   const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
   const PetscInt size = mg->app.size;
 
@@ -413,7 +436,8 @@ static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, 
 }
 
 /* C-relaxation with the steps CPointSteps left in the next level's g. */
-static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode CRelaxFrom(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   const Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
 
   PetscFunctionBegin;
@@ -429,7 +453,8 @@ static PetscErrorCode Cycle(TNMGRIT, PetscInt, PetscScalar *);
    v_P = u at C-point P, g_P = r_P + v_P - Phi_c(v_{P-1}) = phi_P - Phi_c(v_{P-1}); a V-cycle
    on the next level; u_P += w_P - v_P at every owned C-point. The F-points (and the ghost) are
    left to the caller's F-relaxation. */
-static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   Level *L = &mg->lv[l], *C = &mg->lv[l + 1];
   const PetscInt size = mg->app.size;
 
@@ -454,7 +479,8 @@ static PetscErrorCode Correct(TNMGRIT mg, PetscInt l, PetscScalar *u) {
 
 /* One V-cycle on a coarse level l >= 1: FCF, correction, F-relaxation (the interpolation of the
    correction to the F-points, which the finer level's C-points include). */
-static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   PetscFunctionBegin;
   if (l == mg->nlv - 1) {
     PetscCall(SequentialLevel(mg, l, u));
@@ -473,7 +499,8 @@ static PetscErrorCode Cycle(TNMGRIT mg, PetscInt l, PetscScalar *u) {
 /* The nested start (XBraid's skip): the coarsest level propagated from u_0 with no forcing,
    interpolated to each finer level by injection at its C-points and F-relaxation. It spends no
    relaxation on values that carry no information yet. */
-static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u) {
+static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
+{
   Level *L            = &mg->lv[l], *C;
   const PetscInt size = mg->app.size;
 
@@ -495,7 +522,8 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u) {
 
 /* The final sweep of a fine-level iteration: F-relaxation (unless the nested start just did
    it) and the C-point residual norm. */
-static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res) {
+static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
+{
   PetscReal ss;
 
   PetscFunctionBegin;
@@ -508,7 +536,8 @@ static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool rela
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual) {
+PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual)
+{
   PetscReal res;
   PetscInt it = 0;
 
@@ -551,14 +580,16 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT mg, PetscInt *its, const PetscReal **history) {
+PetscErrorCode TNMGRITGetResidualHistory(TNMGRIT mg, PetscInt *its, const PetscReal **history)
+{
   PetscFunctionBegin;
   *its     = mg->hist_n;
   *history = mg->hist;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp) {
+PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
+{
   TNMGRIT mg = *mgp;
 
   PetscFunctionBegin;
@@ -579,7 +610,8 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNMGRITSequential(const TNMGRITApp *app, PetscInt N, PetscScalar *u) {
+PetscErrorCode TNMGRITSequential(const TNMGRITApp *app, PetscInt N, PetscScalar *u)
+{
   PetscFunctionBegin;
   for (PetscInt p = 1; p <= N; p++)
     PetscCall(app->step(app->ctx, p - 1, p, u + (size_t)(p - 1) * app->size, u + (size_t)p * app->size));

@@ -4,7 +4,8 @@
 #include <petscblaslapack.h>
 
 void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
-                 const PetscScalar *bias, PetscScalar *Z) {
+                 const PetscScalar *bias, PetscScalar *Z)
+{
   PetscBLASInt M = (PetscBLASInt)nout, N = (PetscBLASInt)B, K = (PetscBLASInt)nin;
   const PetscScalar one = 1.0, zero = 0.0;
 
@@ -17,7 +18,8 @@ void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, 
 }
 
 void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar alpha, const PetscScalar *U,
-                          const PetscScalar *A, PetscScalar beta, PetscScalar *Out) {
+                          const PetscScalar *A, PetscScalar beta, PetscScalar *Out)
+{
   PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
 
   BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
@@ -25,7 +27,8 @@ void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar a
 }
 
 void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,
-                    PetscScalar *G) {
+                    PetscScalar *G)
+{
   PetscBLASInt M = (PetscBLASInt)ny, N = (PetscBLASInt)nu, K = (PetscBLASInt)B;
   const PetscScalar one = 1.0;
 
@@ -34,7 +37,8 @@ void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, con
   (void)PetscLogFlops(2.0 * M * N * K);
 }
 
-void TNRowsColumnSums(PetscInt B, PetscInt n, const PetscScalar *U, PetscScalar *g) {
+void TNRowsColumnSums(PetscInt B, PetscInt n, const PetscScalar *U, PetscScalar *g)
+{
   for (PetscInt s = 0; s < B; s++)
     for (PetscInt i = 0; i < n; i++) g[i] += U[s * n + i];
 }

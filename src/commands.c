@@ -8,7 +8,8 @@
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
    before hours of compute, not after. */
-static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd) {
+static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd)
+{
   PetscInt N;
   char **names, **values;
 
@@ -21,7 +22,8 @@ static PetscErrorCode WarnUnusedOptions(MPI_Comm comm, const char *cmd) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandTrain(MPI_Comm comm) {
+PetscErrorCode TNCommandTrain(MPI_Comm comm)
+{
   TNTrainer t;
   PetscBool help;
 
@@ -42,7 +44,8 @@ PetscErrorCode TNCommandTrain(MPI_Comm comm) {
 /* The data set must fit the model: input dimension, task, labels below the number of classes,
    number of regression targets. */
 static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path, const TNDatasetInfo *D,
-                                            const char *model_path, const TNModelConfig *c) {
+                                            const char *model_path, const TNModelConfig *c)
+{
   PetscFunctionBegin;
   PetscCheck(D->d == c->d, comm, TN_ERR_USER,
              "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d, model_path,
@@ -60,7 +63,8 @@ static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict) {
+PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
+{
   char model_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "", output[PETSC_MAX_PATH_LEN] = "";
   PetscBool gradient   = PETSC_FALSE, help;
   PetscInt chunk       = 1024;
@@ -139,7 +143,8 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandInfo(MPI_Comm comm) {
+PetscErrorCode TNCommandInfo(MPI_Comm comm)
+{
   char path[PETSC_MAX_PATH_LEN] = "";
   TNModel M;
   const TNModelConfig *c;
@@ -172,7 +177,8 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandExport(MPI_Comm comm) {
+PetscErrorCode TNCommandExport(MPI_Comm comm)
+{
   char train[PETSC_MAX_PATH_LEN] = "", val[PETSC_MAX_PATH_LEN] = "";
   TNProblem problem = TN_PROBLEM_SPIRALS;
   TNDataset D[2]    = {NULL, NULL};
@@ -206,7 +212,8 @@ PetscErrorCode TNCommandExport(MPI_Comm comm) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCommandRun(MPI_Comm comm, const char *cmd) {
+PetscErrorCode TNCommandRun(MPI_Comm comm, const char *cmd)
+{
   PetscBool help, flg;
 
   PetscFunctionBegin;

@@ -6,12 +6,14 @@
    enum value), whatever code PETSc raised it with. */
 static PetscBool reading_options = PETSC_FALSE;
 
-void TNErrorReadingOptions(PetscBool flag) {
+void TNErrorReadingOptions(PetscBool flag)
+{
   reading_options = flag;
 }
 
 static PetscErrorCode TNErrorHandler(MPI_Comm comm, int line, const char *func, const char *file, PetscErrorCode n,
-                                     PetscErrorType p, const char *mess, void *ctx) {
+                                     PetscErrorType p, const char *mess, void *ctx)
+{
   if (reading_options && n != TN_ERR_USER && p == PETSC_ERROR_INITIAL) n = TN_ERR_USER;
   if (n == TN_ERR_USER || n == TN_ERR_RUNTIME) {
     /* Raised identically on every rank that detected it: print once, from the first place;
@@ -28,13 +30,15 @@ static PetscErrorCode TNErrorHandler(MPI_Comm comm, int line, const char *func, 
   return PetscTraceBackErrorHandler(comm, line, func, file, n, p, mess, ctx);
 }
 
-PetscErrorCode TNErrorHandlerPush(void) {
+PetscErrorCode TNErrorHandlerPush(void)
+{
   PetscFunctionBegin;
   PetscCall(PetscPushErrorHandler(TNErrorHandler, NULL));
   PetscFunctionReturn(0);
 }
 
-int TNExitStatus(PetscErrorCode ierr) {
+int TNExitStatus(PetscErrorCode ierr)
+{
   if (!ierr) return 0;
   return ierr == TN_ERR_USER ? 2 : 1;
 }

@@ -3,12 +3,14 @@
    all in one reduction. */
 #include "evaluate.h"
 
-PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m) {
+PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
+{
   return (PetscReal)N * (task == TN_TASK_REGRESSION ? m : 1);
 }
 
 PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
-                                 PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions) {
+                                 PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
+{
   const TNModelConfig *c;
   TNModel M;
   TNDatasetInfo info;

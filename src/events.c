@@ -3,7 +3,8 @@
 
 PetscLogEvent TN_EVENT_FORWARD, TN_EVENT_BACKWARD, TN_EVENT_ALLREDUCE, TN_EVENT_UPDATE, TN_EVENT_IO;
 
-PetscErrorCode TNEventsRegister(void) {
+PetscErrorCode TNEventsRegister(void)
+{
   static PetscBool registered = PETSC_FALSE;
   PetscClassId id;
 

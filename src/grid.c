@@ -2,7 +2,8 @@
    nothing). */
 #include "grid.h"
 
-PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layers, TNGrid *g) {
+PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layers, TNGrid *g)
+{
   PetscFunctionBegin;
   PetscCall(PetscMemzero(g, sizeof(*g)));
   g->world = world;
@@ -23,7 +24,8 @@ PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layer
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNGridDestroy(TNGrid *g) {
+PetscErrorCode TNGridDestroy(TNGrid *g)
+{
   PetscFunctionBegin;
   if (g->data && g->data != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&g->data));
   if (g->depth && g->depth != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&g->depth));

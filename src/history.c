@@ -7,7 +7,8 @@ static const char *const HistoryNames[TN_HISTORY_COLUMNS] = {"epoch",     "train
                                                              "mgrit_its", "mgrit_res"};
 static const PetscBool HistoryInteger[TN_HISTORY_COLUMNS] = {PETSC_TRUE};
 
-PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLUMNS]) {
+PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLUMNS])
+{
   PetscFunctionBegin;
   if (h->n == h->cap) {
     const PetscInt cap = h->cap ? 2 * h->cap : 64;
@@ -19,14 +20,16 @@ PetscErrorCode TNHistoryAppend(TNHistory *h, const PetscReal row[TN_HISTORY_COLU
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNHistoryDestroy(TNHistory *h) {
+PetscErrorCode TNHistoryDestroy(TNHistory *h)
+{
   PetscFunctionBegin;
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) PetscCall(PetscFree(h->column[k]));
   h->n = h->cap = 0;
   PetscFunctionReturn(0);
 }
 
-void TNHistoryTable(const TNHistory *h, TNTable *t) {
+void TNHistoryTable(const TNHistory *h, TNTable *t)
+{
   t->ncols   = TN_HISTORY_COLUMNS;
   t->nrows   = h->n;
   t->names   = HistoryNames;
@@ -34,7 +37,8 @@ void TNHistoryTable(const TNHistory *h, TNTable *t) {
   t->columns = (PetscReal **)h->column;
 }
 
-void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS]) {
+void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS])
+{
   t->ncols   = TN_HISTORY_COLUMNS;
   t->nrows   = 0;
   t->names   = HistoryNames;
@@ -43,7 +47,8 @@ void TNHistoryTableEmpty(TNTable *t, PetscReal *columns[TN_HISTORY_COLUMNS]) {
   for (int k = 0; k < TN_HISTORY_COLUMNS; k++) columns[k] = NULL;
 }
 
-PetscErrorCode TNHistoryAppendTable(TNHistory *h, const TNTable *t) {
+PetscErrorCode TNHistoryAppendTable(TNHistory *h, const TNTable *t)
+{
   PetscReal row[TN_HISTORY_COLUMNS];
 
   PetscFunctionBegin;

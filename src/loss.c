@@ -3,8 +3,8 @@
 #include "network.h"
 
 void TNLossEvaluate(TNTask task, PetscInt B, PetscInt m, const PetscReal *out, const PetscInt *labels,
-                    const PetscReal *targets, PetscReal scale, PetscReal *loss_sum, PetscInt *correct,
-                    PetscReal *dout) {
+                    const PetscReal *targets, PetscReal scale, PetscReal *loss_sum, PetscInt *correct, PetscReal *dout)
+{
   PetscReal loss = 0;
   PetscInt right = 0;
 

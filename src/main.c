@@ -14,7 +14,8 @@ static const char usage[] =
     "  thetanet COMMAND -help   lists every option of COMMAND with its default\n"
     "Exit status: 0 done, 1 failed at run time, 2 bad usage or bad input.\n\n";
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   PetscErrorCode ierr;
   const char *cmd = (argc > 1 && argv[1][0] != '-') ? argv[1] : NULL;
 

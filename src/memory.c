@@ -5,7 +5,8 @@
 
 const char *const TNMemoryModes[] = {"store", "reversible", "checkpoint", "TNMemoryMode", "TN_MEMORY_", NULL};
 
-PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt stride, PetscReal tol) {
+PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt stride, PetscReal tol)
+{
   PetscFunctionBegin;
   PetscCheck(stride >= 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE,
              "memory stride must be non-negative, got %" PetscInt_FMT, stride);
@@ -20,12 +21,14 @@ PetscErrorCode TNNetworkSetMemory(TNNetwork net, TNMemoryMode mode, PetscInt str
   PetscFunctionReturn(0);
 }
 
-PetscInt TNNetworkSegmentCount(TNNetwork net) {
+PetscInt TNNetworkSegmentCount(TNNetwork net)
+{
   return (TNNetworkLocalBlocks(net) + net->seg - 1) / net->seg;
 }
 
 /* The segment buffers and checkpoints of the memory mode, for batches of up to Bmax samples. */
-PetscErrorCode TNNetworkMemoryAllocate(TNNetwork net) {
+PetscErrorCode TNNetworkMemoryAllocate(TNNetwork net)
+{
   const TNModelConfig *c = &net->model->cfg;
   const PetscInt L = TNNetworkLocalBlocks(net), S = net->Bmax * c->n;
   PetscInt nseg;
@@ -48,7 +51,8 @@ PetscErrorCode TNNetworkMemoryAllocate(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMemoryFree(TNNetwork net) {
+PetscErrorCode TNNetworkMemoryFree(TNNetwork net)
+{
   PetscFunctionBegin;
   PetscCall(PetscFree(net->states));
   PetscCall(PetscFree(net->Fyj));
@@ -57,7 +61,8 @@ PetscErrorCode TNNetworkMemoryFree(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSegmentForward(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok) {
+PetscErrorCode TNNetworkSegmentForward(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok)
+{
   const PetscInt S = B * net->model->cfg.n, jlo = net->model->jlo, a = jlo + k * net->seg,
                  e = PetscMin(a + net->seg, net->model->jhi);
 
@@ -71,7 +76,8 @@ PetscErrorCode TNNetworkSegmentForward(TNNetwork net, PetscInt k, PetscInt B, Pe
 }
 
 /* On entry the states hold the first state of segment k+1, which is the last of segment k. */
-PetscErrorCode TNNetworkSegmentRestore(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok) {
+PetscErrorCode TNNetworkSegmentRestore(TNNetwork net, PetscInt k, PetscInt B, PetscBool *ok)
+{
   const PetscInt S = B * net->model->cfg.n;
 
   PetscFunctionBegin;
@@ -88,7 +94,8 @@ PetscErrorCode TNNetworkSegmentRestore(TNNetwork net, PetscInt k, PetscInt B, Pe
 }
 
 /* Largest |a - b| of two arrays; NaN wins, so a failed reversal cannot pass for a good one. */
-static PetscReal MaxAbsDifference(PetscInt N, const PetscScalar *a, const PetscScalar *b) {
+static PetscReal MaxAbsDifference(PetscInt N, const PetscScalar *a, const PetscScalar *b)
+{
   PetscReal err = 0;
 
   for (PetscInt i = 0; i < N; i++) {
@@ -98,7 +105,8 @@ static PetscReal MaxAbsDifference(PetscInt N, const PetscScalar *a, const PetscS
   return err;
 }
 
-PetscErrorCode TNNetworkReconstructionCheck(TNNetwork net, PetscInt S, const PetscScalar *exact) {
+PetscErrorCode TNNetworkReconstructionCheck(TNNetwork net, PetscInt S, const PetscScalar *exact)
+{
   const PetscReal err = MaxAbsDifference(S, exact, net->states);
 
   PetscFunctionBegin;

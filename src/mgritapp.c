@@ -10,13 +10,15 @@
 
 /* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
    interval's first block (inject) or the mean of its blocks' (average). */
-static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1) {
+static PetscInt SpanIndex(TNNetwork net, PetscInt j0, PetscInt j1)
+{
   for (PetscInt k = 0; k < net->nspan; k++)
     if (net->span[2 * k] == j0 && net->span[2 * k + 1] == j1) return k;
   return -1;
 }
 
-static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L) {
+static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L)
+{
   const PetscInt n = net->model->cfg.n, k = j1 - j0 > 1 ? SpanIndex(net, j0, j1) : -1;
 
   if (k >= 0) {
@@ -48,7 +50,8 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
    is, or, if it is not even finite, replaced by no step at all; the fine relaxation still
    drives MGRIT to the fine solution. */
 static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, PetscInt S, const PetscScalar *u,
-                                    PetscScalar *out) {
+                                    PetscScalar *out)
+{
   PetscFunctionBegin;
   if (to == from + 1) {
     net->mg_ok = PETSC_FALSE;
@@ -66,7 +69,8 @@ static PetscErrorCode CoarseFailure(TNNetwork net, PetscInt from, PetscInt to, P
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on) {
+static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on)
+{
   PetscFunctionBegin;
   ((TNNetwork)ctx)->mg_last_sweep = on;
   PetscFunctionReturn(0);
@@ -74,7 +78,8 @@ static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on) {
 
 /* Forward propagator between points from < to: block `from`, or the coarse step. A fine step
    of the last sweep leaves F_j(y_j) and F_j(y_{j+1}) where the backward pass reads them. */
-static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out) {
+static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
+{
   TNNetwork net    = (TNNetwork)ctx;
   const PetscInt S = net->mg_batch * net->model->cfg.n, i = from - net->model->jlo;
   const PetscBool keep = net->mg_last_sweep && to == from + 1;
@@ -95,8 +100,8 @@ static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, co
 /* Adjoint propagator between mirrored points from < to (fine index L - p): block j = L - to, or
    the coarse adjoint step over blocks [L - to, L - from), linearised at the fine states at the
    interval's ends: mu = (I - H theta J(y_j1))^{-T} lambda, lambda_j0 = mu + H(1-theta) J(y_j0)^T mu. */
-static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam,
-                                       PetscScalar *out) {
+static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *lam, PetscScalar *out)
+{
   TNNetwork net          = (TNNetwork)ctx;
   TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
@@ -146,7 +151,8 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
 }
 
 /* The coarse intervals of every level whose blocks lie on more than one depth rank. */
-static PetscErrorCode SpanSetUp(TNNetwork net) {
+static PetscErrorCode SpanSetUp(TNNetwork net)
+{
   TNModel M        = net->model;
   const PetscInt n = M->cfg.n;
   PetscInt nlv, cap = 0;
@@ -192,7 +198,8 @@ static PetscErrorCode SpanSetUp(TNNetwork net) {
 
 /* The coarse operators of the intervals across ranks: each rank's share of the mean (average)
    or the first block's (inject), summed over the depth ranks. */
-static PetscErrorCode SpanOperators(TNNetwork net) {
+static PetscErrorCode SpanOperators(TNNetwork net)
+{
   TNModel M        = net->model;
   const PetscInt n = M->cfg.n, w = n * n + n;
 
@@ -217,7 +224,8 @@ static PetscErrorCode SpanOperators(TNNetwork net) {
 }
 
 /* After the forward solve: y_j1 of each interval across ranks to the rank holding block j0. */
-static PetscErrorCode SpanStates(TNNetwork net, PetscInt B) {
+static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
+{
   TNModel M        = net->model;
   const PetscInt S = B * M->cfg.n;
   PetscMPIInt rank, nreq = 0;
@@ -239,7 +247,8 @@ static PetscErrorCode SpanStates(TNNetwork net, PetscInt B) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net) {
+PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
+{
   TNModel M        = net->model;
   const PetscInt n = M->cfg.n, S = net->Bmax * n;
   TNMGRITApp fwd = {S, net, MGRITForwardStep, MGRITLastSweep}, adj = {S, net, MGRITAdjointStep, MGRITLastSweep};
@@ -278,7 +287,8 @@ PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net) {
+PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net)
+{
   PetscFunctionBegin;
   PetscCall(TNMGRITDestroy(&net->mg_fwd));
   PetscCall(TNMGRITDestroy(&net->mg_adj));
@@ -294,7 +304,8 @@ PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net) {
 
 /* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward), unless
    the nested start needs no start values. */
-static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok) {
+static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
+{
   const PetscInt S = B * net->model->cfg.n, npts = TNNetworkLocalBlocks(net) + 1;
   TNMGRITApp app;
   PetscInt its;
@@ -335,7 +346,8 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
 }
 
 /* F_j(y_j) and F_j(y_{j+1}) of local block i from the states. */
-static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to) {
+static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, PetscBool to)
+{
   const PetscInt S = B * net->model->cfg.n, n = net->model->cfg.n;
   TNBlockLayer L;
 
@@ -353,7 +365,8 @@ static void StepValues(TNNetwork net, PetscInt B, PetscInt i, PetscBool from, Pe
 /* MGRIT forward: all states of this rank's points. The last sweep left the F values the
    backward pass reads, but for the blocks into C-points: their last step went to the residual,
    and y_{j+1} is the C-point's value. */
-PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok) {
+PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
+{
   TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
   const PetscInt S = B * c->n, nloc = TNNetworkLocalBlocks(net);
@@ -374,7 +387,8 @@ PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal 
 }
 
 /* Adds the local blocks' weight gradients in src to grad. */
-static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad) {
+static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad)
+{
   const PetscInt n = net->model->cfg.n, nloc = TNNetworkLocalBlocks(net);
   TNParams s, g;
 
@@ -387,7 +401,8 @@ static void AddBlockGradients(TNNetwork net, PetscScalar *src, PetscScalar *grad
 /* MGRIT backward: the adjoints at this rank's points; each block's weight gradient came from its
    step in the last sweep, from the final states and adjoints. */
 PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout,
-                                      PetscScalar *grad, PetscBool *ok) {
+                                      PetscScalar *grad, PetscBool *ok)
+{
   TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
   const PetscInt S = B * c->n, nloc = TNNetworkLocalBlocks(net);
@@ -400,7 +415,8 @@ PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad) {
+PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScalar *grad)
+{
   TNModel M        = net->model;
   const PetscInt S = B * M->cfg.n, nloc = TNNetworkLocalBlocks(net);
   PetscBool ok = PETSC_TRUE;

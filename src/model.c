@@ -8,7 +8,8 @@ const char *const TNTasks[]       = {"classification", "regression", "TNTask", "
 
 /* The options' part of a configuration: everything but the data's shape (d, m). prefix starts
    each message ("" for options, "FILE: " for a file). */
-static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const char *prefix) {
+static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const char *prefix)
+{
   PetscFunctionBegin;
   PetscCheck(c->n > 0, comm, TN_ERR_USER, "%s-width must be positive, got %" PetscInt_FMT, prefix, c->n);
   PetscCheck(c->L > 0, comm, TN_ERR_USER, "%s-layers must be positive, got %" PetscInt_FMT, prefix, c->L);
@@ -25,7 +26,8 @@ static PetscErrorCode HyperCheck(MPI_Comm comm, const TNModelConfig *c, const ch
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what) {
+PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what)
+{
   char prefix[PETSC_MAX_PATH_LEN + 2];
 
   PetscFunctionBegin;
@@ -38,7 +40,8 @@ PetscErrorCode TNModelConfigCheck(const TNModelConfig *c, const char *what) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c) {
+PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c)
+{
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "thetanet train: model", "thetanet");
   PetscCall(PetscOptionsInt("-width", "Width n of the blocks", "", c->n, &c->n, NULL));
@@ -59,11 +62,13 @@ PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c) {
   PetscFunctionReturn(0);
 }
 
-PetscInt TNParamCountBlocks(const TNModelConfig *c, PetscInt nb) {
+PetscInt TNParamCountBlocks(const TNModelConfig *c, PetscInt nb)
+{
   return c->n * c->d + c->n + nb * c->n * c->n + nb * c->n + c->m * c->n + c->m;
 }
 
-void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TNParams *p) {
+void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TNParams *p)
+{
   p->K  = buf;
   p->kb = p->K + c->n * c->d;
   p->W  = p->kb + c->n;
@@ -72,20 +77,23 @@ void TNParamsSetBlocks(const TNModelConfig *c, PetscInt nb, PetscScalar *buf, TN
   p->c  = p->C + c->m * c->n;
 }
 
-PetscInt TNParamCount(const TNModelConfig *c) {
+PetscInt TNParamCount(const TNModelConfig *c)
+{
   return TNParamCountBlocks(c, c->L);
 }
 
-void TNParamsSet(const TNModelConfig *c, PetscScalar *buf, TNParams *p) {
+void TNParamsSet(const TNModelConfig *c, PetscScalar *buf, TNParams *p)
+{
   TNParamsSetBlocks(c, c->L, buf, p);
 }
 
-void TNModelParams(TNModel M, PetscScalar *buf, TNParams *p) {
+void TNModelParams(TNModel M, PetscScalar *buf, TNParams *p)
+{
   TNParamsSetBlocks(&M->cfg, M->jhi - M->jlo, buf, p);
 }
 
-PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, PetscInt jlo, PetscInt jhi,
-                                  TNModel *model) {
+PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, PetscInt jlo, PetscInt jhi, TNModel *model)
+{
   TNModel M;
 
   PetscFunctionBegin;
@@ -104,20 +112,23 @@ PetscErrorCode TNModelCreateLocal(const TNModelConfig *cfg, MPI_Comm depth, Pets
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetConfig(TNModel M, const TNModelConfig **cfg) {
+PetscErrorCode TNModelGetConfig(TNModel M, const TNModelConfig **cfg)
+{
   PetscFunctionBegin;
   *cfg = &M->cfg;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params) {
+PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params)
+{
   PetscFunctionBegin;
   if (n) *n = M->nparams;
   if (params) *params = M->params;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth) {
+PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth)
+{
   PetscFunctionBegin;
   if (jlo) *jlo = M->jlo;
   if (jhi) *jhi = M->jhi;
@@ -125,7 +136,8 @@ PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Com
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelView(TNModel M, PetscViewer viewer) {
+PetscErrorCode TNModelView(TNModel M, PetscViewer viewer)
+{
   const TNModelConfig *c = &M->cfg;
 
   PetscFunctionBegin;
@@ -146,13 +158,15 @@ PetscErrorCode TNModelView(TNModel M, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelCreate(const TNModelConfig *cfg, TNModel *model) {
+PetscErrorCode TNModelCreate(const TNModelConfig *cfg, TNModel *model)
+{
   PetscFunctionBegin;
   PetscCall(TNModelCreateLocal(cfg, MPI_COMM_NULL, 0, cfg->L, model));
   PetscFunctionReturn(0);
 }
 
-void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local) {
+void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local)
+{
   const TNModelConfig *c = &M->cfg;
   const PetscInt nn      = c->n * c->n;
   TNParams f, l;
@@ -169,7 +183,8 @@ void TNModelExtract(TNModel M, const PetscScalar *full, PetscScalar *local) {
 
 /* Blocks come from their owners, the opening layer from the first rank, the closing layer from
    the last: a sum over ranks where every entry has exactly one contributor. */
-PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar *full) {
+PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar *full)
+{
   const TNModelConfig *c = &M->cfg;
   const PetscInt nn      = c->n * c->n;
   const PetscInt N       = TNParamCount(c);
@@ -194,7 +209,8 @@ PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelDestroy(TNModel *model) {
+PetscErrorCode TNModelDestroy(TNModel *model)
+{
   PetscFunctionBegin;
   if (!*model) PetscFunctionReturn(0);
   PetscCall(PetscFree((*model)->params));
@@ -204,13 +220,15 @@ PetscErrorCode TNModelDestroy(TNModel *model) {
 
 /* Glorot-uniform U(-a, a), a = sqrt(6/(fan_in+fan_out)); the draw of entry i is a function of
    (seed, i) alone, so every rank layout initialises the same network. */
-static void GlorotFill(PetscScalar *w, PetscInt rows, PetscInt cols, PetscInt64 seed, PetscInt offset) {
+static void GlorotFill(PetscScalar *w, PetscInt rows, PetscInt cols, PetscInt64 seed, PetscInt offset)
+{
   const double a = PetscSqrtReal(6.0 / (double)(rows + cols));
   for (PetscInt i = 0; i < rows * cols; i++)
     w[i] = a * (2.0 * TNUniform((uint64_t)seed, TN_STREAM_INIT, (uint64_t)(offset + i)) - 1.0);
 }
 
-PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed) {
+PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed)
+{
   const TNModelConfig *c = &M->cfg;
 
   PetscFunctionBegin;
@@ -226,7 +244,8 @@ PetscErrorCode TNModelInitialize(TNModel M, PetscInt64 seed) {
   PetscFunctionReturn(0);
 }
 
-void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A) {
+void TNModelBlockOperator(TNModel M, PetscInt j, PetscScalar *A)
+{
   const PetscInt n     = M->cfg.n;
   const PetscScalar *W = M->p.W + (j - M->jlo) * n * n;
 

@@ -10,7 +10,8 @@
 const char *const TNDepthSolvers[]  = {"sequential", "mgrit", "TNDepthSolver", "TN_DEPTH_", NULL};
 const char *const TNCoarseWeights[] = {"inject", "average", "TNCoarseWeights", "TN_COARSE_", NULL};
 
-PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out) {
+PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out)
+{
   TNNetwork net;
   const TNModelConfig *c = &model->cfg;
   const PetscInt S       = max_batch * c->n;
@@ -36,7 +37,8 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetFromOptions(TNNetwork net) {
+PetscErrorCode TNNetworkSetFromOptions(TNNetwork net)
+{
   TNMemoryMode mode    = net->mode;
   TNDepthSolver solver = net->depth_solver;
   PetscInt stride      = net->stride;
@@ -79,7 +81,8 @@ PetscErrorCode TNNetworkSetFromOptions(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver) {
+PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver)
+{
   PetscFunctionBegin;
   PetscCall(TNNetworkMGRITDestroy(net));
   net->depth_solver = solver;
@@ -87,7 +90,8 @@ PetscErrorCode TNNetworkSetDepthSolver(TNNetwork net, TNDepthSolver solver) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkSetUp(TNNetwork net) {
+PetscErrorCode TNNetworkSetUp(TNNetwork net)
+{
   PetscBool help;
 
   PetscFunctionBegin;
@@ -110,7 +114,8 @@ PetscErrorCode TNNetworkSetUp(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer) {
+PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer)
+{
   PetscFunctionBegin;
   PetscCall(TNModelView(net->model, viewer));
   PetscCall(PetscViewerASCIIPrintf(viewer,
@@ -128,7 +133,8 @@ PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkDestroy(TNNetwork *net) {
+PetscErrorCode TNNetworkDestroy(TNNetwork *net)
+{
   PetscFunctionBegin;
   if (!*net) PetscFunctionReturn(0);
   PetscCall(TNBlockSolverDestroy(&(*net)->solver));
@@ -141,36 +147,42 @@ PetscErrorCode TNNetworkDestroy(TNNetwork *net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs) {
+PetscErrorCode TNNetworkGetBlockSolver(TNNetwork net, TNBlockSolver *bs)
+{
   PetscFunctionBegin;
   *bs = net->solver;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetMemory(TNNetwork net, TNMemoryMode *mode, PetscReal *tol) {
+PetscErrorCode TNNetworkGetMemory(TNNetwork net, TNMemoryMode *mode, PetscReal *tol)
+{
   PetscFunctionBegin;
   if (mode) *mode = net->mode;
   if (tol) *tol = net->recon_tol;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetDepthSolver(TNNetwork net, TNDepthSolver *solver) {
+PetscErrorCode TNNetworkGetDepthSolver(TNNetwork net, TNDepthSolver *solver)
+{
   PetscFunctionBegin;
   *solver = net->depth_solver;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkGetModel(TNNetwork net, TNModel *M) {
+PetscErrorCode TNNetworkGetModel(TNNetwork net, TNModel *M)
+{
   PetscFunctionBegin;
   *M = net->model;
   PetscFunctionReturn(0);
 }
 
-const char *TNNetworkGetFailure(TNNetwork net) {
+const char *TNNetworkGetFailure(TNNetwork net)
+{
   return net->failure;
 }
 
-PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts) {
+PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts)
+{
   PetscFunctionBegin;
   *counts = net->mg_counts;
   PetscCall(TNBlockSolverGetCounts(net->solver, &counts->newton, &counts->krylov, &counts->block_solves));
@@ -178,7 +190,8 @@ PetscErrorCode TNNetworkGetCounts(TNNetwork net, TNNetworkCounts *counts) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkResetCounts(TNNetwork net) {
+PetscErrorCode TNNetworkResetCounts(TNNetwork net)
+{
   PetscFunctionBegin;
   PetscCall(PetscMemzero(&net->mg_counts, sizeof net->mg_counts));
   PetscCall(TNBlockSolverResetCounts(net->solver));
@@ -186,7 +199,8 @@ PetscErrorCode TNNetworkResetCounts(TNNetwork net) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi) {
+PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo, PetscInt *jhi)
+{
   PetscMPIInt size, rank;
 
   PetscFunctionBegin;
@@ -196,7 +210,8 @@ PetscErrorCode TNNetworkDepthOwnership(MPI_Comm depth, PetscInt L, PetscInt *jlo
   PetscFunctionReturn(0);
 }
 
-void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar *y0) {
+void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar *y0)
+{
   const TNModelConfig *c = &net->model->cfg;
 
   TNRowsApply(B, c->n, c->d, X, net->model->p.K, net->model->p.kb, y0);
@@ -205,7 +220,8 @@ void TNNetworkOpening(TNNetwork net, PetscInt B, const PetscReal *X, PetscScalar
 
 /* dz_0 = lambda_0 . s0'(K x + k): dK += dz_0^T x, dk += sum dz_0 */
 void TNNetworkOpeningGradient(TNNetwork net, PetscInt B, const PetscReal *X, const PetscScalar *y0,
-                              const PetscScalar *lambda0, PetscScalar *grad) {
+                              const PetscScalar *lambda0, PetscScalar *grad)
+{
   const TNModelConfig *c = &net->model->cfg;
   const PetscInt S       = B * c->n;
   TNParams g;
@@ -219,7 +235,8 @@ void TNNetworkOpeningGradient(TNNetwork net, PetscInt B, const PetscReal *X, con
 
 /* dC += dout^T y_L, dc += sum dout, lambda_L = dout C */
 void TNNetworkClosingGradient(TNNetwork net, PetscInt B, const PetscScalar *yL, const PetscReal *dout,
-                              PetscScalar *grad, PetscScalar *lambdaL) {
+                              PetscScalar *grad, PetscScalar *lambdaL)
+{
   const TNModelConfig *c = &net->model->cfg;
   TNParams g;
 
@@ -232,7 +249,8 @@ void TNNetworkClosingGradient(TNNetwork net, PetscInt B, const PetscScalar *yL, 
 /* Between neighbouring depth ranks (direction +1: to the next, -1: from the previous) a state
    travels with a flag saying whether the sender failed; a rank that receives a failure passes
    it on without computing, so no rank waits for a message that never comes. */
-static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y, int tag, int direction, PetscBool ok) {
+static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y, int tag, int direction, PetscBool ok)
+{
   PetscMPIInt rank;
 
   PetscFunctionBegin;
@@ -243,7 +261,8 @@ static PetscErrorCode DepthSend(TNNetwork net, PetscInt S, const PetscScalar *y,
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, int tag, int direction, PetscBool *ok) {
+static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, int tag, int direction, PetscBool *ok)
+{
   PetscMPIInt rank;
 
   PetscFunctionBegin;
@@ -261,11 +280,13 @@ static PetscErrorCode DepthReceive(TNNetwork net, PetscInt S, PetscScalar *y, in
 enum { TAG_STATE = 21, TAG_ADJOINT = 22 };
 
 /* The last state held here, y_jhi: where the last segment's states end. */
-static PetscScalar *LastState(TNNetwork net, PetscInt S) {
+static PetscScalar *LastState(TNNetwork net, PetscInt S)
+{
   return net->states + (TNNetworkLocalBlocks(net) - (TNNetworkSegmentCount(net) - 1) * net->seg) * S;
 }
 
-PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok) {
+PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, PetscReal *out, PetscBool *ok)
+{
   TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
   const PetscInt S       = B * c->n;
@@ -309,7 +330,8 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
 }
 
 PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout,
-                                 PetscScalar *grad, PetscBool *ok) {
+                                 PetscScalar *grad, PetscBool *ok)
+{
   TNModel M              = net->model;
   const TNModelConfig *c = &M->cfg;
   const PetscInt S = B * c->n, s = net->seg, nseg = TNNetworkSegmentCount(net);

@@ -65,7 +65,8 @@ struct _n_TNNetwork {
 };
 
 /* Blocks held here: all L, or a depth rank's share [jlo, jhi) of the model. */
-static inline PetscInt TNNetworkLocalBlocks(TNNetwork net) {
+static inline PetscInt TNNetworkLocalBlocks(TNNetwork net)
+{
   return net->model->jhi - net->model->jlo;
 }
 

@@ -17,7 +17,8 @@ struct _n_TNOptimizer {
   PetscBool view;
 };
 
-PetscErrorCode TNOptimizerCreate(MPI_Comm comm, TNOptimizer *out) {
+PetscErrorCode TNOptimizerCreate(MPI_Comm comm, TNOptimizer *out)
+{
   TNOptimizer opt;
 
   PetscFunctionBegin;
@@ -33,7 +34,8 @@ PetscErrorCode TNOptimizerCreate(MPI_Comm comm, TNOptimizer *out) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt) {
+PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt)
+{
   PetscReal *h = opt->hyper;
 
   PetscFunctionBegin;
@@ -57,7 +59,8 @@ PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams) {
+PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
+{
   PetscFunctionBegin;
   PetscCall(PetscFree(opt->m1));
   PetscCall(PetscFree(opt->m2));
@@ -72,7 +75,8 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g) {
+PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g)
+{
   const PetscReal lr       = opt->hyper[H_LR];
   const PetscInt n         = opt->n;
   PetscScalar *restrict m1 = opt->m1, *restrict m2 = opt->m2;
@@ -105,25 +109,29 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetType(TNOptimizer opt, TNOptimizerType *type) {
+PetscErrorCode TNOptimizerGetType(TNOptimizer opt, TNOptimizerType *type)
+{
   PetscFunctionBegin;
   *type = opt->type;
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr) {
+PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr)
+{
   PetscFunctionBegin;
   *lr = opt->hyper[H_LR];
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetStep(TNOptimizer opt, PetscInt64 *step) {
+PetscErrorCode TNOptimizerGetStep(TNOptimizer opt, PetscInt64 *step)
+{
   PetscFunctionBegin;
   *step = opt->step;
   PetscFunctionReturn(0);
 }
 
-void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[]) {
+void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[])
+{
   rec->types       = TNOptimizerTypes;
   rec->type        = 0;
   rec->step        = 0;
@@ -133,7 +141,8 @@ void TNOptimizerRecordInit(TNOptimizerRecord *rec, PetscReal hyper[]) {
   rec->moment[0] = rec->moment[1] = NULL;
 }
 
-PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec) {
+PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec)
+{
   PetscFunctionBegin;
   TNOptimizerRecordInit(rec, opt->hyper);
   rec->type      = (PetscInt)opt->type;
@@ -143,7 +152,8 @@ PetscErrorCode TNOptimizerGetRecord(TNOptimizer opt, TNOptimizerRecord *rec) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec, PetscBool keep_lr) {
+PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec, PetscBool keep_lr)
+{
   const PetscReal lr = opt->hyper[H_LR];
 
   PetscFunctionBegin;
@@ -157,7 +167,8 @@ PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec,
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerView(TNOptimizer opt, PetscViewer viewer) {
+PetscErrorCode TNOptimizerView(TNOptimizer opt, PetscViewer viewer)
+{
   const PetscReal *h = opt->hyper;
   char detail[128]   = "";
 
@@ -173,7 +184,8 @@ PetscErrorCode TNOptimizerView(TNOptimizer opt, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerDestroy(TNOptimizer *opt) {
+PetscErrorCode TNOptimizerDestroy(TNOptimizer *opt)
+{
   PetscFunctionBegin;
   if (!*opt) PetscFunctionReturn(0);
   PetscCall(PetscFree((*opt)->m1));

@@ -6,7 +6,8 @@ const char *const TNProblems[] = {"spirals", "sine", "peaks", "TNProblem", "TN_P
 
 /* angle = linspace(0, 4 pi, 513), radius = linspace(0, 1, 513); arm 0 at radius r, arm 1 at
    r + 0.2; odd points train, even points validate. */
-static PetscErrorCode Spirals(TNDataset *train, TNDataset *val) {
+static PetscErrorCode Spirals(TNDataset *train, TNDataset *val)
+{
   const PetscInt P = 513, Ntr = 2 * (P / 2), Nva = 2 * (P - P / 2);
   PetscInt itr = 0, iva = 0;
   PetscReal *X[2];
@@ -31,7 +32,8 @@ static PetscErrorCode Spirals(TNDataset *train, TNDataset *val) {
 }
 
 /* sin(2 pi x) exp(-x^2/2) on 513 points of [-1, 1] */
-static PetscErrorCode Sine(TNDataset *train, TNDataset *val) {
+static PetscErrorCode Sine(TNDataset *train, TNDataset *val)
+{
   const PetscInt P = 513;
   PetscInt itr = 0, iva = 0;
 
@@ -53,7 +55,8 @@ static PetscErrorCode Sine(TNDataset *train, TNDataset *val) {
   PetscFunctionReturn(0);
 }
 
-static PetscReal Peaks(PetscReal x, PetscReal y) {
+static PetscReal Peaks(PetscReal x, PetscReal y)
+{
   return 3 * (1 - x) * (1 - x) * PetscExpReal(-x * x - (y + 1) * (y + 1)) -
          10 * (x / 5 - x * x * x - PetscPowReal(y, 5)) * PetscExpReal(-x * x - y * y) -
          PetscExpReal(-(x + 1) * (x + 1) - y * y) / 3;
@@ -61,7 +64,8 @@ static PetscReal Peaks(PetscReal x, PetscReal y) {
 
 /* peaks on a 65 x 65 grid of [-3,3]^2, five classes by equal bins of its value; points with
    i+j odd train, even validate */
-static PetscErrorCode PeaksClasses(TNDataset *train, TNDataset *val) {
+static PetscErrorCode PeaksClasses(TNDataset *train, TNDataset *val)
+{
   const PetscInt G = 65, classes = 5;
   PetscReal vmin = PETSC_MAX_REAL, vmax = PETSC_MIN_REAL, *X[2];
   PetscInt itr = 0, iva = 0, *labels[2];
@@ -91,7 +95,8 @@ static PetscErrorCode PeaksClasses(TNDataset *train, TNDataset *val) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNProblemCreate(TNProblem p, TNDataset *train, TNDataset *val) {
+PetscErrorCode TNProblemCreate(TNProblem p, TNDataset *train, TNDataset *val)
+{
   PetscFunctionBegin;
   switch (p) {
   case TN_PROBLEM_SPIRALS:

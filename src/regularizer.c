@@ -2,7 +2,8 @@
    gradient, for a whole model or a depth rank's share of the blocks. */
 #include "modelimpl.h"
 
-PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *reg) {
+PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *reg)
+{
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "Regulariser of the objective", "thetanet");
   PetscCall(PetscOptionsReal("-weight_decay", "alpha: weight decay of K, W_j, C", "", reg->alpha, &reg->alpha, NULL));
@@ -17,7 +18,8 @@ PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *r
 
 /* The neighbours' boundary blocks: W, b of block jlo-1 from the previous depth rank and of
    block jhi from the next (left unset where there is none). */
-static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar *next) {
+static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar *next)
+{
   const PetscInt n = M->cfg.n, w = n * n + n, nloc = M->jhi - M->jlo;
   PetscMPIInt rank, size;
   PetscScalar *first, *last;
@@ -46,7 +48,8 @@ static PetscErrorCode NeighbourBlocks(TNModel M, PetscScalar *prev, PetscScalar 
   PetscFunctionReturn(0);
 }
 
-static PetscReal SumSquares(const PetscScalar *x, PetscInt len) {
+static PetscReal SumSquares(const PetscScalar *x, PetscInt len)
+{
   PetscReal s = 0;
   for (PetscInt i = 0; i < len; i++) s += x[i] * x[i];
   return s;
@@ -54,7 +57,8 @@ static PetscReal SumSquares(const PetscScalar *x, PetscInt len) {
 
 /* One smoothness term 1/(2h) beta |x1 - x0|^2 over len entries; gradients into g0, g1 where given. */
 static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, const PetscScalar *x1, PetscScalar *g0,
-                            PetscScalar *g1, PetscBool count) {
+                            PetscScalar *g1, PetscBool count)
+{
   PetscReal r = 0;
   for (PetscInt i = 0; i < len; i++) {
     const PetscScalar dx = x1[i] - x0[i];
@@ -69,7 +73,8 @@ static PetscReal SmoothTerm(PetscReal s, PetscInt len, const PetscScalar *x0, co
    A depth rank counts the opening layer if it holds block 0, the closing layer if it holds block
    L-1, and the smoothness pairs (j, j+1) with j+1 held here; the pair across its lower boundary
    and the one across its upper boundary both add to its gradient. */
-PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad) {
+PetscErrorCode TNModelRegularizer(TNModel M, PetscReal alpha, PetscReal beta, PetscReal *R, PetscScalar *grad)
+{
   const TNModelConfig *c = &M->cfg;
   const PetscInt n = c->n, nn = n * n, nloc = M->jhi - M->jlo;
   const PetscBool first = M->jlo == 0 ? PETSC_TRUE : PETSC_FALSE, last = M->jhi == c->L ? PETSC_TRUE : PETSC_FALSE;

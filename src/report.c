@@ -7,7 +7,8 @@
 
 const char *const TNTrainerPhases[PH_COUNT] = {"forward", "backward", "allreduce", "update", "validate", "io", "total"};
 
-PetscErrorCode TNTrainerReportHeader(TNTrainer t) {
+PetscErrorCode TNTrainerReportHeader(TNTrainer t)
+{
   TNMemoryMode mode;
 
   PetscFunctionBegin;
@@ -29,7 +30,8 @@ PetscErrorCode TNTrainerReportHeader(TNTrainer t) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerReportProgress(TNTrainer t, PetscInt epoch, PetscInt batch, PetscInt nbatches, PetscReal loss) {
+PetscErrorCode TNTrainerReportProgress(TNTrainer t, PetscInt epoch, PetscInt batch, PetscInt nbatches, PetscReal loss)
+{
   static PetscReal last = 0;
 
   PetscFunctionBegin;
@@ -43,7 +45,8 @@ PetscErrorCode TNTrainerReportProgress(TNTrainer t, PetscInt epoch, PetscInt bat
 
 /* Nonlinear and linear iterations per block solve, MGRIT iterations per MGRIT solve and the
    largest final C-point residual norm of those solves, over all ranks. */
-PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r) {
+PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r)
+{
   TNNetworkCounts n;
   PetscInt64 c[5];
   TNMemoryMode mode;
@@ -81,7 +84,8 @@ PetscErrorCode TNTrainerEpochCounts(TNTrainer t, TNEpochReport *r) {
   PetscFunctionReturn(0);
 }
 
-static void FormatDuration(PetscReal s, char *buf, size_t len) {
+static void FormatDuration(PetscReal s, char *buf, size_t len)
+{
   long v = (long)(s + 0.5);
   if (v >= 3600)
     snprintf(buf, len, "%ldh%02ldm", v / 3600, (v / 60) % 60);
@@ -91,7 +95,8 @@ static void FormatDuration(PetscReal s, char *buf, size_t len) {
     snprintf(buf, len, "%lds", v);
 }
 
-PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscReal eta) {
+PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscReal eta)
+{
   char left[32];
   TNDepthSolver solver;
   PetscReal lr;
@@ -115,7 +120,8 @@ PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscRe
   PetscFunctionReturn(0);
 }
 
-static PetscReal PeakRSSMB(MPI_Comm comm) {
+static PetscReal PeakRSSMB(MPI_Comm comm)
+{
   struct rusage ru;
   double mine, max = 0;
 
@@ -125,7 +131,8 @@ static PetscReal PeakRSSMB(MPI_Comm comm) {
   return max;
 }
 
-PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last) {
+PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
+{
   const PetscInt run   = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
   const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
   const PetscReal sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
@@ -148,7 +155,8 @@ PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last) {
 }
 
 /* /config: what a reader needs to reproduce or tabulate the run. */
-PetscErrorCode TNTrainerWriteResults(TNTrainer t) {
+PetscErrorCode TNTrainerWriteResults(TNTrainer t)
+{
   char v[20][64];
   TNConfigEntry cfg[20];
   PetscInt k = 0;

@@ -9,7 +9,8 @@
    counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch). */
 enum { ST_EPOCH, ST_BATCH, ST_SEED, ST_RNG_EPOCH, ST_RNG_BATCH, ST_LOSS_SUM, ST_CORRECT, ST_WALL_TIME, ST_COUNT };
 
-static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT]) {
+static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
+{
   a[ST_EPOCH]     = (TNAttribute){"epoch", PETSC_TRUE, r ? r->epoch : 0};
   a[ST_BATCH]     = (TNAttribute){"batch", PETSC_TRUE, r ? r->batch : 0};
   a[ST_SEED]      = (TNAttribute){"seed", PETSC_TRUE, r ? r->seed : 0};
@@ -20,7 +21,8 @@ static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT]) {
   a[ST_WALL_TIME] = (TNAttribute){"wall_time", PETSC_FALSE, r ? r->wall_time : 0};
 }
 
-PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[]) {
+PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[])
+{
   TNOptimizerRecord local;
 
   PetscFunctionBegin;
@@ -44,7 +46,8 @@ PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecor
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec) {
+PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec)
+{
   PetscFunctionBegin;
   if (t->grid.depth_size == 1) PetscFunctionReturn(0);
   PetscCall(TNModelDestroy(whole));
@@ -52,7 +55,8 @@ PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRec
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st) {
+PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
+{
   PetscReal t0 = MPI_Wtime(), hyper[TN_OPTIMIZER_HYPER];
   TNModel whole;
   TNOptimizerRecord rec;
@@ -87,7 +91,8 @@ typedef struct {
 
 /* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
    options given on the command line must agree with them (-lr and -epochs may change). */
-PetscErrorCode TNTrainerRestartLoad(TNTrainer t) {
+PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
+{
   const TNModelConfig want = t->cfg;
   TNModelConfig *c;
   TNOptimizerType type;

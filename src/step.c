@@ -5,7 +5,8 @@
 #include "activation.h"
 #include "rows.h"
 
-void TNNetworkBlockLayer(TNNetwork net, PetscInt j, TNBlockLayer *L) {
+void TNNetworkBlockLayer(TNNetwork net, PetscInt j, TNBlockLayer *L)
+{
   const TNModelConfig *c = &net->model->cfg;
   const PetscInt k       = j - net->model->jlo; /* held here as the k-th block */
 
@@ -24,7 +25,8 @@ void TNNetworkBlockLayer(TNNetwork net, PetscInt j, TNBlockLayer *L) {
    whose predictor is y_{j+1} - h F_j(y_{j+1}). */
 PetscErrorCode TNNetworkThetaSolve(TNNetwork net, PetscInt j, const char *direction, const TNBlockLayer *L, PetscInt B,
                                    const PetscScalar *yfrom, PetscScalar *yto, PetscScalar *Ffrom, PetscScalar *Fto,
-                                   PetscBool *ok) {
+                                   PetscBool *ok)
+{
   const PetscInt N = B * L->n;
   PetscReal res;
 
@@ -49,7 +51,8 @@ PetscErrorCode TNNetworkThetaSolve(TNNetwork net, PetscInt j, const char *direct
 }
 
 PetscErrorCode TNNetworkBlockStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj, PetscScalar *yj1,
-                                  PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok) {
+                                  PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok)
+{
   TNBlockLayer L;
 
   PetscFunctionBegin;
@@ -62,7 +65,8 @@ PetscErrorCode TNNetworkBlockStep(TNNetwork net, PetscInt j, PetscInt B, const P
    for theta = 1 the reversal is explicit and Fj is not needed (the adjoint step has no
    (1-theta) term). */
 PetscErrorCode TNNetworkBlockReverseStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj1, PetscScalar *yj,
-                                         PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok) {
+                                         PetscScalar *Fj, PetscScalar *Fn, PetscBool *ok)
+{
   TNBlockLayer L;
 
   PetscFunctionBegin;
@@ -78,7 +82,8 @@ PetscErrorCode TNNetworkBlockReverseStep(TNNetwork net, PetscInt j, PetscInt B, 
 PetscErrorCode TNNetworkBlockAdjointStep(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *yj,
                                          const PetscScalar *yj1, const PetscScalar *Fj, const PetscScalar *Fn,
                                          const PetscScalar *lambda_in, PetscScalar *lambda_out, PetscScalar *grad,
-                                         PetscBool *ok) {
+                                         PetscBool *ok)
+{
   const TNModelConfig *c = &net->model->cfg;
   const PetscInt n = c->n, N = B * n, k = j - net->model->jlo;
   TNBlockLayer L;

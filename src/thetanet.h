@@ -94,13 +94,15 @@ PETSC_EXTERN PetscErrorCode TNModelRegularizer(TNModel, PetscReal alpha, PetscRe
                                                PetscScalar *grad);
 
 /* [start, end) of the rows of N that rank r of P holds: contiguous, sizes differing by at most 1. */
-static inline void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end) {
+static inline void TNGridSplit(PetscInt N, PetscMPIInt P, PetscMPIInt r, PetscInt *start, PetscInt *end)
+{
   *start = (PetscInt)(((PetscInt64)N * r) / P);
   *end   = (PetscInt)(((PetscInt64)N * (r + 1)) / P);
 }
 
 /* Collective agreement: every rank learns whether any rank failed (ok = PETSC_FALSE there). */
-static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok) {
+static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *all_ok)
+{
   int mine = ok ? 1 : 0, all = 0;
 
   PetscFunctionBegin;

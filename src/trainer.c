@@ -11,7 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out) {
+PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
+{
   TNTrainer t;
 
   PetscFunctionBegin;
@@ -41,7 +42,8 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerSetFromOptions(TNTrainer t) {
+PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
+{
   const char *const layouts[] = {"replicated", "sharded", "TNDataLayout", "TN_DATA_", NULL};
   PetscEnum layout            = (PetscEnum)t->sharded;
   PetscBool have_problem;
@@ -103,7 +105,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t) {
 }
 
 /* The training set, the validation set (when there is one) and the options must agree. */
-static PetscErrorCode CheckData(TNTrainer t) {
+static PetscErrorCode CheckData(TNTrainer t)
+{
   TNDatasetInfo v;
 
   PetscFunctionBegin;
@@ -121,7 +124,8 @@ static PetscErrorCode CheckData(TNTrainer t) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode LoadData(TNTrainer t) {
+static PetscErrorCode LoadData(TNTrainer t)
+{
   PetscFunctionBegin;
   if (t->have_train) {
     PetscReal t0                                                = MPI_Wtime();
@@ -155,7 +159,8 @@ static PetscErrorCode LoadData(TNTrainer t) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerSetUp(TNTrainer t) {
+PetscErrorCode TNTrainerSetUp(TNTrainer t)
+{
   PetscInt Bloc;
   time_t now = time(NULL);
   struct tm tmv;
@@ -185,7 +190,8 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer) {
+PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer)
+{
   PetscFunctionBegin;
   PetscCall(PetscViewerASCIIPrintf(viewer,
                                    "TNTrainer: %s (N %" PetscInt_FMT ", %s), validation %s; %" PetscInt_FMT
@@ -200,7 +206,8 @@ PetscErrorCode TNTrainerView(TNTrainer t, PetscViewer viewer) {
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerDestroy(TNTrainer *tp) {
+PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
+{
   TNTrainer t = *tp;
 
   PetscFunctionBegin;
@@ -221,7 +228,8 @@ PetscErrorCode TNTrainerDestroy(TNTrainer *tp) {
 
 /* The epoch's order of the rows: one global permutation of all N rows (replicated: the math does
    not depend on the number of ranks), or each shard's own permutation of its rows (sharded). */
-static void EpochPermutation(TNTrainer t, PetscInt epoch) {
+static void EpochPermutation(TNTrainer t, PetscInt epoch)
+{
   uint64_t seed = (uint64_t)t->seed;
 
   if (t->sharded) seed = TNHash64(seed) ^ TNHash64((uint64_t)t->train_info.offset + 1);
@@ -231,7 +239,8 @@ static void EpochPermutation(TNTrainer t, PetscInt epoch) {
 /* Step k of nb: this rank's rows perm[a .. a+B) and the global batch size Bg. Replicated, the
    global batch perm[k*batch ..] is split among the data ranks; sharded, every rank takes the
    k-th of nb near-equal slices of its shard. */
-static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscInt *B, PetscInt *Bg) {
+static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscInt *B, PetscInt *Bg)
+{
   const PetscInt N = t->train_info.N;
 
   if (!t->sharded) {
@@ -259,13 +268,15 @@ static void BatchRows(TNTrainer t, PetscInt k, PetscInt nb, PetscInt *a, PetscIn
    step's allreduce, so all of them stop after the same step. */
 static volatile sig_atomic_t tn_signal = 0;
 
-static void OnSignal(int sig) {
+static void OnSignal(int sig)
+{
   tn_signal = sig;
 }
 
 /* One optimisation step: this rank's B rows idx (local indices) of a global batch of Bg. */
 static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *idx, PetscInt B,
-                                PetscInt Bg, PetscReal *loss_sum, PetscReal *correct, PetscBool *stop) {
+                                PetscInt Bg, PetscReal *loss_sum, PetscReal *correct, PetscBool *stop)
+{
   const PetscInt np = t->model->nparams;
   PetscInt c        = 0;
   PetscReal l       = 0, R, t0;
@@ -322,7 +333,8 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
 
 /* The epoch's validation loss and accuracy (NaN without a validation set); its solves do not
    count as the epoch's. */
-static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r) {
+static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r)
+{
   char where[64];
   PetscReal t0 = MPI_Wtime();
 
@@ -336,7 +348,8 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNTrainerTrain(TNTrainer t) {
+PetscErrorCode TNTrainerTrain(TNTrainer t)
+{
   const PetscInt N = t->train_info.N, nb = (N + t->batch - 1) / t->batch;
   const PetscInt chunk = PetscMax(1, (PetscMin(t->batch, N) + t->grid.data_size - 1) / t->grid.data_size);
   PetscReal start      = MPI_Wtime();

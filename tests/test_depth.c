@@ -13,7 +13,8 @@
 
 #define CHECK(call) assert_int_equal((call), 0)
 
-static void test_split_model(void **state) {
+static void test_split_model(void **state)
+{
   TNModelConfig cfg = {
       .d = 3, .n = 4, .L = 7, .m = 2, .theta = 0.5, .T = 1.3, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
   TNModel full, part;
@@ -55,7 +56,8 @@ static void test_split_model(void **state) {
 
 /* A theta = 0.5 network across the ranks: each further MGRIT iteration of the forward solve
    leaves a smaller C-point residual. */
-static void test_mgrit_residual(void **state) {
+static void test_mgrit_residual(void **state)
+{
   TNModelConfig cfg = {
       .d = 2, .n = 6, .L = 32, .m = 2, .theta = 0.5, .T = 2.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
   const PetscInt B = 9;
@@ -105,7 +107,8 @@ static void test_mgrit_residual(void **state) {
 /* Inexact MGRIT (one or two iterations, with and without the nested start): the block
    gradients the adjoint solve takes from its closing sweep are those of the returned states
    and adjoints, recomputed block by block. */
-static void test_mgrit_gradient(void **state) {
+static void test_mgrit_gradient(void **state)
+{
   const PetscInt B = 7;
   PetscReal X[14], out[14], dout[14];
   PetscMPIInt size;
@@ -173,7 +176,8 @@ static void test_mgrit_gradient(void **state) {
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual),
                                      cmocka_unit_test(test_mgrit_gradient)};
   int fails;

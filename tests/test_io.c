@@ -19,13 +19,15 @@
 static char dir[PETSC_MAX_PATH_LEN]; /* unique to this run, made by rank 0 */
 static PetscMPIInt rank, size;
 
-static void PathOf(const char *name, char path[PETSC_MAX_PATH_LEN]) {
+static void PathOf(const char *name, char path[PETSC_MAX_PATH_LEN])
+{
   assert_true(snprintf(path, PETSC_MAX_PATH_LEN, "%s/%.200s", dir, name) < PETSC_MAX_PATH_LEN);
 }
 
 /* The error must be TN_ERR_USER on every rank, with one message that names the file and says
    what is wrong (the same text reaches every rank). */
-static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *needle) {
+static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *needle)
+{
   char *msg = NULL;
 
   assert_int_equal(ierr, TN_ERR_USER);
@@ -40,7 +42,8 @@ static void ExpectUserError(PetscErrorCode ierr, const char *path, const char *n
 /* Element types in the file (HDF5's type ids exist only at run time). */
 typedef enum { F64, F32, I64, I32 } FileType;
 
-static hid_t FileTypeId(FileType t) {
+static hid_t FileTypeId(FileType t)
+{
   const hid_t ids[] = {H5T_IEEE_F64LE, H5T_IEEE_F32LE, H5T_STD_I64LE, H5T_STD_I32LE};
   return ids[t];
 }
@@ -57,7 +60,8 @@ typedef struct {
   double x_bad, y_bad;
 } DatasetSpec;
 
-static void StringAttrWrite(hid_t obj, const char *name, const char *value) {
+static void StringAttrWrite(hid_t obj, const char *name, const char *value)
+{
   hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR), attr;
 
   H5Tset_size(type, H5T_VARIABLE);
@@ -69,7 +73,8 @@ static void StringAttrWrite(hid_t obj, const char *name, const char *value) {
 }
 
 static void ValuesWrite(hid_t file, const char *name, FileType ftype, int r, const hsize_t *dims, hsize_t bad_at,
-                        double bad) {
+                        double bad)
+{
   const PetscBool labels = ftype == I64 || ftype == I32 ? PETSC_TRUE : PETSC_FALSE;
   hsize_t n              = 1;
   double *v;
@@ -87,7 +92,8 @@ static void ValuesWrite(hid_t file, const char *name, FileType ftype, int r, con
   free(v);
 }
 
-static void DatasetMake(const char *path, const DatasetSpec *s) {
+static void DatasetMake(const char *path, const DatasetSpec *s)
+{
   if (!rank) {
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
 
@@ -108,7 +114,8 @@ typedef struct {
   PetscInt *labels;
 } DatasetView;
 
-static DatasetView View(TNDataset ds) {
+static DatasetView View(TNDataset ds)
+{
   DatasetView v;
 
   assert_int_equal(TNDatasetGetInfo(ds, &v.info), 0);
@@ -116,7 +123,8 @@ static DatasetView View(TNDataset ds) {
   return v;
 }
 
-static void DatasetsEqual(TNDataset da, TNDataset db) {
+static void DatasetsEqual(TNDataset da, TNDataset db)
+{
   const DatasetView a = View(da), b = View(db);
 
   assert_int_equal(a.info.N, b.info.N);
@@ -131,7 +139,8 @@ static void DatasetsEqual(TNDataset da, TNDataset db) {
     for (PetscInt i = 0; i < a.info.N * a.info.m; i++) assert_true(a.Y[i] == b.Y[i]);
 }
 
-static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file) {
+static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file)
+{
   TNDataset ds, back = NULL;
   DatasetView v;
   char path[PETSC_MAX_PATH_LEN], name[64];
@@ -153,18 +162,21 @@ static void DatasetRoundTrip(TNTask task, PetscInt m, const char *file) {
   assert_int_equal(TNDatasetDestroy(&back), 0);
 }
 
-static void test_dataset_roundtrip_classification(void **state) {
+static void test_dataset_roundtrip_classification(void **state)
+{
   (void)state;
   DatasetRoundTrip(TN_TASK_CLASSIFICATION, 4, "class.h5");
 }
 
-static void test_dataset_roundtrip_regression(void **state) {
+static void test_dataset_roundtrip_regression(void **state)
+{
   (void)state;
   DatasetRoundTrip(TN_TASK_REGRESSION, 2, "regress.h5");
 }
 
 /* What outside tools write: float32 X, int32 labels, a name; float labels by task attribute. */
-static void test_dataset_accepts(void **state) {
+static void test_dataset_accepts(void **state)
+{
   const DatasetSpec f32 = {"f32", NULL, 2, 1, {10, 2}, {10}, F32, I32, NULL, 0, 0, 0, 0};
   const DatasetSpec flt = {"fltlabels", NULL, 2, 2, {10, 2}, {10, 1}, F64, F64, "classification", 0, 0, 0, 0};
   char path[PETSC_MAX_PATH_LEN];
@@ -230,7 +242,8 @@ static const DatasetSpec BadDatasets[] = {
 };
 #define N_BAD_DATASETS (sizeof(BadDatasets) / sizeof(BadDatasets[0]))
 
-static void test_dataset_rejects(void **state) {
+static void test_dataset_rejects(void **state)
+{
   const DatasetSpec *s = (const DatasetSpec *)*state;
   char path[PETSC_MAX_PATH_LEN], file[256];
   TNDataset ds = NULL;
@@ -242,7 +255,8 @@ static void test_dataset_rejects(void **state) {
   assert_null(ds);
 }
 
-static void test_dataset_missing_file(void **state) {
+static void test_dataset_missing_file(void **state)
+{
   char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
@@ -253,7 +267,8 @@ static void test_dataset_missing_file(void **state) {
 }
 
 /* A CSV file under an .h5 name */
-static void TextFileMake(const char *path) {
+static void TextFileMake(const char *path)
+{
   if (!rank) {
     FILE *f = fopen(path, "w");
 
@@ -263,7 +278,8 @@ static void TextFileMake(const char *path) {
   MPI_Barrier(PETSC_COMM_WORLD);
 }
 
-static void test_dataset_not_hdf5(void **state) {
+static void test_dataset_not_hdf5(void **state)
+{
   char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
@@ -274,7 +290,8 @@ static void test_dataset_not_hdf5(void **state) {
   assert_null(ds);
 }
 
-static void test_dataset_truncated(void **state) {
+static void test_dataset_truncated(void **state)
+{
   char path[PETSC_MAX_PATH_LEN];
   TNDataset ds = NULL;
 
@@ -301,7 +318,8 @@ static void test_dataset_truncated(void **state) {
 
 /* -------- models and results -------- */
 
-static void ModelMake(TNModel *model) {
+static void ModelMake(TNModel *model)
+{
   const TNModelConfig cfg = {.d             = 3,
                              .n             = 4,
                              .L             = 5,
@@ -322,7 +340,8 @@ static void ModelMake(TNModel *model) {
 /* A results file with a 3-epoch history, two timed phases (rank r: r + 1 and 10 r + 0.5
    seconds), two config entries and options of each shape: with blanks, without value, a long
    word, a negative number. */
-static void ResultsMake(const char *path, TNModel *model) {
+static void ResultsMake(const char *path, TNModel *model)
+{
   const TNConfigEntry config[] = {{"grid", "1x2"}, {"layers", "5"}};
   const char *const names[]    = {"epoch",     "train_loss", "val_loss",   "val_accuracy", "lr",
                                   "wall_time", "newton_its", "krylov_its", "mgrit_its",    "mgrit_res"};
@@ -345,7 +364,8 @@ static void ResultsMake(const char *path, TNModel *model) {
   assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, &h, 2, phases, seconds, 2, config), 0);
 }
 
-static void test_model_roundtrip(void **state) {
+static void test_model_roundtrip(void **state)
+{
   char path[PETSC_MAX_PATH_LEN];
   TNModel M, R = NULL;
 
@@ -370,7 +390,8 @@ static void test_model_roundtrip(void **state) {
   assert_int_equal(TNModelDestroy(&R), 0);
 }
 
-static void StringAttrCheck(hid_t obj, const char *name, const char *expect) {
+static void StringAttrCheck(hid_t obj, const char *name, const char *expect)
+{
   hid_t attr = H5Aopen(obj, name, H5P_DEFAULT), type = H5Aget_type(attr), mem = H5Tcopy(H5T_C_S1);
   char *s = NULL;
 
@@ -387,7 +408,8 @@ static void StringAttrCheck(hid_t obj, const char *name, const char *expect) {
   H5Aclose(attr);
 }
 
-static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims, hid_t cls, double *values) {
+static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims, hid_t cls, double *values)
+{
   hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), space, type;
   hsize_t got[3];
 
@@ -406,7 +428,8 @@ static void ArrayCheck(hid_t file, const char *name, int r, const hsize_t *dims,
 }
 
 /* The layout an outside reader (h5py) relies on, checked with the plain HDF5 API. */
-static void test_results_layout(void **state) {
+static void test_results_layout(void **state)
+{
   char path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
   TNModel M;
 
@@ -472,7 +495,8 @@ static void test_results_layout(void **state) {
   assert_int_equal(TNModelDestroy(&M), 0);
 }
 
-static void test_evaluation_layout(void **state) {
+static void test_evaluation_layout(void **state)
+{
   const char *const names[] = {"loss", "accuracy", NULL};
   const PetscReal values[]  = {0.25, 0.875};
   char path[PETSC_MAX_PATH_LEN];
@@ -512,7 +536,8 @@ static void test_evaluation_layout(void **state) {
 }
 
 /* A write that fails part-way leaves the old file as it was and no temporary behind. */
-static void test_failed_write_keeps_old_file(void **state) {
+static void test_failed_write_keeps_old_file(void **state)
+{
   const char *const names[] = {"", NULL};
   const PetscReal values[]  = {1.0};
   char path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 8];
@@ -533,7 +558,8 @@ static void test_failed_write_keeps_old_file(void **state) {
 }
 
 /* Writes a results file, then lets edit() break its /model with the HDF5 API (on rank 0). */
-static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const char *needle) {
+static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const char *needle)
+{
   char path[PETSC_MAX_PATH_LEN];
   TNModel M, R = NULL;
 
@@ -552,52 +578,61 @@ static void BrokenModelExpect(const char *file, void (*edit)(hid_t model), const
   assert_int_equal(TNModelDestroy(&M), 0);
 }
 
-static void WExtraLayer(hid_t g) {
+static void WExtraLayer(hid_t g)
+{
   const hsize_t dims[] = {6, 4, 4};
 
   H5Ldelete(g, "blocks/W", H5P_DEFAULT);
   ValuesWrite(g, "blocks/W", F64, 3, dims, 0, 0);
 }
 
-static void ThetaDelete(hid_t g) {
+static void ThetaDelete(hid_t g)
+{
   H5Adelete(g, "theta");
 }
 
-static void ActivationUnknown(hid_t g) {
+static void ActivationUnknown(hid_t g)
+{
   H5Adelete(g, "activation");
   StringAttrWrite(g, "activation", "swish");
 }
 
-static void ClosingBiasNaN(hid_t g) {
+static void ClosingBiasNaN(hid_t g)
+{
   const hsize_t dims[] = {2};
 
   H5Ldelete(g, "closing/b", H5P_DEFAULT);
   ValuesWrite(g, "closing/b", F64, 1, dims, 2, NAN);
 }
 
-static void test_model_rejects_shape(void **state) {
+static void test_model_rejects_shape(void **state)
+{
   (void)state;
   BrokenModelExpect("bad_shape.h5", WExtraLayer,
                     "/model/blocks/W has shape [6,4,4] but attributes say layers=5 width=4");
 }
 
-static void test_model_rejects_missing_attribute(void **state) {
+static void test_model_rejects_missing_attribute(void **state)
+{
   (void)state;
   BrokenModelExpect("no_theta.h5", ThetaDelete, "/model has no attribute 'theta'");
 }
 
-static void test_model_rejects_activation(void **state) {
+static void test_model_rejects_activation(void **state)
+{
   (void)state;
   BrokenModelExpect("swish.h5", ActivationUnknown,
                     "attribute 'activation' of /model is 'swish', expected one of none, tanh");
 }
 
-static void test_model_rejects_nan(void **state) {
+static void test_model_rejects_nan(void **state)
+{
   (void)state;
   BrokenModelExpect("nan_bias.h5", ClosingBiasNaN, "NaN or Inf in /model/closing/b");
 }
 
-static void test_model_rejects_other_files(void **state) {
+static void test_model_rejects_other_files(void **state)
+{
   const DatasetSpec data = {"data", NULL, 2, 1, {10, 2}, {10}, F64, I64, NULL, 0, 0, 0, 0};
   char path[PETSC_MAX_PATH_LEN];
   TNModel R = NULL;
@@ -614,7 +649,8 @@ static void test_model_rejects_other_files(void **state) {
   assert_null(R);
 }
 
-static void test_output_path(void **state) {
+static void test_output_path(void **state)
+{
   char path[PETSC_MAX_PATH_LEN], expect[3 * PETSC_MAX_PATH_LEN];
   TNModel M;
 
@@ -635,7 +671,8 @@ static void test_output_path(void **state) {
 
 /* -------- driver -------- */
 
-static void DirectoryRemove(void) {
+static void DirectoryRemove(void)
+{
   DIR *d = opendir(dir);
   struct dirent *e;
   char path[PETSC_MAX_PATH_LEN];
@@ -670,7 +707,8 @@ static const struct CMUnitTest FixedTests[] = {
 };
 #define N_FIXED_TESTS (sizeof(FixedTests) / sizeof(FixedTests[0]))
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   struct CMUnitTest tests[N_FIXED_TESTS + N_BAD_DATASETS];
   int failed, any_failed;
   int pid;

@@ -16,11 +16,13 @@
    chunks of 4 leave a shorter last batch on every rank count tested. */
 enum { D_IN = 3, WIDTH = 5, DEPTH = 7, SAMPLES = 23, CHUNK = 4 };
 
-static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream) {
+static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
+{
   for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(9, stream, (uint64_t)i) - 1);
 }
 
-static void SetOption(const char *name, const char *value) {
+static void SetOption(const char *name, const char *value)
+{
   CHECK(PetscOptionsSetValue(NULL, name, value));
 }
 
@@ -30,7 +32,8 @@ typedef struct {
   TNGrid grid;
 } Problem;
 
-static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask task) {
+static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask task)
+{
   const PetscInt m  = task == TN_TASK_CLASSIFICATION ? 3 : 2;
   TNModelConfig cfg = {.d             = D_IN,
                        .n             = WIDTH,
@@ -62,7 +65,8 @@ static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask 
   CHECK(TNGridCreate(PETSC_COMM_WORLD, 1, DEPTH, &p->grid));
 }
 
-static void ProblemDestroy(Problem *p) {
+static void ProblemDestroy(Problem *p)
+{
   CHECK(TNGridDestroy(&p->grid));
   CHECK(TNDatasetDestroy(&p->D));
   CHECK(TNModelDestroy(&p->M));
@@ -70,7 +74,8 @@ static void ProblemDestroy(Problem *p) {
 
 /* Gradient of the mean loss over the data set in one memory mode, and the largest reconstruction
    error of y_0 over the data ranks. */
-static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar *g, PetscReal *recon) {
+static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar *g, PetscReal *recon)
+{
   TNNetwork net;
   TNNetworkCounts counts;
   PetscReal loss, acc, again;
@@ -90,7 +95,8 @@ static void Gradient(Problem *p, TNMemoryMode mode, PetscInt stride, PetscScalar
   CHECK(TNNetworkDestroy(&net));
 }
 
-static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const PetscScalar *b) {
+static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const PetscScalar *b)
+{
   PetscReal num = 0, den = 0;
 
   for (PetscInt i = 0; i < n; i++) {
@@ -102,7 +108,8 @@ static PetscReal RelativeDifference(PetscInt n, const PetscScalar *a, const Pets
 
 /* Every mode against store for one model: reversible, and checkpoint with the default stride
    (round(sqrt 7) = 3), strides 1 and 2, and a stride beyond the depth (one segment). */
-static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscReal tol) {
+static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscReal tol)
+{
   const struct {
     TNMemoryMode mode;
     PetscInt stride;
@@ -136,7 +143,8 @@ static void CompareModes(PetscReal theta, PetscBool antisym, TNTask task, PetscR
 }
 
 /* The trapezoidal network: every mode gives store's gradient to 1e-8. */
-static void test_trapezoidal(void **state) {
+static void test_trapezoidal(void **state)
+{
   (void)state;
   for (int anti = 0; anti < 2; anti++)
     for (int task = 0; task < 2; task++) CompareModes(0.5, anti ? PETSC_TRUE : PETSC_FALSE, (TNTask)task, 1e-8);
@@ -145,14 +153,16 @@ static void test_trapezoidal(void **state) {
 /* Other theta: the reverse step is still the forward equation solved for y_j (theta = 1 needs no
    solve, theta = 0 one with theta' = 1), only no longer symmetric; on a shallow network and with
    tight solves it too rebuilds the states. */
-static void test_other_theta(void **state) {
+static void test_other_theta(void **state)
+{
   const PetscReal thetas[] = {0.0, 0.25, 1.0};
   (void)state;
   for (int t = 0; t < 3; t++) CompareModes(thetas[t], PETSC_FALSE, TN_TASK_CLASSIFICATION, 1e-8);
 }
 
 /* Loose solves: the rebuilt y_0 is visibly off, and the error says so. */
-static void test_reconstruction_error(void **state) {
+static void test_reconstruction_error(void **state)
+{
   Problem p;
   PetscScalar *g;
   PetscReal recon;
@@ -168,7 +178,8 @@ static void test_reconstruction_error(void **state) {
   SetOption("-block_atol", "1e-13");
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_trapezoidal),
       cmocka_unit_test(test_other_theta),

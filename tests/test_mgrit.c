@@ -22,7 +22,8 @@ typedef struct {
 
 /* u_to = u_from + (to - from) h tanh(A_from u + b_from): one explicit step of stride to-from,
    with the weights of the interval's first step (the fine map when the stride is 1). */
-static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out) {
+static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
+{
   Toy *t = (Toy *)ctx;
 
   PetscFunctionBegin;
@@ -38,13 +39,15 @@ static PetscErrorCode ToyStep(void *ctx, PetscInt from, PetscInt to, const Petsc
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ToyClosing(void *ctx, PetscBool on) {
+static PetscErrorCode ToyClosing(void *ctx, PetscBool on)
+{
   PetscFunctionBegin;
   ((Toy *)ctx)->closing = on;
   PetscFunctionReturn(0);
 }
 
-static void ToySetUp(Toy *t, PetscInt N) {
+static void ToySetUp(Toy *t, PetscInt N)
+{
   for (PetscInt j = 0; j < N; j++) {
     for (PetscInt i = 0; i < K * K; i++) t->A[j][i] = 2 * TNUniform(9, 1, (uint64_t)(j * 100 + i)) - 1;
     for (PetscInt i = 0; i < K; i++) t->b[j][i] = 0.3 * (2 * TNUniform(9, 2, (uint64_t)(j * 100 + i)) - 1);
@@ -54,7 +57,8 @@ static void ToySetUp(Toy *t, PetscInt N) {
   for (PetscInt p = 0; p <= N; p++) t->closed[p] = 0;
 }
 
-static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip) {
+static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip)
+{
   Toy toy;
   TNMGRITApp app = {K, &toy, ToyStep, NULL};
   TNMGRIT mg;
@@ -106,7 +110,8 @@ static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, P
   CHECK(TNMGRITDestroy(&mg));
 }
 
-static void test_two_level(void **state) {
+static void test_two_level(void **state)
+{
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(37, 4, 2, PETSC_FALSE, (PetscBool)skip);
@@ -117,7 +122,8 @@ static void test_two_level(void **state) {
 
 /* Intervals longer than a rank's share, and coarse levels with fewer points than ranks (on 2
    and 4 ranks): chains cross ranks, and ranks without points on a level pass no messages. */
-static void test_spanning(void **state) {
+static void test_spanning(void **state)
+{
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(13, 8, 2, PETSC_FALSE, (PetscBool)skip);
@@ -127,7 +133,8 @@ static void test_spanning(void **state) {
   }
 }
 
-static void test_multilevel(void **state) {
+static void test_multilevel(void **state)
+{
   (void)state;
   for (int skip = 0; skip < 2; skip++) {
     Compare(64, 2, 3, PETSC_FALSE, (PetscBool)skip);
@@ -138,7 +145,8 @@ static void test_multilevel(void **state) {
 
 /* One iteration with a fixed small budget is the inexact mode: it must already improve on the
    initial guess. */
-static void test_inexact(void **state) {
+static void test_inexact(void **state)
+{
   Toy toy;
   TNMGRITApp app = {K, &toy, ToyStep, NULL};
   TNMGRIT mg;
@@ -168,7 +176,8 @@ static void test_inexact(void **state) {
    its value, and into each C-point it was the step from the final state before it (the
    residual's); every point had one. With the nested start and one iteration the C-points are
    the coarse propagation from u_0. */
-static void test_closing(void **state) {
+static void test_closing(void **state)
+{
   const PetscInt N = 45, m = 4;
   Toy toy;
   TNMGRITApp app = {K, &toy, ToyStep, ToyClosing};
@@ -227,7 +236,8 @@ static void test_closing(void **state) {
   assert_true(nested == 0);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel),
                                      cmocka_unit_test(test_spanning), cmocka_unit_test(test_inexact),
                                      cmocka_unit_test(test_closing)};

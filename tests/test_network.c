@@ -15,12 +15,14 @@
 
 #define CHECK(call) assert_int_equal((call), 0)
 
-static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream) {
+static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
+{
   for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(7, stream, (uint64_t)i) - 1);
 }
 
 static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscReal theta, PetscBool antisym,
-                         TNTask task, TNActivation act) {
+                         TNTask task, TNActivation act)
+{
   TNModelConfig cfg = {.d             = d,
                        .n             = n,
                        .L             = L,
@@ -45,7 +47,8 @@ static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscRe
   return M;
 }
 
-static void SetOption(const char *name, const char *value) {
+static void SetOption(const char *name, const char *value)
+{
   CHECK(PetscOptionsSetValue(NULL, name, value));
 }
 
@@ -59,7 +62,8 @@ typedef struct {
   PetscReal alpha, beta;
 } Objective;
 
-static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad) {
+static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad)
+{
   const TNModelConfig *c = &o->M->cfg;
   const PetscReal scale  = 1.0 / (o->B * (c->task == TN_TASK_REGRESSION ? c->m : 1));
   PetscReal loss, R;
@@ -78,7 +82,8 @@ static PetscReal ObjectiveEval(Objective *o, PetscScalar *grad) {
   return loss * scale + R;
 }
 
-static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B) {
+static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B)
+{
   const TNModelConfig *c = &M->cfg;
 
   o->M     = M;
@@ -93,14 +98,16 @@ static void ObjectiveSetUp(Objective *o, TNModel M, PetscInt B) {
   for (PetscInt s = 0; s < B; s++) o->labels[s] = s % c->m;
 }
 
-static void ObjectiveDestroy(Objective *o) {
+static void ObjectiveDestroy(Objective *o)
+{
   CHECK(TNNetworkDestroy(&o->net));
   CHECK(PetscFree5(o->X, o->out, o->dout, o->Y, o->labels));
   CHECK(TNModelDestroy(&o->M));
 }
 
 /* Relative 2-norm error of the adjoint gradient against central differences. */
-static PetscReal GradientError(TNModel M) {
+static PetscReal GradientError(TNModel M)
+{
   Objective o;
   PetscScalar *g;
   PetscReal num = 0, den = 0;
@@ -126,7 +133,8 @@ static PetscReal GradientError(TNModel M) {
   return PetscSqrtReal(num / den);
 }
 
-static void test_gradient(void **state) {
+static void test_gradient(void **state)
+{
   const PetscReal thetas[] = {0.0, 0.5, 1.0};
   (void)state;
   for (int t = 0; t < 3; t++)
@@ -141,7 +149,8 @@ static void test_gradient(void **state) {
       }
 }
 
-static void test_gradient_activations(void **state) {
+static void test_gradient_activations(void **state)
+{
   const TNActivation acts[] = {TN_ACT_RELU, TN_ACT_SOFTPLUS, TN_ACT_SIGMOID};
   (void)state;
   for (int a = 0; a < 3; a++) {
@@ -152,7 +161,8 @@ static void test_gradient_activations(void **state) {
   }
 }
 
-static void test_jacobian_transpose(void **state) {
+static void test_jacobian_transpose(void **state)
+{
   const TNActivation acts[] = {TN_ACT_TANH, TN_ACT_RELU, TN_ACT_SOFTPLUS, TN_ACT_SIGMOID};
   const PetscInt n = 6, B = 4;
   PetscScalar A[36], b[6], y[24];
@@ -176,7 +186,8 @@ static void test_jacobian_transpose(void **state) {
 
 /* Every method solves y1 = y0 + h[(1-theta)F(y0) + theta F(y1)] to -block_atol per sample,
    checked here with the layer evaluated independently of the solver. */
-static void test_block_residual(void **state) {
+static void test_block_residual(void **state)
+{
   const PetscReal thetas[]    = {0.25, 0.5, 1.0};
   const char *const methods[] = {"newton", "newton_assembled", "anderson", "picard"};
   const PetscInt n = 5, B = 7, N = B * n;
@@ -229,7 +240,8 @@ typedef struct {
   PetscInt n;
 } ODE;
 
-static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx) {
+static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx)
+{
   ODE *o = (ODE *)ctx;
   const PetscScalar *ya;
   PetscScalar *fa;
@@ -246,7 +258,8 @@ static PetscErrorCode ODERHS(TS ts, PetscReal t, Vec y, Vec f, void *ctx) {
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void *ctx) {
+static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void *ctx)
+{
   ODE *o = (ODE *)ctx;
   const PetscScalar *ya;
   PetscScalar z[16];
@@ -267,7 +280,8 @@ static PetscErrorCode ODEJacobian(TS ts, PetscReal t, Vec y, Mat J, Mat P, void 
   PetscFunctionReturn(0);
 }
 
-static void test_tstheta(void **state) {
+static void test_tstheta(void **state)
+{
   const PetscReal thetas[] = {0.25, 0.5, 1.0};
   const PetscInt d = 3, n = 4, L = 1;
   (void)state;
@@ -332,7 +346,8 @@ static void test_tstheta(void **state) {
   }
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jacobian_transpose),
       cmocka_unit_test(test_block_residual),

@@ -3,7 +3,8 @@
 #include <petscsys.h>
 #include <petscblaslapack.h>
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
   PetscInt n = 128, B = 256, reps = 200;
   PetscScalar *A, *Y, *Z, one = 1.0, zero = 0.0;
   PetscBLASInt bn, bB;
