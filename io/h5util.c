@@ -109,35 +109,43 @@ PetscErrorCode TNH5FileOpen(const char *path, hid_t *file)
   PetscFunctionReturn(0);
 }
 
+/* A file that rank 0 alone reads (opened as it is) or writes (a temporary file, committed only
+   when fn succeeds), with fn(file, ctx) doing the work. */
 typedef struct {
   const char *path;
+  PetscBool write;
   PetscErrorCode (*fn)(hid_t, void *);
   void *ctx;
 } FileJob;
 
-static PetscErrorCode RootReadJob(void *j)
+static PetscErrorCode FileJobRun(void *j)
 {
   FileJob *job = (FileJob *)j;
   hid_t file;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
-  PetscCall(TNH5FileOpen(job->path, &file));
+  if (job->write)
+    PetscCall(TNH5TempCreate(job->path, H5P_DEFAULT, &file));
+  else
+    PetscCall(TNH5FileOpen(job->path, &file));
   ierr = job->fn(file, job->ctx);
-  H5Fclose(file);
+  if (job->write)
+    PetscCall(TNH5TempClose(PETSC_COMM_SELF, job->path, ierr ? PETSC_FALSE : PETSC_TRUE, &file));
+  else
+    H5Fclose(file);
   PetscCall(ierr);
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNH5RootRead(MPI_Comm comm, const char *path, PetscErrorCode (*read)(hid_t, void *), void *ctx)
 {
-  FileJob job = {path, read, ctx};
+  FileJob job = {path, PETSC_FALSE, read, ctx};
 
   PetscFunctionBegin;
-  PetscCall(TNH5RootCall(comm, RootReadJob, &job));
+  PetscCall(TNH5RootCall(comm, FileJobRun, &job));
   PetscFunctionReturn(0);
 }
-
 /* H5Lexists looks only at the last component of a path and fails when a group above it is
    missing; walk the path so that anything missing reads as "not there". */
 PetscBool TNH5LinkExists(hid_t loc, const char *name)
@@ -542,25 +550,11 @@ PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, 
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode RootWriteJob(void *j)
-{
-  FileJob *job = (FileJob *)j;
-  hid_t file;
-  PetscErrorCode ierr;
-
-  PetscFunctionBegin;
-  PetscCall(TNH5TempCreate(job->path, H5P_DEFAULT, &file));
-  ierr = job->fn(file, job->ctx);
-  PetscCall(TNH5TempClose(PETSC_COMM_SELF, job->path, ierr ? PETSC_FALSE : PETSC_TRUE, &file));
-  PetscCall(ierr);
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx)
 {
-  FileJob job = {path, fill, ctx};
+  FileJob job = {path, PETSC_TRUE, fill, ctx};
 
   PetscFunctionBegin;
-  PetscCall(TNH5RootCall(comm, RootWriteJob, &job));
+  PetscCall(TNH5RootCall(comm, FileJobRun, &job));
   PetscFunctionReturn(0);
 }

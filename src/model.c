@@ -127,15 +127,6 @@ PetscErrorCode TNModelGetParameters(TNModel M, PetscInt *n, PetscScalar **params
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNModelGetBlocks(TNModel M, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth)
-{
-  PetscFunctionBegin;
-  if (jlo) *jlo = M->jlo;
-  if (jhi) *jhi = M->jhi;
-  if (depth) *depth = M->depth;
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode TNModelView(TNModel M, PetscViewer viewer)
 {
   const TNModelConfig *c = &M->cfg;

@@ -109,24 +109,10 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetType(TNOptimizer opt, TNOptimizerType *type)
-{
-  PetscFunctionBegin;
-  *type = opt->type;
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr)
 {
   PetscFunctionBegin;
   *lr = opt->hyper[H_LR];
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNOptimizerGetStep(TNOptimizer opt, PetscInt64 *step)
-{
-  PetscFunctionBegin;
-  *step = opt->step;
   PetscFunctionReturn(0);
 }
 

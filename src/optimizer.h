@@ -20,9 +20,7 @@ PETSC_EXTERN PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer);
 PETSC_EXTERN PetscErrorCode TNOptimizerSetUp(TNOptimizer, PetscInt nparams);
 /* params -= update(grad); grad is the gradient of the objective J. */
 PETSC_EXTERN PetscErrorCode TNOptimizerStep(TNOptimizer, PetscScalar *params, const PetscScalar *grad);
-PETSC_EXTERN PetscErrorCode TNOptimizerGetType(TNOptimizer, TNOptimizerType *);
 PETSC_EXTERN PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer, PetscReal *);
-PETSC_EXTERN PetscErrorCode TNOptimizerGetStep(TNOptimizer, PetscInt64 *);
 /* The checkpoint record: type, step, hyper-parameters and the moment arrays of this object (to
    be read, or, after SetUp, filled). */
 PETSC_EXTERN PetscErrorCode TNOptimizerGetRecord(TNOptimizer, TNOptimizerRecord *);

@@ -3,6 +3,7 @@
    results file with its /config. */
 #include "trainerimpl.h"
 #include "events.h"
+#include <stdarg.h>
 #include <sys/resource.h>
 
 const char *const TNTrainerPhases[PH_COUNT] = {"forward", "backward", "allreduce", "update", "validate", "io", "total"};
@@ -154,55 +155,66 @@ PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
   PetscFunctionReturn(0);
 }
 
+/* The entries of /config, each value formatted into its own buffer. */
+#define TN_CONFIG_MAX 40
+typedef struct {
+  PetscInt n;
+  TNConfigEntry entry[TN_CONFIG_MAX];
+  char value[TN_CONFIG_MAX][64];
+} Config;
+
+static PetscErrorCode ConfigAdd(Config *c, const char *key, const char *format, ...)
+{
+  va_list ap;
+  size_t len;
+
+  PetscFunctionBegin;
+  PetscCheck(c->n < TN_CONFIG_MAX, PETSC_COMM_SELF, PETSC_ERR_PLIB, "more than %d /config entries", TN_CONFIG_MAX);
+  va_start(ap, format);
+  PetscCall(PetscVSNPrintf(c->value[c->n], sizeof c->value[c->n], format, &len, ap));
+  va_end(ap);
+  c->entry[c->n] = (TNConfigEntry){key, c->value[c->n]};
+  c->n++;
+  PetscFunctionReturn(0);
+}
+
 /* /config: what a reader needs to reproduce or tabulate the run. */
 PetscErrorCode TNTrainerWriteResults(TNTrainer t)
 {
-  char v[20][64];
-  TNConfigEntry cfg[20];
-  PetscInt k = 0;
+  Config c = {0};
   TNModel whole;
   TNOptimizerRecord rec;
   PetscReal hyper[TN_OPTIMIZER_HYPER], lr;
   TNTable history;
   TNMemoryMode mode;
   TNDepthSolver solver;
-  TNOptimizerType type;
 
   PetscFunctionBegin;
+  PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
+  PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
   PetscCall(TNNetworkGetMemory(t->net, &mode, NULL));
   PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
   PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
-  PetscCall(TNOptimizerGetType(t->opt, &type));
-#define ENTRY(name, ...)                                                                                               \
-  do {                                                                                                                 \
-    PetscCall(PetscSNPrintf(v[k], sizeof v[k], __VA_ARGS__));                                                          \
-    cfg[k].key   = name;                                                                                               \
-    cfg[k].value = v[k];                                                                                               \
-    k++;                                                                                                               \
-  } while (0)
-  ENTRY("grid", "%d x %d", t->grid.depth_size, t->grid.data_size);
-  ENTRY("depth_ranks", "%d", t->grid.depth_size);
-  ENTRY("data_ranks", "%d", t->grid.data_size);
-  ENTRY("start_time", "%s", t->start_time);
-  ENTRY("train", "%s", t->train_path);
-  ENTRY("val", "%s", t->val ? t->val_path : "");
-  ENTRY("width", "%" PetscInt_FMT, t->cfg.n);
-  ENTRY("layers", "%" PetscInt_FMT, t->cfg.L);
-  ENTRY("theta", "%.17g", (double)t->cfg.theta);
-  ENTRY("T", "%.17g", (double)t->cfg.T);
-  ENTRY("epochs", "%" PetscInt_FMT, t->epochs);
-  ENTRY("batch", "%" PetscInt_FMT, t->batch);
-  ENTRY("lr", "%.17g", (double)lr);
-  ENTRY("optimizer", "%s", TNOptimizerTypes[type]);
-  ENTRY("seed", "%" PetscInt_FMT, t->seed);
-  ENTRY("memory", "%s", TNMemoryModes[mode]);
-  ENTRY("depth_solver", "%s", TNDepthSolvers[solver]);
-  ENTRY("data_layout", "%s", t->sharded ? "sharded" : "replicated");
-#undef ENTRY
-  PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
-  PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
+  PetscCall(ConfigAdd(&c, "grid", "%d x %d", t->grid.depth_size, t->grid.data_size));
+  PetscCall(ConfigAdd(&c, "depth_ranks", "%d", t->grid.depth_size));
+  PetscCall(ConfigAdd(&c, "data_ranks", "%d", t->grid.data_size));
+  PetscCall(ConfigAdd(&c, "start_time", "%s", t->start_time));
+  PetscCall(ConfigAdd(&c, "train", "%s", t->train_path));
+  PetscCall(ConfigAdd(&c, "val", "%s", t->val ? t->val_path : ""));
+  PetscCall(ConfigAdd(&c, "width", "%" PetscInt_FMT, t->cfg.n));
+  PetscCall(ConfigAdd(&c, "layers", "%" PetscInt_FMT, t->cfg.L));
+  PetscCall(ConfigAdd(&c, "theta", "%.17g", (double)t->cfg.theta));
+  PetscCall(ConfigAdd(&c, "T", "%.17g", (double)t->cfg.T));
+  PetscCall(ConfigAdd(&c, "epochs", "%" PetscInt_FMT, t->epochs));
+  PetscCall(ConfigAdd(&c, "batch", "%" PetscInt_FMT, t->batch));
+  PetscCall(ConfigAdd(&c, "lr", "%.17g", (double)lr));
+  PetscCall(ConfigAdd(&c, "optimizer", "%s", TNOptimizerTypes[rec.type]));
+  PetscCall(ConfigAdd(&c, "seed", "%" PetscInt_FMT, t->seed));
+  PetscCall(ConfigAdd(&c, "memory", "%s", TNMemoryModes[mode]));
+  PetscCall(ConfigAdd(&c, "depth_solver", "%s", TNDepthSolvers[solver]));
+  PetscCall(ConfigAdd(&c, "data_layout", "%s", t->sharded ? "sharded" : "replicated"));
   TNHistoryTable(&t->history, &history);
-  PetscCall(TNResultsWrite(t->comm, t->output, whole, &history, PH_COUNT, TNTrainerPhases, t->phase, k, cfg));
+  PetscCall(TNResultsWrite(t->comm, t->output, whole, &history, PH_COUNT, TNTrainerPhases, t->phase, c.n, c.entry));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(PetscPrintf(t->comm, "results written to %s\n", t->output));

@@ -95,7 +95,7 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
 {
   const TNModelConfig want = t->cfg;
   TNModelConfig *c;
-  TNOptimizerType type;
+  TNOptimizerRecord mine;
   TNOptimizerRecord rec;
   PetscReal hyper[TN_OPTIMIZER_HYPER], t0, *columns[TN_HISTORY_COLUMNS];
   TNTable table;
@@ -123,7 +123,7 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   PetscCall(TNHistoryAppendTable(&t->history, &table));
   PetscCall(TNTableFree(&table));
   c = &whole->cfg;
-  PetscCall(TNOptimizerGetType(t->opt, &type));
+  PetscCall(TNOptimizerGetRecord(t->opt, &mine));
 #define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
   CHECK_OPTION("-width", want.n != c->n);
   CHECK_OPTION("-layers", want.L != c->L);
@@ -133,7 +133,7 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   CHECK_OPTION("-opening_act", want.opening_act != c->opening_act);
   CHECK_OPTION("-antisymmetric", want.antisymmetric != c->antisymmetric);
   CHECK_OPTION("-gamma", want.gamma != c->gamma);
-  CHECK_OPTION("-optimizer", (PetscInt)type != rec.type);
+  CHECK_OPTION("-optimizer", mine.type != rec.type);
   CHECK_OPTION("-seed", t->seed != t->resume.seed);
 #undef CHECK_OPTION
   for (PetscInt i = 0; i < nchecks; i++) {
@@ -163,7 +163,6 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   PetscCall(TNOptimizerSetUp(t->opt, t->model->nparams));
   PetscCall(TNOptimizerRestore(t->opt, &rec, lr_set));
   {
-    TNOptimizerRecord mine;
     PetscCall(TNOptimizerGetRecord(t->opt, &mine));
     for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
       PetscCheck(!mine.moment[k] == !rec.moment[k], t->comm, TN_ERR_USER, "%s: /optimizer/%s %s for a %s optimiser",

@@ -68,8 +68,6 @@ PETSC_EXTERN PetscErrorCode TNModelDestroy(TNModel *);
 PETSC_EXTERN PetscErrorCode TNModelGetConfig(TNModel, const TNModelConfig **);
 /* The parameters held here (either argument may be NULL): their number and the buffer. */
 PETSC_EXTERN PetscErrorCode TNModelGetParameters(TNModel, PetscInt *n, PetscScalar **params);
-/* The blocks [jlo, jhi) held here and the depth communicator (MPI_COMM_NULL: all blocks here). */
-PETSC_EXTERN PetscErrorCode TNModelGetBlocks(TNModel, PetscInt *jlo, PetscInt *jhi, MPI_Comm *depth);
 /* Views of a buffer in this model's (local) layout: a gradient, an optimiser moment. */
 PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
 /* Collective on the model's depth ranks: the whole-network buffer full (every rank) from each

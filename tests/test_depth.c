@@ -1,17 +1,8 @@
 /* Blocks split across depth ranks: the shares of a model initialise as the whole model does,
    gather back to it, and give the whole model's regulariser and its gradient, including the
    smoothness terms that couple blocks across rank boundaries. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
-#include "thetanet.h"
+#include "testing.h"
 #include "network.h"
-#include "modelimpl.h"
-#include "rng.h"
-
-#define CHECK(call) assert_int_equal((call), 0)
 
 static void test_split_model(void **state)
 {
@@ -105,7 +96,7 @@ static void test_mgrit_residual(void **state)
 }
 
 /* Inexact MGRIT (one or two iterations, with and without the nested start): the block
-   gradients the adjoint solve takes from its closing sweep are those of the returned states
+   gradients the adjoint solve takes from its final sweep are those of the returned states
    and adjoints, recomputed block by block. */
 static void test_mgrit_gradient(void **state)
 {
@@ -180,10 +171,6 @@ int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual),
                                      cmocka_unit_test(test_mgrit_gradient)};
-  int fails;
 
-  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
-  fails = cmocka_run_group_tests(tests, NULL, NULL);
-  if (PetscFinalize()) return 1;
-  return fails;
+  return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], NULL);
 }

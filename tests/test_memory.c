@@ -1,16 +1,8 @@
 /* Memory modes (DESIGN.md §1): reversible and checkpointed backpropagation give the gradients of
    store mode on every rank count (each rank a data rank, the gradient summed over them), and
    reversible mode reports how well it rebuilt y_0. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "testing.h"
 #include "evaluate.h"
-#include "modelimpl.h"
-#include "rng.h"
-
-#define CHECK(call) assert_int_equal((call), 0)
 
 /* Depth 7: checkpoint strides 2 and 3 leave a shorter last segment. Enough samples that the
    chunks of 4 leave a shorter last batch on every rank count tested. */
@@ -18,12 +10,7 @@ enum { D_IN = 3, WIDTH = 5, DEPTH = 7, SAMPLES = 23, CHUNK = 4 };
 
 static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
 {
-  for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(9, stream, (uint64_t)i) - 1);
-}
-
-static void SetOption(const char *name, const char *value)
-{
-  CHECK(PetscOptionsSetValue(NULL, name, value));
+  TestFill(x, len, scale, 9, stream);
 }
 
 typedef struct {
@@ -34,27 +21,12 @@ typedef struct {
 
 static void ProblemSetUp(Problem *p, PetscReal theta, PetscBool antisym, TNTask task)
 {
-  const PetscInt m  = task == TN_TASK_CLASSIFICATION ? 3 : 2;
-  TNModelConfig cfg = {.d             = D_IN,
-                       .n             = WIDTH,
-                       .L             = DEPTH,
-                       .m             = m,
-                       .theta         = theta,
-                       .T             = 1.5,
-                       .gamma         = 0.1,
-                       .act           = TN_ACT_TANH,
-                       .opening_act   = TN_ACT_TANH,
-                       .antisymmetric = antisym,
-                       .task          = task};
+  const PetscInt m        = task == TN_TASK_CLASSIFICATION ? 3 : 2;
+  const TNModelConfig cfg = {D_IN, WIDTH, DEPTH, m, theta, 1.5, 0.1, TN_ACT_TANH, TN_ACT_TANH, antisym, task};
   PetscReal *X, *Y;
   PetscInt *labels;
 
-  CHECK(TNModelCreate(&cfg, &p->M));
-  CHECK(TNModelInitialize(p->M, 5));
-  /* non-zero biases, and weights large enough for the implicit terms to matter */
-  RandomFill(p->M->p.kb, WIDTH, 0.3, 1);
-  RandomFill(p->M->p.b, DEPTH * WIDTH, 0.3, 2);
-  for (PetscInt i = 0; i < DEPTH * WIDTH * WIDTH; i++) p->M->p.W[i] *= 1.5;
+  p->M = TestModel(&cfg, 5, 1.5, 9);
   CHECK(TNDatasetCreate(SAMPLES, D_IN, m, task, NULL, &p->D));
   CHECK(TNDatasetGetArrays(p->D, &X, &labels, &Y));
   RandomFill(X, SAMPLES * D_IN, 1.0, 3);
@@ -167,7 +139,7 @@ static void test_reconstruction_error(void **state)
   PetscScalar *g;
   PetscReal recon;
   (void)state;
-  SetOption("-block_atol", "1e-4");
+  CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-4"));
   ProblemSetUp(&p, 0.5, PETSC_FALSE, TN_TASK_CLASSIFICATION);
   CHECK(PetscMalloc1(p.M->nparams, &g));
   Gradient(&p, TN_MEMORY_REVERSIBLE, 0, g, &recon);
@@ -175,7 +147,7 @@ static void test_reconstruction_error(void **state)
   assert_true(recon > 1e-8 && recon < 1e-2);
   CHECK(PetscFree(g));
   ProblemDestroy(&p);
-  SetOption("-block_atol", "1e-13");
+  CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-13"));
 }
 
 int main(int argc, char **argv)
@@ -185,13 +157,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_other_theta),
       cmocka_unit_test(test_reconstruction_error),
   };
-  int fails;
-
-  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
   /* tight solves: the modes then agree far below the 1e-8 asked of them */
-  SetOption("-block_atol", "1e-13");
-  SetOption("-adjoint_ksp_rtol", "1e-14");
-  fails = cmocka_run_group_tests(tests, NULL, NULL);
-  if (PetscFinalize()) return 1;
-  return fails;
+  const char *const options[] = {"-block_atol", "1e-13", "-adjoint_ksp_rtol", "1e-14", NULL};
+
+  return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], options);
 }

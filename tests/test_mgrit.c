@@ -1,21 +1,15 @@
 /* MGRIT against the sequential recursion, on any number of ranks: a nonlinear one-step map
    with a coarse propagator of the same form, solved to tight tolerance, must give the
    sequential states; each iteration must reduce the residual. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
+#include "testing.h"
 #include "mgrit.h"
-#include "rng.h"
 
-#define CHECK(call) assert_int_equal((call), 0)
 #define K 5
 
 typedef struct {
   PetscScalar A[64][K * K], b[64][K];
   PetscReal h;
-  PetscBool closing;       /* inside a closing sweep */
+  PetscBool closing;       /* inside a final sweep */
   PetscScalar last[65][K]; /* the last closing fine step into each point */
   PetscInt closed[65];     /* closing fine steps into each point */
 } Toy;
@@ -172,7 +166,7 @@ static void test_inexact(void **state)
   assert_true(r2 < r1);
 }
 
-/* The closing sweep: when a solve returns, the last closing fine step into each F-point gave
+/* The final sweep: when a solve returns, the last closing fine step into each F-point gave
    its value, and into each C-point it was the step from the final state before it (the
    residual's); every point had one. With the nested start and one iteration the C-points are
    the coarse propagation from u_0. */
@@ -241,10 +235,6 @@ int main(int argc, char **argv)
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel),
                                      cmocka_unit_test(test_spanning), cmocka_unit_test(test_inexact),
                                      cmocka_unit_test(test_closing)};
-  int fails;
 
-  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
-  fails = cmocka_run_group_tests(tests, NULL, NULL);
-  if (PetscFinalize()) return 1;
-  return fails;
+  return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], NULL);
 }

@@ -1,50 +1,23 @@
 /* Layer and network derivatives: Jacobian against differences, transpose by dot products,
    block residuals of every solver, whole-network gradients against central differences, and
    the theta-step against PETSc's own TSTHETA. */
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
 #include <petscts.h>
+#include "testing.h"
 #include "network.h"
-#include "modelimpl.h"
 #include "activation.h"
 #include "rows.h"
-#include "rng.h"
-
-#define CHECK(call) assert_int_equal((call), 0)
 
 static void RandomFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t stream)
 {
-  for (PetscInt i = 0; i < len; i++) x[i] = scale * (2 * TNUniform(7, stream, (uint64_t)i) - 1);
+  TestFill(x, len, scale, 7, stream);
 }
 
 static TNModel MakeModel(PetscInt d, PetscInt n, PetscInt L, PetscInt m, PetscReal theta, PetscBool antisym,
                          TNTask task, TNActivation act)
 {
-  TNModelConfig cfg = {.d             = d,
-                       .n             = n,
-                       .L             = L,
-                       .m             = m,
-                       .theta         = theta,
-                       .T             = 1.5,
-                       .gamma         = 0.1,
-                       .act           = act,
-                       .opening_act   = TN_ACT_TANH,
-                       .antisymmetric = antisym,
-                       .task          = task};
-  TNModel M;
+  const TNModelConfig cfg = {d, n, L, m, theta, 1.5, 0.1, act, TN_ACT_TANH, antisym, task};
 
-  CHECK(TNModelCreate(&cfg, &M));
-  CHECK(TNModelInitialize(M, 3));
-  /* non-zero biases so that every parameter's derivative is exercised */
-  RandomFill(M->p.kb, n, 0.3, 11);
-  RandomFill(M->p.b, L * n, 0.3, 12);
-  RandomFill(M->p.c, m, 0.3, 13);
-  /* larger weights make h theta |A| big enough for the implicit terms to matter */
-  for (PetscInt i = 0; i < L * n * n; i++) M->p.W[i] *= 2.0;
-  return M;
+  return TestModel(&cfg, 3, 2.0, 7);
 }
 
 static void SetOption(const char *name, const char *value)
@@ -355,13 +328,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(test_gradient_activations),
       cmocka_unit_test(test_tstheta),
   };
-  int fails;
-
-  if (PetscInitialize(&argc, &argv, NULL, NULL)) return 1;
   /* tight solves: the differences below resolve the gradient to ~1e-9 */
-  SetOption("-block_atol", "1e-13");
-  SetOption("-adjoint_ksp_rtol", "1e-14");
-  fails = cmocka_run_group_tests(tests, NULL, NULL);
-  if (PetscFinalize()) return 1;
-  return fails;
+  const char *const options[] = {"-block_atol", "1e-13", "-adjoint_ksp_rtol", "1e-14", NULL};
+
+  return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], options);
 }

@@ -8,7 +8,6 @@ by `thetanet export`, a data file named in /config is read), or --data FILE.
 usage: plot_decision.py MODEL.h5 [MODEL.h5 ...] -o FILE.png [--data F.h5] [--resolution 200]
                         [--box XMIN,XMAX,YMIN,YMAX] [--thetanet PATH] [--options="THETANET OPTIONS"]
 """
-import argparse
 import shlex
 
 import thetanet_results as tr
@@ -106,24 +105,18 @@ def plot(models, out, data=None, resolution=200, box=None, labels=None, thetanet
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="+", help="model or results files (with /model)")
-    ap.add_argument("-o", "--output", required=True, help="PNG file to write")
+    ap = tr.plot_parser(__doc__, "models", "model or results files (with /model)")
     ap.add_argument("--data", help="data set whose points to draw (default: the model's training data)")
     ap.add_argument("--resolution", type=int, default=200, help="grid points per axis (default 200)")
     ap.add_argument("--box", help="XMIN,XMAX,YMIN,YMAX of the picture (default: the data's, padded)")
-    ap.add_argument("--labels", help="comma-separated panel titles, one per model")
     ap.add_argument("--thetanet", help="thetanet binary (default: build/thetanet, or thetanet on PATH)")
     ap.add_argument("--options", default="", help='more options for thetanet predict, e.g. '
                     '"-block_fallback_snes_linesearch_type bt" (the block solver settings of the training)')
-    ap.add_argument("--title")
     a = ap.parse_args()
     box = tuple(float(v) for v in a.box.split(",")) if a.box else None
     if box and len(box) != 4:
         ap.error("--box takes XMIN,XMAX,YMIN,YMAX")
-    labels = a.labels.split(",") if a.labels else None
-    if labels and len(labels) != len(a.models):
-        ap.error(f"--labels has {len(labels)} entries for {len(a.models)} models")
+    labels = tr.plot_labels(ap, a, a.models)
     tr.find_thetanet(a.thetanet)
     try:
         plot(a.models, a.output, a.data, a.resolution, box, labels, a.thetanet, a.title, shlex.split(a.options))

@@ -3,9 +3,8 @@
 the loss per epoch (training dashed, validation solid, log scale) and, for classification, the
 validation accuracy. Reads /history of each results file.
 
-usage: plot_history.py RESULTS.h5 [RESULTS.h5 ...] -o FILE.png [--labels A,B,...] [--x epoch|time]
+usage: plot_history.py RESULTS.h5 [RESULTS.h5 ...] -o FILE.png [--labels A,B,...] [--x epoch|time] [--title T]
 """
-import argparse
 
 import thetanet_results as tr
 
@@ -54,17 +53,10 @@ def plot(paths, out, labels=None, x="epoch", title=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", nargs="+", help="results files (thetanet train -output)")
-    ap.add_argument("-o", "--output", required=True, help="PNG file to write")
-    ap.add_argument("--labels", help="comma-separated legend entries, one per file (default: theta, layers)")
+    ap = tr.plot_parser(__doc__, "results", "results files (thetanet train -output)")
     ap.add_argument("--x", choices=("epoch", "time"), default="epoch", help="horizontal axis (default epoch)")
-    ap.add_argument("--title")
     a = ap.parse_args()
-    labels = a.labels.split(",") if a.labels else None
-    if labels and len(labels) != len(a.results):
-        ap.error(f"--labels has {len(labels)} entries for {len(a.results)} files")
-    plot(a.results, a.output, labels, a.x, a.title)
+    plot(a.results, a.output, tr.plot_labels(ap, a, a.results), a.x, a.title)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@
 against the number of ranks, with the ideal line. A grid study draws one line per number of
 depth ranks.
 
-usage: plot_scaling.py STUDY.h5 [STUDY.h5 ...] -o FILE.png [--labels A,B,...]
+usage: plot_scaling.py STUDY.h5 [STUDY.h5 ...] -o FILE.png [--labels A,B,...] [--title T]
 """
-import argparse
 
 import thetanet_results as tr
 
@@ -24,7 +23,7 @@ def read_study(path):
         return runs, {k: tr.text(v) for k, v in f.attrs.items()}
 
 
-def plot(paths, out, labels=None):
+def plot(paths, out, labels=None, title=None):
     plt = tr.pyplot()
     fig, (ax_s, ax_e) = plt.subplots(1, 2, figsize=(12, 4.5))
     all_ranks = set()
@@ -53,19 +52,15 @@ def plot(paths, out, labels=None):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     ax_e.set_ylim(0, max(1.1, ax_e.get_ylim()[1]))
+    if title:
+        fig.suptitle(title)
     tr.save(fig, out)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("studies", nargs="+", help="files written by jobs/scaling/study")
-    ap.add_argument("-o", "--output", required=True, help="PNG file to write")
-    ap.add_argument("--labels", help="comma-separated legend entries, one per study")
+    ap = tr.plot_parser(__doc__, "studies", "files written by jobs/scaling/study")
     a = ap.parse_args()
-    labels = a.labels.split(",") if a.labels else None
-    if labels and len(labels) != len(a.studies):
-        ap.error(f"--labels has {len(labels)} entries for {len(a.studies)} studies")
-    plot(a.studies, a.output, labels)
+    plot(a.studies, a.output, tr.plot_labels(ap, a, a.studies), a.title)
 
 
 if __name__ == "__main__":

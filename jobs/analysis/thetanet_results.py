@@ -236,6 +236,26 @@ def evaluate(model, X, Y, options=(), **run_kw):
 
 # ---- pictures ----------------------------------------------------------------------------
 
+def plot_parser(doc, files, what):
+    """The arguments of a plot script that draws FILES: the files, -o PNG, --labels (one per
+    file) and --title; the script adds its own."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument(files, nargs="+", help=what)
+    ap.add_argument("-o", "--output", required=True, help="PNG file to write")
+    ap.add_argument("--labels", help="comma-separated legend entries or panel titles, one per file")
+    ap.add_argument("--title")
+    return ap
+
+
+def plot_labels(ap, args, files):
+    """--labels as a list (None when not given), one per file or a usage error."""
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(files):
+        ap.error(f"--labels has {len(labels)} entries for {len(files)} files")
+    return labels
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend (files only: no display needed on a cluster)."""
     import matplotlib
