@@ -1,6 +1,8 @@
-/* Checkpoints (DESIGN.md §4): written collectively with MPI-IO into a temporary file whose
-   /state `complete` attribute is written last, synced and renamed over the previous checkpoint,
-   so a crash at any moment leaves a loadable one; read back by rank 0, validated, broadcast. */
+/* Checkpoints (DESIGN.md §4): the whole network, gathered by the ranks that hold it, written by
+   rank 0 into a temporary file whose /state `complete` attribute is written last, synced and
+   renamed over the previous checkpoint, so a crash at any moment leaves a loadable one; a failed
+   write reaches every rank as one error. Read back by rank 0, validated, broadcast. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include "h5util.h"
@@ -15,8 +17,9 @@ typedef struct {
   const TNAttribute *state;
 } CheckpointWrite;
 
-static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
+static PetscErrorCode CheckpointFill(hid_t file, void *ctx)
 {
+  const CheckpointWrite *w   = (const CheckpointWrite *)ctx;
   const TNOptimizerRecord *o = w->opt;
   PetscScalar *params;
   hid_t g;
@@ -34,10 +37,13 @@ static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
   PetscCall(TNH5TableWrite(file, "history", w->history));
   PetscCall(TNH5GroupCreate(file, "state", &g));
   for (PetscInt k = 0; k < w->nstate; k++) {
-    if (w->state[k].integer)
-      PetscCall(TNH5AttrWriteInt(g, w->state[k].name, (PetscInt64)w->state[k].value));
+    const TNAttribute *a = &w->state[k];
+    if (a->type == TN_ATTR_INT)
+      PetscCall(TNH5AttrWriteInt(g, a->name, (PetscInt64)a->value));
+    else if (a->type == TN_ATTR_REAL)
+      PetscCall(TNH5AttrWriteReal(g, a->name, a->value));
     else
-      PetscCall(TNH5AttrWriteReal(g, w->state[k].name, w->state[k].value));
+      PetscCall(TNH5AttrWriteString(g, a->name, a->text));
   }
   PetscCall(TNH5AttrWriteString(g, "version", THETANET_VERSION));
   PetscCall(TNH5AttrWriteInt(g, "complete", 1));
@@ -45,26 +51,13 @@ static PetscErrorCode CheckpointFill(hid_t file, const CheckpointWrite *w)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
-                                 const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
-                                 const TNAttribute state[])
+PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, TNModel model, const TNOptimizerRecord *opt,
+                                 const TNTable *history, PetscInt nstate, const TNAttribute state[])
 {
   CheckpointWrite w = {model, opt, history, nstate, state};
-  hid_t fapl, file;
-  PetscErrorCode ierr;
 
   PetscFunctionBegin;
-  fapl = H5Pcreate(H5P_FILE_ACCESS);
-  PetscCheck(fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB,
-             "HDF5 has no MPI-IO driver");
-  ierr = TNH5TempCreate(path, fapl, &file);
-  H5Pclose(fapl);
-  PetscCall(ierr);
-  TNH5CollectiveSet(PETSC_TRUE, writer);
-  ierr = CheckpointFill(file, &w);
-  TNH5CollectiveSet(PETSC_FALSE, PETSC_TRUE);
-  PetscCall(TNH5TempClose(comm, path, ierr ? PETSC_FALSE : PETSC_TRUE, &file));
-  PetscCall(ierr);
+  PetscCall(TNH5RootWrite(comm, path, CheckpointFill, &w));
   PetscFunctionReturn(0);
 }
 
@@ -95,15 +88,19 @@ static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
   PetscCheck(found && complete == 1, PETSC_COMM_SELF, TN_ERR_USER,
              "%s: incomplete checkpoint (/state complete is not 1)", path);
   for (PetscInt k = 0; k < r->nstate; k++) {
-    TNAttribute *a = &r->state[k];
-    if (a->integer) {
-      PetscInt64 v;
-      PetscCall(TNH5AttrReadInt(g, path, "/state", a->name, &v, NULL));
-      PetscCheck(v >= 0 && v <= PETSC_MAX_INT, PETSC_COMM_SELF, TN_ERR_USER,
+    TNAttribute *a     = &r->state[k];
+    PetscBool *present = a->optional ? &a->found : NULL;
+    a->found           = PETSC_TRUE;
+    if (a->type == TN_ATTR_INT) {
+      PetscInt64 v = 0;
+      PetscCall(TNH5AttrReadInt(g, path, "/state", a->name, &v, present));
+      PetscCheck(v >= 0 && v < ((PetscInt64)1 << 53), PETSC_COMM_SELF, TN_ERR_USER,
                  "%s: /state %s %" PetscInt64_FMT " out of range", path, a->name, v);
       a->value = (PetscReal)v;
-    } else
-      PetscCall(TNH5AttrReadReal(g, path, "/state", a->name, &a->value, NULL));
+    } else if (a->type == TN_ATTR_REAL)
+      PetscCall(TNH5AttrReadReal(g, path, "/state", a->name, &a->value, present));
+    else
+      PetscCall(TNH5AttrReadString(g, path, "/state", a->name, a->text, sizeof a->text, present));
   }
   H5Gclose(g);
 
@@ -150,7 +147,6 @@ PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model,
   MomentRead mr;
   PetscMPIInt rank;
   PetscInt n, nrows;
-  PetscReal *values;
   const TNModelConfig *cfg;
 
   PetscFunctionBegin;
@@ -164,11 +160,11 @@ PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model,
   history->nrows = nrows;
   for (PetscInt k = 0; k < history->ncols; k++)
     PetscCallMPI(MPI_Bcast(history->columns[k], (PetscMPIInt)nrows, MPIU_REAL, 0, comm));
-  PetscCall(PetscMalloc1(nstate + 1, &values));
-  for (PetscInt k = 0; k < nstate; k++) values[k] = state[k].value;
-  PetscCallMPI(MPI_Bcast(values, (PetscMPIInt)nstate, MPIU_REAL, 0, comm));
-  for (PetscInt k = 0; k < nstate; k++) state[k].value = values[k];
-  PetscCall(PetscFree(values));
+  /* the attributes read are plain data of the same binary on every rank: they travel as bytes,
+     all but their names (pointers, the same already) */
+  for (PetscInt k = 0; k < nstate; k++)
+    PetscCallMPI(MPI_Bcast(&state[k].value, (PetscMPIInt)(sizeof(TNAttribute) - offsetof(TNAttribute, value)), MPI_BYTE,
+                           0, comm));
   PetscCallMPI(MPI_Bcast(&opt->type, 1, MPIU_INT, 0, comm));
   PetscCallMPI(MPI_Bcast(&opt->step, 1, MPIU_INT64, 0, comm));
   PetscCallMPI(MPI_Bcast(opt->hyper, (PetscMPIInt)opt->nhyper, MPIU_REAL, 0, comm));

@@ -1,6 +1,7 @@
 /* Data sets (DESIGN.md §4): /X [N,d] inputs, /Y class labels or regression targets. The object
    holds a set, or a rank's shard of it, in memory. Rank 0 reads and checks everything a user
    would need to fix in a file, then shares it; writes are atomic. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include "h5util.h"
@@ -82,6 +83,38 @@ PetscErrorCode TNDatasetGetRows(TNDataset D, PetscInt B, const PetscInt *idx, Pe
     else
       PetscCall(PetscArraycpy(Y + s * D->m, D->Y + i * D->m, D->m));
   }
+  PetscFunctionReturn(0);
+}
+
+/* FNV-1a over bytes, then a finaliser that spreads every bit (splitmix64's). */
+static uint64_t HashBytes(uint64_t h, const void *bytes, size_t len)
+{
+  const unsigned char *b = (const unsigned char *)bytes;
+
+  for (size_t i = 0; i < len; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+  return h ^ (h >> 31);
+}
+
+PetscErrorCode TNDatasetChecksum(TNDataset D, MPI_Comm comm, PetscInt64 *checksum)
+{
+  uint64_t sum = 0;
+
+  PetscFunctionBegin;
+  for (PetscInt i = 0; i < D->Nlocal; i++) {
+    const PetscInt64 row = D->offset + i;
+    uint64_t h           = HashBytes(0xcbf29ce484222325ULL, &row, sizeof row);
+    h                    = HashBytes(h, D->X + i * D->d, sizeof(PetscReal) * D->d);
+    if (D->labels)
+      h = HashBytes(h, D->labels + i, sizeof(PetscInt));
+    else
+      h = HashBytes(h, D->Y + i * D->m, sizeof(PetscReal) * D->m);
+    sum += h;
+  }
+  /* a sum of the rows' hashes: the same however the rows are split across ranks */
+  if (D->Nlocal != D->N) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_UINT64_T, MPI_SUM, comm));
+  *checksum = (PetscInt64)(sum & (((uint64_t)1 << 52) - 1));
   PetscFunctionReturn(0);
 }
 
@@ -341,21 +374,24 @@ static PetscErrorCode ShapeRead(hid_t file, void *ctx)
 static herr_t ReadRows(hid_t file, const char *name, hsize_t start, hsize_t count, hsize_t cols, PetscReal *buf)
 {
   const hsize_t off[2] = {start, 0}, cnt[2] = {count, cols};
-  hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), fspace, mspace, dxpl;
-  herr_t status;
-  int rank;
+  hid_t dset = H5Dopen2(file, name, H5P_DEFAULT), fspace = H5I_INVALID_HID, mspace = H5I_INVALID_HID,
+        dxpl    = H5I_INVALID_HID;
+  herr_t status = -1;
+  int rank      = -1;
 
   if (dset < 0) return -1;
+  /* every step may fail on a damaged file; the collective read is still entered by every rank,
+     reading nothing where a step failed, so that no rank waits for another */
   fspace = H5Dget_space(dset);
-  rank   = H5Sget_simple_extent_ndims(fspace);
-  mspace = H5Screate_simple(rank, cnt, NULL);
-  dxpl   = H5Pcreate(H5P_DATASET_XFER);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, cnt, NULL);
-  status = H5Dread(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, buf);
-  H5Pclose(dxpl);
-  H5Sclose(mspace);
-  H5Sclose(fspace);
+  if (fspace >= 0) rank = H5Sget_simple_extent_ndims(fspace);
+  if (rank > 0) mspace = H5Screate_simple(rank, cnt, NULL);
+  dxpl = H5Pcreate(H5P_DATASET_XFER);
+  if (dxpl >= 0 && H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) >= 0 && mspace >= 0 &&
+      H5Sselect_hyperslab(fspace, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0)
+    status = H5Dread(dset, H5T_NATIVE_DOUBLE, mspace, fspace, dxpl, buf);
+  if (dxpl >= 0) H5Pclose(dxpl);
+  if (mspace >= 0) H5Sclose(mspace);
+  if (fspace >= 0) H5Sclose(fspace);
   H5Dclose(dset);
   return status;
 }
@@ -407,13 +443,20 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *
   check     = (ShardCheck){path, D, NULL, 0};
   if (shape.task == TN_TASK_CLASSIFICATION) PetscCall(PetscMalloc1(D->Nlocal + 1, &check.labels));
 
+  /* the open and the reads are collective: every step is agreed on before the next */
   fapl = H5Pcreate(H5P_FILE_ACCESS);
-  H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-  file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-  H5Pclose(fapl);
+  if (fapl >= 0 && H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0) {
+    H5Pclose(fapl);
+    fapl = H5I_INVALID_HID;
+  }
+  PetscCall(TNAllAgree(comm, fapl >= 0 ? PETSC_TRUE : PETSC_FALSE, &ok));
+  file = ok ? H5Fopen(path, H5F_ACC_RDONLY, fapl) : H5I_INVALID_HID;
+  if (fapl >= 0) H5Pclose(fapl);
   status = file >= 0 ? 0 : -1;
-  if (!status) status = ReadRows(file, "/X", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)D->d, D->X);
-  if (!status)
+  PetscCall(TNAllAgree(comm, status >= 0 ? PETSC_TRUE : PETSC_FALSE, &ok));
+  if (ok) status = ReadRows(file, "/X", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)D->d, D->X);
+  PetscCall(TNAllAgree(comm, status >= 0 ? PETSC_TRUE : PETSC_FALSE, &ok));
+  if (ok)
     status = ReadRows(file, "/Y", (hsize_t)start, (hsize_t)D->Nlocal, (hsize_t)shape.ycols,
                       shape.task == TN_TASK_CLASSIFICATION ? check.labels : D->Y);
   if (file >= 0) H5Fclose(file);

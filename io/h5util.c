@@ -77,9 +77,9 @@ static hid_t FileAccess(void)
 {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 
-  if (fapl >= 0) {
-    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-    H5Pset_file_locking(fapl, 1, 1);
+  if (fapl >= 0 && (H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 || H5Pset_file_locking(fapl, 1, 1) < 0)) {
+    H5Pclose(fapl);
+    fapl = H5I_INVALID_HID;
   }
   return fapl;
 }
@@ -109,6 +109,85 @@ PetscErrorCode TNH5FileOpen(const char *path, hid_t *file)
   PetscFunctionReturn(0);
 }
 
+/* Writing a file: HDF5 builds it in memory (the core driver, no backing store), and its image is
+   written with plain POSIX calls to a temporary file of this run's own next to path (two jobs
+   writing one path never share it; the rename stays within one file system), synced, and
+   renamed over path. A write that fails (disk full, quota, file size limit) is then an error of
+   ours, never one inside HDF5, which cannot recover from a failed flush. */
+typedef struct {
+  hid_t file;
+  char path[PETSC_MAX_PATH_LEN], tmp[PETSC_MAX_PATH_LEN + 96];
+} Temp;
+
+static PetscErrorCode TempCreate(const char *path, Temp *t)
+{
+  static int serial = 0;
+  char host[64]     = "host";
+  hid_t fapl;
+
+  PetscFunctionBegin;
+  H5Quiet();
+  PetscCall(PetscStrncpy(t->path, path, sizeof t->path));
+  PetscCall(TNH5OutputCheck(NULL, path));
+  gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = 0;
+  PetscCheck(snprintf(t->tmp, sizeof t->tmp, "%s.%s-%d-%d.tmp", path, host, (int)getpid(), serial++) <
+                 (int)sizeof t->tmp,
+             PETSC_COMM_SELF, TN_ERR_USER, "%s: path too long", path);
+  fapl    = H5Pcreate(H5P_FILE_ACCESS);
+  t->file = fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) >= 0 ? H5Fcreate(t->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)
+                                                                 : H5I_INVALID_HID;
+  if (fapl >= 0) H5Pclose(fapl);
+  PetscCheck(t->file >= 0, PETSC_COMM_SELF, PETSC_ERR_LIB, "HDF5 cannot make a file in memory for %s", path);
+  PetscFunctionReturn(0);
+}
+
+/* Writes len bytes, retrying short writes; 0 or the errno. */
+static int WriteAll(int fd, const char *buf, size_t len)
+{
+  while (len > 0) {
+    const ssize_t n = write(fd, buf, len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* With commit, the image goes to the temporary file, which is synced (the data must be on disk
+   before the rename makes it the file: otherwise a crash could leave the new name pointing at a
+   file whose blocks were never written) and renamed over path; any failure removes it. */
+static PetscErrorCode TempClose(Temp *t, PetscBool commit)
+{
+  ssize_t size = commit && H5Fflush(t->file, H5F_SCOPE_GLOBAL) >= 0 ? H5Fget_file_image(t->file, NULL, 0) : -1;
+  char *image  = NULL;
+  int fd = -1, err = 0;
+
+  PetscFunctionBegin;
+  if (size > 0) PetscCall(PetscMalloc1(size, &image));
+  if (image && H5Fget_file_image(t->file, image, (size_t)size) != size) size = -1;
+  H5Fclose(t->file);
+  t->file = H5I_INVALID_HID;
+  if (!commit) {
+    PetscCall(PetscFree(image));
+    PetscFunctionReturn(0);
+  }
+  if (size <= 0) err = EIO;
+  if (!err && (fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL, 0644)) < 0) err = errno;
+  if (!err) err = WriteAll(fd, image, (size_t)size);
+  if (!err && fsync(fd)) err = errno;
+  if (fd >= 0 && close(fd) && !err) err = errno;
+  if (!err && rename(t->tmp, t->path)) err = errno;
+  if (err && fd >= 0) unlink(t->tmp);
+  PetscCall(PetscFree(image));
+  PetscCheck(!err, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "cannot write %s: %s", t->path,
+             err == ENOSPC || err == EFBIG || err == EDQUOT
+                 ? "the disk is full (or a quota or file size limit is reached)"
+                 : strerror(err));
+  PetscFunctionReturn(0);
+}
+
 /* A file that rank 0 alone reads (opened as it is) or writes (a temporary file, committed only
    when fn succeeds), with fn(file, ctx) doing the work. */
 typedef struct {
@@ -121,17 +200,19 @@ typedef struct {
 static PetscErrorCode FileJobRun(void *j)
 {
   FileJob *job = (FileJob *)j;
+  Temp temp;
   hid_t file;
   PetscErrorCode ierr;
 
   PetscFunctionBegin;
-  if (job->write)
-    PetscCall(TNH5TempCreate(job->path, H5P_DEFAULT, &file));
-  else
+  if (job->write) {
+    PetscCall(TempCreate(job->path, &temp));
+    file = temp.file;
+  } else
     PetscCall(TNH5FileOpen(job->path, &file));
   ierr = job->fn(file, job->ctx);
   if (job->write)
-    PetscCall(TNH5TempClose(PETSC_COMM_SELF, job->path, ierr ? PETSC_FALSE : PETSC_TRUE, &file));
+    PetscCall(TempClose(&temp, ierr ? PETSC_FALSE : PETSC_TRUE));
   else
     H5Fclose(file);
   PetscCall(ierr);
@@ -336,7 +417,7 @@ PetscErrorCode TNH5AttrReadChoice(hid_t obj, const char *path, const char *where
   if (found && !*found) PetscFunctionReturn(0);
   PetscCall(PetscEnumFind(list, value, &e, &match));
   /* a PetscOptionsEnum list ends with the type name, the prefix and NULL */
-  for (size_t i = 0, used = 0; !match && list[i + 3] && used < sizeof(choices); i++)
+  for (size_t i = 0, used = 0; !match && list[i + 2] && used < sizeof(choices); i++)
     used += (size_t)snprintf(choices + used, sizeof(choices) - used, "%s%s", i ? ", " : "", list[i]);
   PetscCheck(match, PETSC_COMM_SELF, TN_ERR_USER, "%s: attribute '%s' of %s is '%s', expected one of %s", path, name,
              where, value, choices);
@@ -353,7 +434,8 @@ static PetscErrorCode WriteCheck(herr_t status, hid_t loc, const char *what, con
 
   PetscFunctionBegin;
   if (status < 0) H5Fget_name(loc, file, sizeof(file));
-  PetscCheck(status >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "%s: cannot write %s '%s'", file, what, name);
+  PetscCheck(status >= 0, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "%s: cannot write %s '%s' (disk full?)", file, what,
+             name);
   PetscFunctionReturn(0);
 }
 
@@ -411,22 +493,10 @@ PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value)
   PetscFunctionReturn(0);
 }
 
-/* Collective writes (a checkpoint in a file opened with MPI-IO): every rank creates every
-   dataset, only the writer puts data in it. */
-static struct {
-  PetscBool on, writer;
-} Collective = {PETSC_FALSE, PETSC_TRUE};
-
-void TNH5CollectiveSet(PetscBool on, PetscBool writer)
-{
-  Collective.on     = on;
-  Collective.writer = on ? writer : PETSC_TRUE;
-}
-
 PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
                               const void *buf)
 {
-  hid_t space, dset = H5I_INVALID_HID, dxpl = H5P_DEFAULT;
+  hid_t space, dset = H5I_INVALID_HID;
   herr_t status = -1;
   hsize_t count = 1;
 
@@ -434,15 +504,8 @@ PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int ra
   for (int i = 0; i < rank; i++) count *= dims[i];
   space = H5Screate_simple(rank, dims, NULL);
   if (space >= 0) dset = H5Dcreate2(loc, name, memtype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (dset >= 0 && Collective.on) {
-    dxpl = H5Pcreate(H5P_DATASET_XFER);
-    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-    if (!Collective.writer) H5Sselect_none(space);
-  }
   /* HDF5 refuses a NULL buffer even for nothing to write */
-  if (dset >= 0)
-    status = count ? H5Dwrite(dset, memtype, space, space, dxpl, Collective.writer ? buf : (const void *)&count) : 0;
-  if (dxpl != H5P_DEFAULT) H5Pclose(dxpl);
+  if (dset >= 0) status = count ? H5Dwrite(dset, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : 0;
   if (dset >= 0) H5Dclose(dset);
   if (space >= 0) H5Sclose(space);
   PetscCall(WriteCheck(status, loc, "array", name));
@@ -483,78 +546,77 @@ PetscErrorCode TNH5OutputCheck(const char *option, const char *path)
   PetscFunctionReturn(0);
 }
 
-static PetscErrorCode TempName(const char *path, char *tmp, size_t len)
-{
-  PetscFunctionBegin;
-  PetscCheck(snprintf(tmp, len, "%s.tmp", path) < (int)len, PETSC_COMM_SELF, TN_ERR_USER, "%s: path too long", path);
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file)
-{
-  char tmp[PETSC_MAX_PATH_LEN];
-  hid_t own = H5I_INVALID_HID;
-
-  PetscFunctionBegin;
-  H5Quiet();
-  PetscCall(TNH5OutputCheck(NULL, path));
-  PetscCall(TempName(path, tmp, sizeof(tmp)));
-  /* a caller's (MPI-IO) fapl is used as given */
-  if (fapl == H5P_DEFAULT) fapl = own = FileAccess();
-  *file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-  if (own >= 0) H5Pclose(own);
-  PetscCheck(*file >= 0, PETSC_COMM_SELF, TN_ERR_USER, "cannot create %s", tmp);
-  PetscFunctionReturn(0);
-}
-
-typedef struct {
-  const char *tmp, *path;
-  PetscBool commit;
-} Commit;
-
-/* The data must be on disk before the rename makes it the file: otherwise a crash could leave
-   the new name pointing at a file whose blocks were never written. */
-static PetscErrorCode CommitJob(void *c)
-{
-  Commit *job = (Commit *)c;
-  int fd, err = 0;
-
-  PetscFunctionBegin;
-  if (job->commit) {
-    fd = open(job->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd)) err = errno;
-    if (fd >= 0) close(fd);
-    if (!err && rename(job->tmp, job->path)) err = errno;
-  }
-  if (!job->commit || err) unlink(job->tmp);
-  PetscCheck(!err, PETSC_COMM_SELF, PETSC_ERR_FILE_WRITE, "cannot replace %s by %s: %s", job->path, job->tmp,
-             strerror(err));
-  PetscFunctionReturn(0);
-}
-
-PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file)
-{
-  char tmp[PETSC_MAX_PATH_LEN];
-  PetscBool closed, all_closed = PETSC_FALSE;
-  Commit job = {tmp, path, PETSC_FALSE};
-
-  PetscFunctionBegin;
-  PetscCall(TempName(path, tmp, sizeof(tmp)));
-  closed = H5Fclose(*file) >= 0 ? PETSC_TRUE : PETSC_FALSE;
-  *file  = H5I_INVALID_HID;
-  PetscCall(TNAllAgree(comm, closed, &all_closed));
-  job.commit = commit && all_closed ? PETSC_TRUE : PETSC_FALSE;
-  PetscCall(TNH5RootCall(comm, CommitJob, &job));
-  PetscCheck(all_closed || !commit, comm, PETSC_ERR_FILE_WRITE,
-             "cannot write %s: closing the HDF5 file failed (disk full?)", path);
-  PetscFunctionReturn(0);
-}
-
 PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *), void *ctx)
 {
   FileJob job = {path, PETSC_TRUE, fill, ctx};
 
   PetscFunctionBegin;
   PetscCall(TNH5RootCall(comm, FileJobRun, &job));
+  PetscFunctionReturn(0);
+}
+
+/* The file a path names: its device and inode when it exists, else the real path of its
+   directory joined with its name (two names of a file not yet written compare equal too). */
+typedef struct {
+  PetscBool exists;
+  dev_t dev;
+  ino_t ino;
+  char where[2 * PETSC_MAX_PATH_LEN];
+} FileIdentity;
+
+static void Identify(const char *path, FileIdentity *id)
+{
+  struct stat st;
+  char dir[PETSC_MAX_PATH_LEN], real[PETSC_MAX_PATH_LEN];
+  const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+
+  id->exists = stat(path, &st) == 0 ? PETSC_TRUE : PETSC_FALSE;
+  id->dev    = id->exists ? st.st_dev : 0;
+  id->ino    = id->exists ? st.st_ino : 0;
+  if (!slash)
+    snprintf(dir, sizeof dir, ".");
+  else if (slash == path)
+    snprintf(dir, sizeof dir, "/");
+  else
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+  if (realpath(dir, real))
+    snprintf(id->where, sizeof id->where, "%s/%s", real, base);
+  else
+    snprintf(id->where, sizeof id->where, "%s", path);
+}
+
+typedef struct {
+  const char *out_option, *out, *in_option, *in;
+} SameFile;
+
+static PetscErrorCode SameFileJob(void *ctx)
+{
+  SameFile *c = (SameFile *)ctx;
+  FileIdentity a, b;
+
+  PetscFunctionBegin;
+  Identify(c->out, &a);
+  Identify(c->in, &b);
+  PetscCheck(!(a.exists && b.exists ? a.dev == b.dev && a.ino == b.ino : !strcmp(a.where, b.where)), PETSC_COMM_SELF,
+             TN_ERR_USER, "%s %s is the file %s %s names: writing it would destroy it (choose another name)",
+             c->out_option, c->out, c->in_option, c->in);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNOutputNotInput(MPI_Comm comm, const char *out_option, const char *out, const char *in_option,
+                                const char *in)
+{
+  SameFile c = {out_option, out, in_option, in};
+
+  PetscFunctionBegin;
+  if (!out || !out[0] || !in || !in[0]) PetscFunctionReturn(0);
+  PetscCall(TNH5RootCall(comm, SameFileJob, &c));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNIOFinalize(void)
+{
+  PetscFunctionBegin;
+  H5close();
   PetscFunctionReturn(0);
 }

@@ -63,10 +63,6 @@ PETSC_INTERN PetscErrorCode TNH5AttrWriteInt(hid_t obj, const char *name, PetscI
 PETSC_INTERN PetscErrorCode TNH5AttrWriteReal(hid_t obj, const char *name, PetscReal value);
 /* Writers of groups and arrays: a failure is PETSC_ERR_FILE_WRITE (disk full), not a user error. */
 PETSC_INTERN PetscErrorCode TNH5GroupCreate(hid_t loc, const char *name, hid_t *group);
-/* Between TNH5CollectiveSet(PETSC_TRUE, writer) and TNH5CollectiveSet(PETSC_FALSE, ...), every
-   rank of a file opened with MPI-IO calls each writer below; arrays are written collectively and
-   only ranks with writer set contribute their data (all ranks' attributes must agree). */
-PETSC_INTERN void TNH5CollectiveSet(PetscBool on, PetscBool writer);
 /* A contiguous array of memtype (also its type in the file) under loc; buf may be NULL when empty. */
 PETSC_INTERN PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t memtype, int rank, const hsize_t dims[],
                                            const void *buf);
@@ -74,14 +70,11 @@ PETSC_INTERN PetscErrorCode TNH5ArrayWrite(hid_t loc, const char *name, hid_t me
 /* TN_ERR_USER unless a file could be created at path: its directory exists and is writable and
    path is not a directory. option (may be NULL) starts the message: "-output: cannot write ...". */
 PETSC_INTERN PetscErrorCode TNH5OutputCheck(const char *option, const char *path);
-/* A writer fills "<path>.tmp" and then renames it over path, so a crash at any moment leaves the
-   old file whole. TempCreate opens the temporary with fapl (H5P_DEFAULT, or an MPI-IO fapl for a
-   collective write); TempClose, called by every rank of comm that has it open, closes it and, with
-   commit, syncs and renames it (rank 0 of comm), else removes it. */
-PETSC_INTERN PetscErrorCode TNH5TempCreate(const char *path, hid_t fapl, hid_t *file);
-PETSC_INTERN PetscErrorCode TNH5TempClose(MPI_Comm comm, const char *path, PetscBool commit, hid_t *file);
-/* The usual writer: rank 0 of comm runs fill(file, ctx) on the temporary and commits it; any
-   error reaches every rank of comm and leaves path untouched. */
+/* The writer: rank 0 of comm runs fill(file, ctx) on a file built in memory, then writes it to a
+   temporary file of this run's own, "<path>.<host>-<pid>-<n>.tmp", syncs it and renames it over
+   path, so a crash at any moment leaves the old file whole and two jobs writing one path never
+   mix their data; any error (disk full included) reaches every rank of comm as one error and
+   leaves path untouched. */
 PETSC_INTERN PetscErrorCode TNH5RootWrite(MPI_Comm comm, const char *path, PetscErrorCode (*fill)(hid_t, void *),
                                           void *ctx);
 

@@ -29,6 +29,9 @@ PETSC_EXTERN PetscErrorCode TNDatasetGetArrays(TNDataset, PetscReal **X, PetscIn
 /* Copies the local rows idx[0..B) into contiguous batch buffers (labels or Y, by the task). */
 PETSC_EXTERN PetscErrorCode TNDatasetGetRows(TNDataset, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels,
                                              PetscReal *Y);
+/* A fingerprint of the whole set (rows, values, labels or targets) of 52 bits, the same on any
+   number of ranks: collective on comm, the ranks holding the shards, for a sharded set. */
+PETSC_EXTERN PetscErrorCode TNDatasetChecksum(TNDataset, MPI_Comm comm, PetscInt64 *checksum);
 /* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
 PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
 
@@ -60,11 +63,16 @@ typedef struct {
   PetscReal **columns; /* columns[k][0..nrows) */
 } TNTable;
 
-/* A named scalar of a group's attributes (the /state of a checkpoint). */
+/* A named attribute of a group (the /state of a checkpoint): a real, an integer (stored as int64,
+   read back exactly up to 2^53) or a string. An optional one may be missing from a file (found
+   says whether it was there). */
+typedef enum { TN_ATTR_REAL, TN_ATTR_INT, TN_ATTR_STRING } TNAttributeType;
 typedef struct {
   const char *name;
-  PetscBool integer; /* stored as int64 */
+  TNAttributeType type;
   PetscReal value;
+  char text[256];
+  PetscBool optional, found;
 } TNAttribute;
 
 /* The optimiser's part of a checkpoint (/optimizer): its type, one of types[] (a
@@ -100,11 +108,11 @@ PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, T
                                               const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
                                               const char *const attr_names[], const PetscReal attr_values[]);
 
-/* Collective on comm: writes /model, /optimizer (attributes type, step and the hyper-parameters;
-   moments m1, m2 in the model layout), /history and /state (the given attributes, version, and
-   complete = 1 last) with MPI-IO to a temporary file, then syncs and renames it over path. Ranks
-   with writer unset take part without data (they hold replicas of what the writer writes). */
-PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, PetscBool writer, TNModel model,
+/* Collective on comm, written by rank 0 (whose arguments count): /model, /optimizer (attributes
+   type, step and the hyper-parameters; moments m1, m2 in the model layout), /history and /state
+   (the given attributes, version, and complete = 1 last), into a temporary file synced and
+   renamed over path. */
+PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, TNModel model,
                                               const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
                                               const TNAttribute state[]);
 /* Collective on comm: reads a checkpoint written by any number of ranks; refuses (TN_ERR_USER) a
@@ -116,6 +124,16 @@ PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, P
 PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
                                              TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[]);
 PETSC_EXTERN PetscErrorCode TNTableFree(TNTable *);
+
+/* Refuse (TN_ERR_USER) an output that is an input (or another output) of the same command: the
+   same file however it is named (links, ./, ..), so that writing it cannot destroy it. Empty
+   names pass. */
+PETSC_EXTERN PetscErrorCode TNOutputNotInput(MPI_Comm comm, const char *out_option, const char *out,
+                                             const char *in_option, const char *in);
+
+/* Closes what HDF5 still holds open (a file that a failed write could not close) while MPI is
+   up: HDF5 would otherwise close it at exit, after MPI_Finalize. Call before PetscFinalize. */
+PETSC_EXTERN PetscErrorCode TNIOFinalize(void);
 
 /* Refuse (TN_ERR_USER) an output path whose directory does not exist or is not writable, before
    any work is done. */

@@ -410,12 +410,12 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
 {
   PetscFunctionBegin;
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Implicit block solver", "thetanet");
-  PetscCall(PetscOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions",
-                             TNBlockMethods, (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
-  PetscCall(PetscOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions",
-                             TNBlockGuesses, (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
-  PetscCall(PetscOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block",
-                             "TNBlockSolverSetFromOptions", bs->atol, &bs->atol, NULL));
+  PetscCall(TNOptionsEnum("-block_method", "Forward block solver (auto: by width)", "TNBlockSolverSetFromOptions",
+                          TNBlockMethods, (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
+  PetscCall(TNOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions",
+                          TNBlockGuesses, (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
+  PetscCall(TNOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block",
+                          "TNBlockSolverSetFromOptions", bs->atol, &bs->atol, NULL));
   PetscCall(
       PetscOptionsName("-block_view", "Print the block solver chosen, once set up", "TNBlockSolverView", &bs->view));
   PetscOptionsEnd();

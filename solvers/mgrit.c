@@ -125,11 +125,11 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
 
   PetscFunctionBegin;
   PetscOptionsBegin(mg->comm, NULL, "MGRIT solver", "thetanet");
-  PetscCall(PetscOptionsInt("-mgrit_cfactor", "Coarsening factor m: C-points every m blocks", "", m, &m, NULL));
-  PetscCall(PetscOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
+  PetscCall(TNOptionsInt("-mgrit_cfactor", "Coarsening factor m: C-points every m blocks", "", m, &m, NULL));
+  PetscCall(TNOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
   PetscCall(
-      PetscOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
-  PetscCall(PetscOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
+      TNOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
+  PetscCall(TNOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
   PetscCall(PetscOptionsBool(
       "-mgrit_skip",
       "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)",

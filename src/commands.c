@@ -83,18 +83,18 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, predict ? "thetanet predict" : "thetanet evaluate", "thetanet");
-  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", model_path,
-                               model_path, sizeof model_path, NULL));
-  PetscCall(PetscOptionsString("-data", "Data set (HDF5: /X, /Y) (required)", "", data_path, data_path,
-                               sizeof data_path, NULL));
-  PetscCall(PetscOptionsString(
-      "-output", predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes", "", output,
-      output, sizeof output, NULL));
+  PetscCall(TNOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", model_path,
+                            model_path, sizeof model_path, NULL));
+  PetscCall(
+      TNOptionsString("-data", "Data set (HDF5: /X, /Y) (required)", "", data_path, data_path, sizeof data_path, NULL));
+  PetscCall(TNOptionsString("-output",
+                            predict ? "Predictions file (required)" : "Evaluation file: /predictions, loss attributes",
+                            "", output, output, sizeof output, NULL));
   if (!predict) {
     PetscCall(PetscOptionsBool("-gradient", "Also write /gradient = dJ/dparameters over the whole data set", "",
                                gradient, &gradient, NULL));
   }
-  PetscCall(PetscOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
+  PetscCall(TNOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
   PetscOptionsEnd();
   if (!predict) PetscCall(TNRegularizationSetFromOptions(comm, &reg));
   TNErrorReadingOptions(PETSC_FALSE);
@@ -105,6 +105,8 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCheck(!predict || output[0], comm, TN_ERR_USER, "predict needs -output FILE");
   PetscCheck(chunk > 0, comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, chunk);
   if (output[0]) PetscCall(TNOutputPathCheck(comm, "-output", output));
+  PetscCall(TNOutputNotInput(comm, "-output", output, "-model", model_path));
+  PetscCall(TNOutputNotInput(comm, "-output", output, "-data", data_path));
 
   PetscCall(TNModelLoad(comm, model_path, &M));
   PetscCall(TNModelGetConfig(M, &c));
@@ -153,8 +155,8 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, "thetanet info", "thetanet");
-  PetscCall(PetscOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path,
-                               sizeof path, NULL));
+  PetscCall(TNOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path,
+                            sizeof path, NULL));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
@@ -187,11 +189,11 @@ PetscErrorCode TNCommandExport(MPI_Comm comm)
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, "thetanet export", "thetanet");
-  PetscCall(PetscOptionsEnum("-problem", "Embedded problem to write", "", TNProblems, (PetscEnum)problem,
-                             (PetscEnum *)&problem, NULL));
-  PetscCall(PetscOptionsString("-train", "File for its training set (HDF5 data layout)", "", train, train, sizeof train,
-                               NULL));
-  PetscCall(PetscOptionsString("-val", "File for its validation set", "", val, val, sizeof val, NULL));
+  PetscCall(TNOptionsEnum("-problem", "Embedded problem to write", "", TNProblems, (PetscEnum)problem,
+                          (PetscEnum *)&problem, NULL));
+  PetscCall(
+      TNOptionsString("-train", "File for its training set (HDF5 data layout)", "", train, train, sizeof train, NULL));
+  PetscCall(TNOptionsString("-val", "File for its validation set", "", val, val, sizeof val, NULL));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
@@ -199,6 +201,7 @@ PetscErrorCode TNCommandExport(MPI_Comm comm)
   PetscCheck(train[0] || val[0], comm, TN_ERR_USER, "export needs -train FILE or -val FILE (or both)");
   if (train[0]) PetscCall(TNOutputPathCheck(comm, "-train", train));
   if (val[0]) PetscCall(TNOutputPathCheck(comm, "-val", val));
+  PetscCall(TNOutputNotInput(comm, "-val", val, "-train", train));
   PetscCall(WarnUnusedOptions(comm, "export"));
   PetscCall(TNProblemCreate(problem, &D[0], &D[1]));
   for (int k = 0; k < 2; k++) {

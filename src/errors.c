@@ -1,5 +1,6 @@
-/* Error reporting: user mistakes become one line on stderr and exit status 2, never a
-   traceback; internal and numerical failures keep PETSc's traceback. */
+/* Error reporting: user mistakes become one line on stderr and exit status 2, run-time failures
+(a solve that did not converge, a NaN loss, a write that failed) one line and exit status 1;
+only internal errors keep PETSc's traceback. */
 #include "errors.h"
 
 /* While the command line is read, every error is the user's (a malformed number, an unknown
@@ -14,10 +15,13 @@ void TNErrorReadingOptions(PetscBool flag)
 static PetscErrorCode TNErrorHandler(MPI_Comm comm, int line, const char *func, const char *file, PetscErrorCode n,
                                      PetscErrorType p, const char *mess, void *ctx)
 {
-  if (reading_options && n != TN_ERR_USER && p == PETSC_ERROR_INITIAL) n = TN_ERR_USER;
-  if (n == TN_ERR_USER || n == TN_ERR_RUNTIME) {
-    /* Raised identically on every rank that detected it: print once, from the first place;
-       an empty message means the rank that failed has printed it already. */
+  if (reading_options && n != TN_ERR_USER && p == PETSC_ERROR_INITIAL) {
+    n = TN_ERR_USER;
+    /* every rank reads the same options and fails alike: one of them speaks */
+    comm = PETSC_COMM_WORLD;
+  }
+  if (n == TN_ERR_USER || n == TN_ERR_RUNTIME || n == PETSC_ERR_FILE_WRITE) {
+    /* Raised identically on every rank of comm: printed once, where it was raised. */
     if (p == PETSC_ERROR_INITIAL) {
       PetscMPIInt rank = 0, initialized = 0;
       MPI_Initialized(&initialized);
@@ -41,4 +45,25 @@ int TNExitStatus(PetscErrorCode ierr)
 {
   if (!ierr) return 0;
   return ierr == TN_ERR_USER ? 2 : 1;
+}
+
+PetscErrorCode TNFailureRaise(MPI_Comm comm, PetscBool failed, const char *message, PetscErrorCode code)
+{
+  PetscMPIInt rank, size, first;
+  int any       = failed ? 1 : 0;
+  char msg[512] = "";
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, comm));
+  if (!any) PetscFunctionReturn(0);
+  first = failed && message && message[0] ? rank : size;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first < size) {
+    if (rank == first) PetscCall(PetscStrncpy(msg, message, sizeof msg));
+    PetscCallMPI(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, comm));
+  } else
+    PetscCall(PetscStrncpy(msg, "a rank failed without saying why", sizeof msg));
+  SETERRQ(comm, code, "%s", msg);
 }

@@ -10,6 +10,10 @@
 PETSC_EXTERN PetscErrorCode TNErrorHandlerPush(void);
 /* Between PETSC_TRUE and PETSC_FALSE every error raised is reported as a user error. */
 PETSC_EXTERN void TNErrorReadingOptions(PetscBool);
+/* Collective on comm, after the ranks learnt that some rank failed: the message of the lowest
+   rank that has one (failed set, message not empty) is raised on every rank with the given
+   code, so that it is printed once. Returns 0 when no rank failed. */
+PETSC_EXTERN PetscErrorCode TNFailureRaise(MPI_Comm, PetscBool failed, const char *message, PetscErrorCode code);
 /* Exit status for an error code returned to main: 0, 1 (run-time failure) or 2 (user error). */
 PETSC_EXTERN int TNExitStatus(PetscErrorCode);
 

@@ -2,6 +2,7 @@
    chunk by chunk; the loss statistics come from the last depth rank and a failure from any rank,
    all in one reduction. */
 #include "evaluate.h"
+#include "errors.h"
 
 PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
 {
@@ -18,7 +19,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
   PetscReal sums[3] = {0, 0, 0}, *X, *Y, *out, *dout, divisor;
   PetscInt *labels, *idx;
   PetscBool ok = PETSC_TRUE;
-  const char *failure;
+  char message[512];
 
   PetscFunctionBegin;
   PetscCall(TNNetworkGetModel(net, &M));
@@ -37,6 +38,8 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
     for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s - info.offset;
     PetscCall(TNDatasetGetRows(D, B, idx, X, labels, Y));
     PetscCall(TNNetworkForward(net, B, X, out, &ok));
+    /* the depth ranks of this slice take the next chunk together or stop together */
+    if (grid->depth_size > 1) PetscCall(TNAllAgree(grid->depth, ok, &ok));
     if (!ok) break;
     if (grid->depth_rank == grid->depth_size - 1) {
       TNLossEvaluate(info.task, B, m, out, labels, Y, 1.0 / divisor, &l, &k, grad ? dout : NULL);
@@ -45,14 +48,15 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
     }
     if (predictions) PetscCall(PetscArraycpy(predictions + s0 * m, out, B * m));
     if (grad) PetscCall(TNNetworkBackward(net, B, X, dout, grad, &ok));
+    if (grad && grid->depth_size > 1) PetscCall(TNAllAgree(grid->depth, ok, &ok));
   }
-  failure = TNNetworkGetFailure(net);
-  if (!ok && failure[0]) PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: %s: %s\n", where, failure));
-  sums[2] = ok ? 0 : 1;
   PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
-  /* over every rank: the loss comes from the last depth ranks, a failure from anywhere */
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 3, MPIU_REAL, MPI_SUM, grid->world));
-  PetscCheck(sums[2] == 0, grid->world, TN_ERR_RUNTIME, "%s", "");
+  /* a failure anywhere stops every rank, with the first failing rank's words */
+  PetscCall(PetscSNPrintf(message, sizeof message, "%s: %s", where, TNNetworkGetFailure(net)));
+  PetscCall(TNFailureRaise(grid->world, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(net)[0] ? message : NULL,
+                           TN_ERR_RUNTIME));
+  /* over every rank: the loss comes from the last depth ranks */
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPIU_REAL, MPI_SUM, grid->world));
   if (grad) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, grad, (PetscMPIInt)nparams, MPIU_SCALAR, MPI_SUM, grid->data));
   if (predictions) {
     PetscMPIInt *counts, *displs;

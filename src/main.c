@@ -1,7 +1,9 @@
 /* thetanet: train, evaluate, predict and inspect implicit residual networks with MPI.
    main only dispatches the command and turns the outcome into the exit status. */
+#include <signal.h>
 #include "commands.h"
 #include "errors.h"
+#include "tnio.h"
 
 static const char usage[] =
     "thetanet: MPI-parallel trainer for implicit residual networks (theta-method blocks).\n"
@@ -19,6 +21,9 @@ int main(int argc, char **argv)
   PetscErrorCode ierr;
   const char *cmd = (argc > 1 && argv[1][0] != '-') ? argv[1] : NULL;
 
+  /* a file size limit (ulimit -f) makes a write fail with EFBIG, which thetanet reports, rather
+     than kill the process */
+  signal(SIGXFSZ, SIG_IGN);
   if (PetscInitialize(&argc, &argv, NULL, usage)) return 1;
   ierr = TNErrorHandlerPush();
   /* errors must not be raised in main itself: PETSc aborts the job for those */
@@ -26,6 +31,6 @@ int main(int argc, char **argv)
     ierr = TNCommandRun(PETSC_COMM_WORLD, cmd);
     if (PetscPopErrorHandler()) return 1;
   }
-  if (PetscFinalize()) return 1;
+  if (TNIOFinalize() || PetscFinalize()) return 1;
   return TNExitStatus(ierr);
 }

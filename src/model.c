@@ -44,19 +44,18 @@ PetscErrorCode TNModelConfigSetFromOptions(MPI_Comm comm, TNModelConfig *c)
 {
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "thetanet train: model", "thetanet");
-  PetscCall(PetscOptionsInt("-width", "Width n of the blocks", "", c->n, &c->n, NULL));
-  PetscCall(PetscOptionsInt("-layers", "Number L of theta-blocks", "", c->L, &c->L, NULL));
-  PetscCall(PetscOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", c->theta,
-                             &c->theta, NULL));
-  PetscCall(PetscOptionsReal("-T", "Final time; the step is h = T/L", "", c->T, &c->T, NULL));
-  PetscCall(PetscOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)c->act,
-                             (PetscEnum *)&c->act, NULL));
-  PetscCall(PetscOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations,
-                             (PetscEnum)c->opening_act, (PetscEnum *)&c->opening_act, NULL));
+  PetscCall(TNOptionsInt("-width", "Width n of the blocks", "", c->n, &c->n, NULL));
+  PetscCall(TNOptionsInt("-layers", "Number L of theta-blocks", "", c->L, &c->L, NULL));
+  PetscCall(TNOptionsReal("-theta", "Theta of the blocks: 0 ResNet, 0.5 trapezoidal, 1 backward Euler", "", c->theta,
+                          &c->theta, NULL));
+  PetscCall(TNOptionsReal("-T", "Final time; the step is h = T/L", "", c->T, &c->T, NULL));
+  PetscCall(TNOptionsEnum("-act", "Activation of the blocks", "", TNActivations, (PetscEnum)c->act,
+                          (PetscEnum *)&c->act, NULL));
+  PetscCall(TNOptionsEnum("-opening_act", "Activation of the opening layer", "", TNActivations,
+                          (PetscEnum)c->opening_act, (PetscEnum *)&c->opening_act, NULL));
   PetscCall(PetscOptionsBool("-antisymmetric", "Blocks use A = W - W^T - gamma I", "", c->antisymmetric,
                              &c->antisymmetric, NULL));
-  PetscCall(
-      PetscOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", c->gamma, &c->gamma, NULL));
+  PetscCall(TNOptionsReal("-gamma", "Diagonal shift gamma of the antisymmetric form", "", c->gamma, &c->gamma, NULL));
   PetscOptionsEnd();
   PetscCall(HyperCheck(comm, c, ""));
   PetscFunctionReturn(0);

@@ -48,25 +48,23 @@ PetscErrorCode TNNetworkSetFromOptions(TNNetwork net)
   TNErrorReadingOptions(PETSC_TRUE);
   PetscCall(TNBlockSolverSetFromOptions(net->solver));
   PetscOptionsBegin(PETSC_COMM_WORLD, NULL, "Network: memory and depth", "thetanet");
-  PetscCall(PetscOptionsEnum(
+  PetscCall(TNOptionsEnum(
       "-memory",
       "What the forward pass keeps: store (every state), reversible (y_L only), checkpoint (every -memory_stride-th)",
       "", TNMemoryModes, (PetscEnum)mode, (PetscEnum *)&mode, NULL));
-  PetscCall(PetscOptionsInt("-memory_stride",
-                            "States between checkpoints of -memory checkpoint (0: about sqrt(layers))", "", stride,
-                            &stride, NULL));
-  PetscCall(PetscOptionsReal("-memory_tol", "Reconstruction error of y_0 above which -memory reversible warns", "", tol,
-                             &tol, NULL));
-  PetscCall(PetscOptionsEnum("-depth_solver", "Propagation across depth: sequential (layer-serial) or mgrit", "",
-                             TNDepthSolvers, (PetscEnum)solver, (PetscEnum *)&solver, NULL));
-  PetscCall(
-      PetscOptionsEnum("-mgrit_coarse_weights",
-                       "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)", "",
-                       TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights, NULL));
-  PetscCall(
-      PetscOptionsInt("-mgrit_coarse_its",
-                      "Most iterations of a coarse step's block solve (it only steers the correction: no fallback)", "",
-                      net->coarse_its, &net->coarse_its, NULL));
+  PetscCall(TNOptionsInt("-memory_stride", "States between checkpoints of -memory checkpoint (0: about sqrt(layers))",
+                         "", stride, &stride, NULL));
+  PetscCall(TNOptionsReal("-memory_tol", "Reconstruction error of y_0 above which -memory reversible warns", "", tol,
+                          &tol, NULL));
+  PetscCall(TNOptionsEnum("-depth_solver", "Propagation across depth: sequential (layer-serial) or mgrit", "",
+                          TNDepthSolvers, (PetscEnum)solver, (PetscEnum *)&solver, NULL));
+  PetscCall(TNOptionsEnum("-mgrit_coarse_weights",
+                          "Weights of a coarse step: its first block's (inject) or the mean of its blocks' (average)",
+                          "", TNCoarseWeights, (PetscEnum)net->coarse_weights, (PetscEnum *)&net->coarse_weights,
+                          NULL));
+  PetscCall(TNOptionsInt("-mgrit_coarse_its",
+                         "Most iterations of a coarse step's block solve (it only steers the correction: no fallback)",
+                         "", net->coarse_its, &net->coarse_its, NULL));
   PetscCall(PetscOptionsName("-network_view", "Print the network's set-up: model, memory mode, depth solver",
                              "TNNetworkView", &net->view));
   PetscOptionsEnd();
@@ -130,6 +128,29 @@ PetscErrorCode TNNetworkView(TNNetwork net, PetscViewer viewer)
   PetscCall(TNBlockSolverView(net->solver, viewer));
   if (net->mg_fwd) PetscCall(TNMGRITView(net->mg_fwd, viewer));
   PetscCall(PetscViewerASCIIPopTab(viewer));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMemoryEstimate(TNNetwork net, PetscReal *bytes)
+{
+  const TNModelConfig *c = &net->model->cfg;
+  const PetscReal n = (PetscReal)c->n, S = (PetscReal)net->Bmax * n, L = (PetscReal)TNNetworkLocalBlocks(net);
+  PetscReal seg = L, words;
+
+  PetscFunctionBegin;
+  if (net->mode == TN_MEMORY_REVERSIBLE)
+    seg = 1;
+  else if (net->mode == TN_MEMORY_CHECKPOINT)
+    seg = net->stride ? PetscMin(net->stride, L) : PetscMax(1, PetscFloorReal(PetscSqrtReal(L) + 0.5));
+  /* the memory mode's states and layer values, the checkpoints, the work arrays */
+  words = (seg + 1) * S + 2 * seg * S + (L / seg) * S + 8 * S + n * n + (c->antisymmetric ? L * n * n : 0);
+  /* the block solvers of two batch sizes: vectors, work arrays, Krylov bases (GMRES, Anderson) */
+  words += 2 * (11 + 64) * S + 2 * (c->n <= 4 ? net->Bmax * n * n : 0);
+  if (net->depth_solver == TN_DEPTH_MGRIT) {
+    /* adjoints at every point, the block gradients, three arrays a coarse point (cfactor 2 at most) */
+    words += (L + 1) * S + net->model->nparams + 3 * (L + 8) * S;
+  }
+  *bytes = words * sizeof(PetscScalar);
   PetscFunctionReturn(0);
 }
 

@@ -42,6 +42,9 @@ PETSC_EXTERN PetscErrorCode TNNetworkSetDepthSolver(TNNetwork, TNDepthSolver);
    pass otherwise); prints the network with -network_view. */
 PETSC_EXTERN PetscErrorCode TNNetworkSetUp(TNNetwork);
 PETSC_EXTERN PetscErrorCode TNNetworkView(TNNetwork, PetscViewer);
+/* Bytes this rank's network will hold once set up, for its settings: states and layer values of
+   the memory mode, work arrays, the block solvers, MGRIT's levels (an estimate, from above). */
+PETSC_EXTERN PetscErrorCode TNNetworkMemoryEstimate(TNNetwork, PetscReal *bytes);
 PETSC_EXTERN PetscErrorCode TNNetworkDestroy(TNNetwork *);
 
 /* out = z (B x m) for the B rows of X (B x d). A block solve that misses its tolerance leaves

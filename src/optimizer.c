@@ -40,13 +40,13 @@ PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer opt)
 
   PetscFunctionBegin;
   PetscOptionsBegin(opt->comm, NULL, "thetanet train: optimiser", "thetanet");
-  PetscCall(PetscOptionsEnum("-optimizer", "Optimiser", "", TNOptimizerTypes, (PetscEnum)opt->type,
-                             (PetscEnum *)&opt->type, NULL));
-  PetscCall(PetscOptionsReal("-lr", "Learning rate", "", h[H_LR], &h[H_LR], NULL));
-  PetscCall(PetscOptionsReal("-momentum", "Momentum of -optimizer momentum", "", h[H_MOMENTUM], &h[H_MOMENTUM], NULL));
-  PetscCall(PetscOptionsReal("-adam_beta1", "Adam first-moment decay", "", h[H_BETA1], &h[H_BETA1], NULL));
-  PetscCall(PetscOptionsReal("-adam_beta2", "Adam second-moment decay", "", h[H_BETA2], &h[H_BETA2], NULL));
-  PetscCall(PetscOptionsReal("-adam_eps", "Adam epsilon", "", h[H_EPS], &h[H_EPS], NULL));
+  PetscCall(TNOptionsEnum("-optimizer", "Optimiser", "", TNOptimizerTypes, (PetscEnum)opt->type,
+                          (PetscEnum *)&opt->type, NULL));
+  PetscCall(TNOptionsReal("-lr", "Learning rate", "", h[H_LR], &h[H_LR], NULL));
+  PetscCall(TNOptionsReal("-momentum", "Momentum of -optimizer momentum", "", h[H_MOMENTUM], &h[H_MOMENTUM], NULL));
+  PetscCall(TNOptionsReal("-adam_beta1", "Adam first-moment decay", "", h[H_BETA1], &h[H_BETA1], NULL));
+  PetscCall(TNOptionsReal("-adam_beta2", "Adam second-moment decay", "", h[H_BETA2], &h[H_BETA2], NULL));
+  PetscCall(TNOptionsReal("-adam_eps", "Adam epsilon", "", h[H_EPS], &h[H_EPS], NULL));
   PetscCall(PetscOptionsName("-optimizer_view", "Print the optimiser once set up", "TNOptimizerView", &opt->view));
   PetscOptionsEnd();
   PetscCheck(h[H_LR] > 0 && PetscIsNormalReal(h[H_LR]), opt->comm, TN_ERR_USER, "-lr must be positive, got %g",

@@ -6,8 +6,8 @@ PetscErrorCode TNRegularizationSetFromOptions(MPI_Comm comm, TNRegularization *r
 {
   PetscFunctionBegin;
   PetscOptionsBegin(comm, NULL, "Regulariser of the objective", "thetanet");
-  PetscCall(PetscOptionsReal("-weight_decay", "alpha: weight decay of K, W_j, C", "", reg->alpha, &reg->alpha, NULL));
-  PetscCall(PetscOptionsReal("-smooth", "beta: depth smoothness of W_j and b_j", "", reg->beta, &reg->beta, NULL));
+  PetscCall(TNOptionsReal("-weight_decay", "alpha: weight decay of K, W_j, C", "", reg->alpha, &reg->alpha, NULL));
+  PetscCall(TNOptionsReal("-smooth", "beta: depth smoothness of W_j and b_j", "", reg->beta, &reg->beta, NULL));
   PetscOptionsEnd();
   PetscCheck(reg->alpha >= 0 && PetscIsNormalReal(reg->alpha + 1), comm, TN_ERR_USER,
              "-weight_decay must be non-negative, got %g", (double)reg->alpha);

@@ -121,25 +121,28 @@ PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscRe
   PetscFunctionReturn(0);
 }
 
-static PetscReal PeakRSSMB(MPI_Comm comm)
+static PetscErrorCode PeakRSSMB(MPI_Comm comm, PetscReal *max)
 {
   struct rusage ru;
-  double mine, max = 0;
+  PetscReal mine;
 
-  getrusage(RUSAGE_SELF, &ru);
+  PetscFunctionBegin;
+  PetscCheck(!getrusage(RUSAGE_SELF, &ru), PETSC_COMM_SELF, PETSC_ERR_SYS, "getrusage failed");
   mine = ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
-  MPI_Allreduce(&mine, &max, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return max;
+  PetscCallMPI(MPI_Allreduce(&mine, max, 1, MPIU_REAL, MPI_MAX, comm));
+  PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
 {
   const PetscInt run   = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
   const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
-  const PetscReal sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0, rss = PeakRSSMB(t->comm);
+  const PetscReal sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0;
+  PetscReal rss;
   PetscReal lf[2] = {t->mgrit_logfactor, (PetscReal)t->mgrit_nfactor}, factor;
 
   PetscFunctionBegin;
+  PetscCall(PeakRSSMB(t->comm, &rss));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, lf, 2, MPIU_REAL, MPI_SUM, t->comm));
   factor = lf[1] > 0 ? PetscExpReal(lf[0] / lf[1]) : 0;
   PetscCall(PetscPrintf(

@@ -6,19 +6,65 @@
 #include <sys/stat.h>
 
 /* The checkpoint's /state attributes, in this order (rng_epoch and rng_batch say where the
-   counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch). */
-enum { ST_EPOCH, ST_BATCH, ST_SEED, ST_RNG_EPOCH, ST_RNG_BATCH, ST_LOSS_SUM, ST_CORRECT, ST_WALL_TIME, ST_COUNT };
+   counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch;
+   train_* identify the training data, so that a restart on other data is noticed). */
+enum {
+  ST_EPOCH,
+  ST_BATCH,
+  ST_SEED,
+  ST_RNG_EPOCH,
+  ST_RNG_BATCH,
+  ST_LOSS_SUM,
+  ST_CORRECT,
+  ST_WALL_TIME,
+  ST_TRAIN_NAME,
+  ST_TRAIN_ROWS,
+  ST_TRAIN_DIM,
+  ST_TRAIN_CHECKSUM,
+  ST_COUNT
+};
+
+/* The training data's identity: its name, shape and checksum. */
+static PetscErrorCode DataIdentity(TNTrainer t, TNAttribute a[ST_COUNT])
+{
+  PetscInt64 checksum;
+
+  PetscFunctionBegin;
+  PetscCall(TNDatasetChecksum(t->train, t->grid.data, &checksum));
+  PetscCall(PetscStrncpy(a[ST_TRAIN_NAME].text, t->train_info.name, sizeof a[ST_TRAIN_NAME].text));
+  a[ST_TRAIN_ROWS].value     = t->train_info.N;
+  a[ST_TRAIN_DIM].value      = t->train_info.d;
+  a[ST_TRAIN_CHECKSUM].value = (PetscReal)checksum;
+  PetscFunctionReturn(0);
+}
 
 static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
 {
-  a[ST_EPOCH]     = (TNAttribute){"epoch", PETSC_TRUE, r ? r->epoch : 0};
-  a[ST_BATCH]     = (TNAttribute){"batch", PETSC_TRUE, r ? r->batch : 0};
-  a[ST_SEED]      = (TNAttribute){"seed", PETSC_TRUE, r ? r->seed : 0};
-  a[ST_RNG_EPOCH] = (TNAttribute){"rng_epoch", PETSC_TRUE, r ? r->epoch + 1 : 0};
-  a[ST_RNG_BATCH] = (TNAttribute){"rng_batch", PETSC_TRUE, r ? r->batch : 0};
-  a[ST_LOSS_SUM]  = (TNAttribute){"loss_sum", PETSC_FALSE, r ? r->loss_sum : 0};
-  a[ST_CORRECT]   = (TNAttribute){"correct", PETSC_FALSE, r ? r->correct : 0};
-  a[ST_WALL_TIME] = (TNAttribute){"wall_time", PETSC_FALSE, r ? r->wall_time : 0};
+  const TNAttribute blank[ST_COUNT] = {
+      {.name = "epoch", .type = TN_ATTR_INT},
+      {.name = "batch", .type = TN_ATTR_INT},
+      {.name = "seed", .type = TN_ATTR_INT},
+      {.name = "rng_epoch", .type = TN_ATTR_INT},
+      {.name = "rng_batch", .type = TN_ATTR_INT},
+      {.name = "loss_sum", .type = TN_ATTR_REAL},
+      {.name = "correct", .type = TN_ATTR_REAL},
+      {.name = "wall_time", .type = TN_ATTR_REAL},
+      {.name = "train_name", .type = TN_ATTR_STRING, .optional = PETSC_TRUE},
+      {.name = "train_rows", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "train_dim", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "train_checksum", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+  };
+
+  for (int k = 0; k < ST_COUNT; k++) a[k] = blank[k];
+  if (!r) return;
+  a[ST_EPOCH].value     = r->epoch;
+  a[ST_BATCH].value     = r->batch;
+  a[ST_SEED].value      = r->seed;
+  a[ST_RNG_EPOCH].value = r->epoch + 1;
+  a[ST_RNG_BATCH].value = r->batch;
+  a[ST_LOSS_SUM].value  = r->loss_sum;
+  a[ST_CORRECT].value   = r->correct;
+  a[ST_WALL_TIME].value = r->wall_time;
 }
 
 PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[])
@@ -68,9 +114,9 @@ PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
   PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
   TNHistoryTable(&t->history, &history);
   StateAttributes(st, state);
+  PetscCall(DataIdentity(t, state));
   /* every rank now holds a replica: the first one writes */
-  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, t->grid.rank == 0 ? PETSC_TRUE : PETSC_FALSE, whole, &rec,
-                              &history, ST_COUNT, state));
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, whole, &rec, &history, ST_COUNT, state));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   t->phase[PH_IO] += MPI_Wtime() - t0;
@@ -86,7 +132,7 @@ PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
 
 typedef struct {
   const char *option;
-  PetscBool differs;
+  int differs;
 } OptionCheck;
 
 /* A restart takes the model, the optimiser state, the history and the seed from the checkpoint;
@@ -103,8 +149,6 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   TNModel whole;
   PetscBool set, lr_set;
   PetscInt jlo = 0, jhi;
-  OptionCheck checks[10];
-  PetscInt nchecks = 0;
 
   PetscFunctionBegin;
   t0 = MPI_Wtime();
@@ -124,22 +168,24 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   PetscCall(TNTableFree(&table));
   c = &whole->cfg;
   PetscCall(TNOptimizerGetRecord(t->opt, &mine));
-#define CHECK_OPTION(name, cond) checks[nchecks++] = (OptionCheck){name, (cond) ? PETSC_TRUE : PETSC_FALSE}
-  CHECK_OPTION("-width", want.n != c->n);
-  CHECK_OPTION("-layers", want.L != c->L);
-  CHECK_OPTION("-theta", want.theta != c->theta);
-  CHECK_OPTION("-T", want.T != c->T);
-  CHECK_OPTION("-act", want.act != c->act);
-  CHECK_OPTION("-opening_act", want.opening_act != c->opening_act);
-  CHECK_OPTION("-antisymmetric", want.antisymmetric != c->antisymmetric);
-  CHECK_OPTION("-gamma", want.gamma != c->gamma);
-  CHECK_OPTION("-optimizer", mine.type != rec.type);
-  CHECK_OPTION("-seed", t->seed != t->resume.seed);
-#undef CHECK_OPTION
-  for (PetscInt i = 0; i < nchecks; i++) {
-    PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
-    PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER,
-               "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option, t->restart);
+  {
+    const OptionCheck checks[] = {
+        {"-width", want.n != c->n},
+        {"-layers", want.L != c->L},
+        {"-theta", want.theta != c->theta},
+        {"-T", want.T != c->T},
+        {"-act", want.act != c->act},
+        {"-opening_act", want.opening_act != c->opening_act},
+        {"-antisymmetric", want.antisymmetric != c->antisymmetric},
+        {"-gamma", want.gamma != c->gamma},
+        {"-optimizer", mine.type != rec.type},
+        {"-seed", t->seed != t->resume.seed},
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+      PetscCall(PetscOptionsHasName(NULL, NULL, checks[i].option, &set));
+      PetscCheck(!set || !checks[i].differs, t->comm, TN_ERR_USER,
+                 "%s differs from the checkpoint %s being restarted (leave it out)", checks[i].option, t->restart);
+    }
   }
   t->seed = t->resume.seed;
   PetscCheck(c->d == t->cfg.d, t->comm, TN_ERR_USER,
@@ -150,6 +196,23 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   PetscCheck(t->cfg.task == TN_TASK_CLASSIFICATION ? t->cfg.m <= c->m : t->cfg.m == c->m, t->comm, TN_ERR_USER,
              "%s: %" PetscInt_FMT " outputs needed but the checkpoint %s has %" PetscInt_FMT, t->train_path, t->cfg.m,
              t->restart, c->m);
+  PetscCheck(t->epochs > t->resume.epoch, t->comm, TN_ERR_USER,
+             "-epochs %" PetscInt_FMT ": the checkpoint %s has done %" PetscInt_FMT
+             " epochs already (-epochs is the total: give more)",
+             t->epochs, t->restart, t->resume.epoch);
+  if (state[ST_TRAIN_CHECKSUM].found && !t->restart_new_data) {
+    TNAttribute now[ST_COUNT];
+    PetscCall(DataIdentity(t, now));
+    PetscCheck(now[ST_TRAIN_ROWS].value == state[ST_TRAIN_ROWS].value &&
+                   now[ST_TRAIN_DIM].value == state[ST_TRAIN_DIM].value &&
+                   now[ST_TRAIN_CHECKSUM].value == state[ST_TRAIN_CHECKSUM].value,
+               t->comm, TN_ERR_USER,
+               "%s (%s, %.0f x %.0f) is not the training set the checkpoint %s was trained on (%s, %.0f x %.0f, other "
+               "values): give "
+               "-restart_new_data to continue on it",
+               t->train_path, now[ST_TRAIN_NAME].text, now[ST_TRAIN_ROWS].value, now[ST_TRAIN_DIM].value, t->restart,
+               state[ST_TRAIN_NAME].text, state[ST_TRAIN_ROWS].value, state[ST_TRAIN_DIM].value);
+  }
   PetscCheck(t->resume.batch <= (t->train_info.N + t->batch - 1) / t->batch, t->comm, TN_ERR_USER,
              "%s: stopped after batch %" PetscInt_FMT " of an epoch, more than -batch %" PetscInt_FMT " gives",
              t->restart, t->resume.batch, t->batch);

@@ -6,6 +6,8 @@
 
 #include <petscsys.h>
 #include <petscviewer.h>
+#include <errno.h>
+#include <stdlib.h>
 
 #define THETANET_VERSION "0.1.0"
 
@@ -108,5 +110,74 @@ static inline PetscErrorCode TNAllAgree(MPI_Comm comm, PetscBool ok, PetscBool *
   *all_ok = all ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
 }
+
+/* The PetscOptionsInt, PetscOptionsReal, PetscOptionsString and PetscOptionsEnum of thetanet's
+   own options, used the same way inside PetscOptionsBegin/End. PETSc silently drops an option
+   given without a value and wraps an integer beyond PetscInt; these refuse both as user errors
+   naming the option. */
+static inline PetscErrorCode TNOptionsValueCheck(PetscOptionItems *items, const char opt[], PetscBool integer)
+{
+  const char *value = NULL;
+  PetscBool found;
+  char *end;
+  long long v;
+
+  PetscFunctionBegin;
+  PetscCall(PetscOptionsFindPair(items->options, items->prefix, opt, &value, &found));
+  if (!found) PetscFunctionReturn(0);
+  PetscCheck(value && value[0], items->comm, TN_ERR_USER, "%s needs a value", opt);
+  if (!integer) PetscFunctionReturn(0);
+  errno = 0;
+  v     = strtoll(value, &end, 10);
+  PetscCheck(end != value && !*end, items->comm, TN_ERR_USER, "%s %s: not a whole number", opt, value);
+  PetscCheck(errno != ERANGE && v >= PETSC_MIN_INT && v <= PETSC_MAX_INT, items->comm, TN_ERR_USER,
+             "%s %s: out of range (at most %d)", opt, value, PETSC_MAX_INT);
+  PetscFunctionReturn(0);
+}
+
+static inline PetscErrorCode TNOptionsInt_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                                  const char text[], const char man[], PetscInt current,
+                                                  PetscInt *value, PetscBool *set)
+{
+  PetscFunctionBegin;
+  PetscCall(TNOptionsValueCheck(PetscOptionsObject, opt, PETSC_TRUE));
+  PetscCall(PetscOptionsInt(opt, text, man, current, value, set));
+  PetscFunctionReturn(0);
+}
+
+static inline PetscErrorCode TNOptionsReal_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                                   const char text[], const char man[], PetscReal current,
+                                                   PetscReal *value, PetscBool *set)
+{
+  PetscFunctionBegin;
+  PetscCall(TNOptionsValueCheck(PetscOptionsObject, opt, PETSC_FALSE));
+  PetscCall(PetscOptionsReal(opt, text, man, current, value, set));
+  PetscFunctionReturn(0);
+}
+
+static inline PetscErrorCode TNOptionsString_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                                     const char text[], const char man[], const char current[],
+                                                     char value[], size_t len, PetscBool *set)
+{
+  PetscFunctionBegin;
+  PetscCall(TNOptionsValueCheck(PetscOptionsObject, opt, PETSC_FALSE));
+  PetscCall(PetscOptionsString(opt, text, man, current, value, len, set));
+  PetscFunctionReturn(0);
+}
+
+static inline PetscErrorCode TNOptionsEnum_Private(PetscOptionItems *PetscOptionsObject, const char opt[],
+                                                   const char text[], const char man[], const char *const *list,
+                                                   PetscEnum current, PetscEnum *value, PetscBool *set)
+{
+  PetscFunctionBegin;
+  PetscCall(TNOptionsValueCheck(PetscOptionsObject, opt, PETSC_FALSE));
+  PetscCall(PetscOptionsEnum(opt, text, man, list, current, value, set));
+  PetscFunctionReturn(0);
+}
+
+#define TNOptionsInt(a, b, c, d, e, f) TNOptionsInt_Private(PetscOptionsObject, a, b, c, d, e, f)
+#define TNOptionsReal(a, b, c, d, e, f) TNOptionsReal_Private(PetscOptionsObject, a, b, c, d, e, f)
+#define TNOptionsString(a, b, c, d, e, f, g) TNOptionsString_Private(PetscOptionsObject, a, b, c, d, e, f, g)
+#define TNOptionsEnum(a, b, c, d, e, f, g) TNOptionsEnum_Private(PetscOptionsObject, a, b, c, d, e, f, g)
 
 #endif

@@ -5,9 +5,11 @@
    failed, or that caught a signal, never leaves the others waiting. */
 #include "trainerimpl.h"
 #include "errors.h"
+#include "resources.h"
 #include "events.h"
 #include "rng.h"
 #include <signal.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,39 +53,44 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(t->comm, NULL, "thetanet train: data and files", "thetanet");
-  PetscCall(PetscOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path,
-                               sizeof t->train_path, &t->have_train));
-  PetscCall(PetscOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path,
-                               sizeof t->val_path, &t->have_val));
-  PetscCall(PetscOptionsEnum(
+  PetscCall(TNOptionsString("-train", "Training set (HDF5: /X [N,d], /Y)", "", t->train_path, t->train_path,
+                            sizeof t->train_path, &t->have_train));
+  PetscCall(TNOptionsString("-val", "Validation set (HDF5, same layout)", "", t->val_path, t->val_path,
+                            sizeof t->val_path, &t->have_val));
+  PetscCall(TNOptionsEnum(
       "-data_layout",
       "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows",
       "", layouts, layout, &layout, NULL));
   t->sharded = layout ? PETSC_TRUE : PETSC_FALSE;
-  PetscCall(PetscOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems,
-                             (PetscEnum)t->problem, (PetscEnum *)&t->problem, &have_problem));
-  PetscCall(PetscOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output,
-                               sizeof t->output, NULL));
-  PetscCall(PetscOptionsString(
+  PetscCall(TNOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem,
+                          (PetscEnum *)&t->problem, &have_problem));
+  PetscCall(TNOptionsString("-output", "Results file (HDF5), written at the end", "", t->output, t->output,
+                            sizeof t->output, NULL));
+  PetscCall(TNOptionsString(
       "-checkpoint",
       "Checkpoint file (HDF5), written every -checkpoint_every epochs, at the end, and on SIGTERM or SIGUSR1", "",
       t->checkpoint, t->checkpoint, sizeof t->checkpoint, NULL));
-  PetscCall(PetscOptionsInt("-checkpoint_every", "Epochs between checkpoints (0: only at the end and on a signal)", "",
-                            t->checkpoint_every, &t->checkpoint_every, NULL));
-  PetscCall(PetscOptionsString("-restart",
-                               "Continue from this checkpoint up to -epochs (model and optimiser come from it)", "",
-                               t->restart, t->restart, sizeof t->restart, &t->have_restart));
+  PetscCall(TNOptionsInt("-checkpoint_every", "Epochs between checkpoints (0: only at the end and on a signal)", "",
+                         t->checkpoint_every, &t->checkpoint_every, NULL));
+  PetscCall(TNOptionsString("-restart",
+                            "Continue from this checkpoint up to -epochs (model and optimiser come from it)", "",
+                            t->restart, t->restart, sizeof t->restart, &t->have_restart));
+  PetscCall(PetscOptionsBool("-restart_new_data",
+                             "Let -restart continue on another training set than the checkpoint was trained on", "",
+                             t->restart_new_data, &t->restart_new_data, NULL));
   PetscCall(PetscOptionsBool("-progress",
                              "Progress line within each epoch (default: stdout is a terminal, not under mpiexec)", "",
                              t->progress, &t->progress, NULL));
   PetscOptionsEnd();
   PetscOptionsBegin(t->comm, NULL, "thetanet train: epochs and grid", "thetanet");
-  PetscCall(PetscOptionsInt("-epochs", "Total number of epochs", "", t->epochs, &t->epochs, NULL));
+  PetscCall(TNOptionsInt("-epochs", "Total number of epochs", "", t->epochs, &t->epochs, NULL));
   PetscCall(
-      PetscOptionsInt("-batch", "Global mini-batch size (split across the data ranks)", "", t->batch, &t->batch, NULL));
-  PetscCall(PetscOptionsInt("-seed", "Seed of the initialisation and the shuffling", "", t->seed, &t->seed, NULL));
-  PetscCall(PetscOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks,
-                            &t->depth_ranks, NULL));
+      TNOptionsInt("-batch", "Global mini-batch size (split across the data ranks)", "", t->batch, &t->batch, NULL));
+  PetscCall(TNOptionsInt("-seed", "Seed of the initialisation and the shuffling", "", t->seed, &t->seed, NULL));
+  PetscCall(TNOptionsInt("-depth_ranks", "Ranks along depth (P = depth_ranks x data_ranks)", "", t->depth_ranks,
+                         &t->depth_ranks, NULL));
+  PetscCall(TNOptionsReal("-max_memory", "GB of memory a node may use (0: its physical memory or cgroup limit)", "",
+                          t->max_memory, &t->max_memory, NULL));
   PetscOptionsEnd();
   PetscCall(TNModelConfigSetFromOptions(t->comm, &t->cfg));
   PetscCall(TNOptimizerSetFromOptions(t->opt));
@@ -94,6 +101,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(!t->have_val || t->have_train, t->comm, TN_ERR_USER, "-val needs -train");
   PetscCheck(t->epochs > 0, t->comm, TN_ERR_USER, "-epochs must be positive, got %" PetscInt_FMT, t->epochs);
   PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
+  PetscCheck(t->max_memory >= 0, t->comm, TN_ERR_USER, "-max_memory must be non-negative, got %g",
+             (double)t->max_memory);
   PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER,
              "-checkpoint_every must be non-negative, got %" PetscInt_FMT, t->checkpoint_every);
   PetscCheck(!t->checkpoint_every || t->checkpoint[0], t->comm, TN_ERR_USER,
@@ -101,6 +110,16 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(TNGridCreate(t->comm, t->depth_ranks, t->cfg.L, &t->grid));
   if (t->checkpoint[0]) PetscCall(TNOutputPathCheck(t->comm, "-checkpoint", t->checkpoint));
   if (t->output[0]) PetscCall(TNOutputPathCheck(t->comm, "-output", t->output));
+  /* no output may overwrite an input (a restart may replace its own checkpoint) */
+  {
+    const char *out[][2] = {{"-output", t->output}, {"-checkpoint", t->checkpoint}};
+    const char *in[][2]  = {
+         {"-train", t->train_path}, {"-val", t->val_path}, {"-restart", t->restart}, {"-checkpoint", t->checkpoint}};
+    for (int o = 0; o < 2; o++)
+      for (int i = 0; i < 4; i++)
+        if (strcmp(out[o][0], in[i][0]) && !(o == 1 && i == 2))
+          PetscCall(TNOutputNotInput(t->comm, out[o][0], out[o][1], in[i][0], in[i][1]));
+  }
   PetscFunctionReturn(0);
 }
 
@@ -159,6 +178,56 @@ static PetscErrorCode LoadData(TNTrainer t)
   PetscFunctionReturn(0);
 }
 
+/* Memory of this rank outside the network: the parameters, the gradient and the optimiser's
+   moments (whole copies too, while a depth-split model is gathered for a write), the data sets. */
+static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
+{
+  const TNModelConfig *c = &t->cfg;
+  TNOptimizerRecord rec;
+  PetscReal whole = (PetscReal)c->n * c->d + c->n + (PetscReal)c->L * c->n * c->n + (PetscReal)c->L * c->n +
+                    (PetscReal)c->m * c->n + c->m;
+  PetscReal local   = whole - (PetscReal)(c->L - c->L / t->grid.depth_size) * ((PetscReal)c->n * c->n + c->n),
+            moments = 0, data;
+  TNDatasetInfo v   = {0};
+
+  PetscFunctionBegin;
+  PetscCall(TNOptimizerGetRecord(t->opt, &rec));
+  moments = rec.type == 2 ? 2 : rec.type == 1 ? 1 : 0;
+  if (t->val) PetscCall(TNDatasetGetInfo(t->val, &v));
+  data   = ((PetscReal)t->train_info.Nlocal + v.Nlocal) * (t->cfg.d + t->cfg.m);
+  *bytes = sizeof(PetscScalar) * (local * (2 + moments) + (t->grid.depth_size > 1 ? whole * (1 + moments) : 0) + data);
+  PetscFunctionReturn(0);
+}
+
+/* Sizes are checked in 64 bits before anything of the model's size is allocated: the
+   parameters must fit 32-bit indices (PetscInt, MPI counts), the memory the node. */
+static PetscErrorCode CheckSizes(TNTrainer t)
+{
+  const TNModelConfig *c = &t->cfg;
+  const PetscReal count  = (PetscReal)c->n * c->d + c->n + (PetscReal)c->L * c->n * c->n + (PetscReal)c->L * c->n +
+                          (PetscReal)c->m * c->n + c->m;
+  const PetscReal batch =
+      (PetscReal)(PetscMin(t->batch, t->train_info.N) / t->grid.data_size + 1) * PetscMax(c->n, PetscMax(c->d, c->m));
+  char what[128];
+  PetscReal bytes;
+
+  PetscFunctionBegin;
+  PetscCheck(count + 4 <= PETSC_MAX_INT, t->comm, TN_ERR_USER,
+             "-width %" PetscInt_FMT " -layers %" PetscInt_FMT
+             ": the model has %.4g parameters, more than the %d that 32-bit indices hold",
+             c->n, c->L, count, PETSC_MAX_INT);
+  PetscCheck((PetscReal)(c->L + 1) * batch <= PETSC_MAX_INT, t->comm, TN_ERR_USER,
+             "-width %" PetscInt_FMT " -layers %" PetscInt_FMT " -batch %" PetscInt_FMT
+             ": the states of a batch hold more than %d numbers per rank",
+             c->n, c->L, t->batch, PETSC_MAX_INT);
+  PetscCall(PetscSNPrintf(what, sizeof what,
+                          "a model of width %" PetscInt_FMT " and %" PetscInt_FMT " layers (%.4g parameters)", c->n,
+                          c->L, count));
+  PetscCall(StateMemory(t, &bytes));
+  PetscCall(TNMemoryCheck(t->comm, bytes, t->max_memory, what));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNTrainerSetUp(TNTrainer t)
 {
   PetscInt Bloc;
@@ -170,6 +239,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   strftime(t->start_time, sizeof t->start_time, "%Y-%m-%dT%H:%M:%SZ", &tmv);
   PetscCall(TNEventsRegister());
   PetscCall(LoadData(t));
+  if (!t->have_restart) PetscCall(CheckSizes(t));
   if (t->have_restart)
     PetscCall(TNTrainerRestartLoad(t));
   else {
@@ -183,6 +253,17 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   Bloc = (PetscMin(t->batch, t->train_info.N) + t->grid.data_size - 1) / t->grid.data_size + 1;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
   PetscCall(TNNetworkSetFromOptions(t->net));
+  {
+    /* the whole run's memory, network included, before the network allocates it */
+    PetscReal state, network;
+    char what[160];
+    PetscCall(StateMemory(t, &state));
+    PetscCall(TNNetworkMemoryEstimate(t->net, &network));
+    PetscCall(PetscSNPrintf(
+        what, sizeof what, "the run (width %" PetscInt_FMT ", %" PetscInt_FMT " layers, local batch %" PetscInt_FMT ")",
+        t->cfg.n, t->cfg.L, Bloc));
+    PetscCall(TNMemoryCheck(t->comm, state + network, t->max_memory, what));
+  }
   PetscCall(TNNetworkSetUp(t->net));
   PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m,
@@ -301,9 +382,6 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
       t->phase[PH_BACKWARD] += MPI_Wtime() - t0;
     }
   }
-  if (!ok && TNNetworkGetFailure(t->net)[0])
-    PetscCall(PetscFPrintf(PETSC_COMM_SELF, stderr, "thetanet: epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s\n",
-                           epoch, batch, TNNetworkGetFailure(t->net)));
   t->reduce[np]     = l;
   t->reduce[np + 1] = c;
   t->reduce[np + 2] = ok ? 0 : 1;
@@ -316,7 +394,14 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce + np, 4, MPIU_SCALAR, MPI_SUM, t->grid.depth));
   PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
-  PetscCheck(t->reduce[np + 2] == 0, t->comm, TN_ERR_RUNTIME, "%s", "");
+  if (t->reduce[np + 2] != 0) {
+    /* some rank failed: every rank stops here, with the first failing rank's words */
+    char message[512];
+    PetscCall(PetscSNPrintf(message, sizeof message, "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s", epoch,
+                            batch, TNNetworkGetFailure(t->net)));
+    PetscCall(TNFailureRaise(t->comm, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(t->net)[0] ? message : NULL,
+                             TN_ERR_RUNTIME));
+  }
   PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME,
              "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch, (double)t->reduce[np]);
   *loss_sum += t->reduce[np];
@@ -360,6 +445,8 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   if (t->checkpoint[0]) {
     signal(SIGTERM, OnSignal);
     signal(SIGUSR1, OnSignal);
+    /* a launcher that is going down may close the ranks' output before they reach the checkpoint */
+    signal(SIGPIPE, SIG_IGN);
   }
   PetscCall(TNNetworkResetCounts(t->net));
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {

@@ -67,10 +67,11 @@ struct _n_TNTrainer {
   TNRegularization reg;
   TNOptimizer opt;
   PetscInt epochs, batch, depth_ranks, seed;
+  PetscReal max_memory; /* GB a node may use; 0: what it has */
   char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
   PetscInt checkpoint_every;
-  PetscBool have_restart;
+  PetscBool have_restart, restart_new_data;
   TNResume resume;
   TNProblem problem;
   PetscBool have_train, have_val, progress, sharded;

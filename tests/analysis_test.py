@@ -46,10 +46,13 @@ def script(path, *args, expect=0):
 
 
 def train(tmp, name, extra):
+    """thetanet train EXTRA -output TMP/NAME.h5; it must succeed without an unused-option warning
+    (a misspelled option only warns)."""
     out = os.path.join(tmp, name + ".h5")
     p = subprocess.run([ARGS.thetanet, "train", "-output", out] + extra, capture_output=True, text=True,
                        timeout=600, env=environment())
     check(p.returncode == 0, f"train {' '.join(extra)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    check("is not used" not in p.stderr, f"train {' '.join(extra)}: an option is not used:\n{p.stderr}")
     return out
 
 
@@ -178,8 +181,7 @@ def case_study_depth(tmp):
 
 
 def case_examples(tmp):
-    """Every jobs/examples/*.opts trains one epoch on one rank (options of features still
-    being built only draw the unused-option warning)."""
+    """Every jobs/examples/*.opts trains one epoch on one rank, and uses every option it gives."""
     files = sorted(glob.glob(os.path.join(ROOT, "jobs", "examples", "*.opts")))
     check(len(files) >= 5, f"examples: {files}")
     for f in files:

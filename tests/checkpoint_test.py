@@ -134,6 +134,20 @@ def case_signal_mpi(tmp):
     signal_and_restart(tmp, 2)
 
 
+def wait_complete(path, proc, timeout=300):
+    """Wait until path holds a complete checkpoint (however loaded the machine is)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        check(proc.poll() is None, f"the run ended (status {proc.returncode}) before writing {path}")
+        try:
+            if checkpoint_state(path)["complete"] == 1:
+                return
+        except (OSError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no complete checkpoint {path} after {timeout} s")
+
+
 def case_kill9(tmp):
     """kill -9 at random moments of a run that checkpoints every epoch: the checkpoint is always
     complete and a restart from it runs."""
@@ -142,8 +156,12 @@ def case_kill9(tmp):
             "-checkpoint", p("c.h5")]
     rng = random.Random(4)
     for trial in range(6):
+        if os.path.exists(p("c.h5")):
+            os.remove(p("c.h5"))
         proc = subprocess.Popen(command(opts, 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-        time.sleep(0.6 + rng.random())
+        # the first checkpoint of this run exists: from now on it is being replaced, epoch after epoch
+        wait_complete(p("c.h5"), proc)
+        time.sleep(rng.random())
         proc.kill()
         proc.wait()
         st = checkpoint_state(p("c.h5"))

@@ -182,6 +182,7 @@ def case_sharded(tmp):
         h = history(out)
         check(np.all(np.isfinite(h["train_loss"])), "finite losses")
         status, so, se = run(["evaluate", "-model", out, "-data", va, "-block_atol", "1e-12"], ranks)
+        check(status == 0, f"{ranks} ranks: evaluate status {status}\n{se}")
         loss = float(so.split(" loss ")[1].split()[0])
         check(abs(loss - h["val_loss"][-1]) <= 1e-6 * abs(loss), f"{ranks} ranks: evaluate {loss} != history {h['val_loss'][-1]}")
         print(f"{ranks} ranks: val_loss {h['val_loss'][-1]:.6f} == evaluate {loss:.6f}")

@@ -2,7 +2,8 @@
    gather back to it, and give the whole model's regulariser and its gradient, including the
    smoothness terms that couple blocks across rank boundaries. */
 #include "testing.h"
-#include "network.h"
+#include <string.h>
+#include "evaluate.h"
 
 static void test_split_model(void **state)
 {
@@ -28,7 +29,7 @@ static void test_split_model(void **state)
   CHECK(PetscCalloc3(full->nparams, &gfull, part->nparams, &gpart, full->nparams, &gathered));
   CHECK(TNModelAllgather(part, part->params, gathered));
   for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - full->params[i]));
-  assert_true(err == 0);
+  assert_true(TestAll(err == 0));
 
   CHECK(TNModelRegularizer(full, 0.3, 0.7, &Rfull, gfull));
   CHECK(TNModelRegularizer(part, 0.3, 0.7, &Rpart, gpart));
@@ -80,7 +81,7 @@ static void test_mgrit_residual(void **state)
     CHECK(TNNetworkSetFromOptions(net));
     CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
     CHECK(TNNetworkForward(net, B, X, out, &ok));
-    assert_true(ok);
+    assert_true(TestAll(ok));
     CHECK(TNNetworkGetCounts(net, &counts));
     n   = counts.mgrit_its;
     res = counts.mgrit_res;
@@ -139,9 +140,9 @@ static void test_mgrit_gradient(void **state)
       CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
       CHECK(PetscCalloc2(M->nparams, &grad, M->nparams, &ref));
       CHECK(TNNetworkForward(net, B, X, out, &ok));
-      assert_true(ok);
+      assert_true(TestAll(ok));
       CHECK(TNNetworkBackward(net, B, X, dout, grad, &ok));
-      assert_true(ok);
+      assert_true(TestAll(ok));
       CHECK(TNNetworkMGRITBlockGradients(net, B, ref));
       TNModelParams(M, grad, &g);
       TNModelParams(M, ref, &e);
@@ -167,10 +168,56 @@ static void test_mgrit_gradient(void **state)
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
 }
 
+/* A block solve that fails on the last depth rank only, in the first chunk of a data set: every
+   rank stops (none waits for the next chunk), with the failing rank's words, whatever the
+   sequence of chunks on the others. */
+static void test_failure_agreed(void **state)
+{
+  const TNModelConfig cfg = {
+      .d = 2, .n = 64, .L = 6, .m = 2, .theta = 0.5, .T = 1.0, .act = TN_ACT_TANH, .task = TN_TASK_CLASSIFICATION};
+  const PetscInt N = 2048, chunk = 512; /* chunks of 256 KB: a send of one waits for its receive */
+  PetscMPIInt size, rank;
+  TNGrid grid;
+  TNModel M;
+  TNNetwork net;
+  TNDataset D;
+  PetscReal *X, loss, acc;
+  PetscInt *labels, jlo, jhi;
+  PetscErrorCode ierr;
+  const char *message = NULL;
+
+  (void)state;
+  CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  CHECK(MPI_Comm_rank(PETSC_COMM_WORLD, &rank));
+  CHECK(TNGridCreate(PETSC_COMM_WORLD, size, cfg.L, &grid));
+  CHECK(TNNetworkDepthOwnership(grid.depth, cfg.L, &jlo, &jhi));
+  CHECK(TNModelCreateLocal(&cfg, size > 1 ? grid.depth : MPI_COMM_NULL, jlo, jhi, &M));
+  CHECK(TNModelInitialize(M, 4));
+  /* the last rank's last block cannot be solved: its weights are not numbers */
+  if (rank == size - 1)
+    for (PetscInt i = 0; i < cfg.n * cfg.n; i++) M->p.W[(jhi - jlo - 1) * cfg.n * cfg.n + i] = NAN;
+  CHECK(TNDatasetCreate(N, cfg.d, cfg.m, cfg.task, "toy", &D));
+  CHECK(TNDatasetGetArrays(D, &X, &labels, NULL));
+  TestFill(X, N * cfg.d, 1.0, 5, 1);
+  for (PetscInt i = 0; i < N; i++) labels[i] = i % 2;
+  CHECK(TNNetworkCreate(M, chunk, &net));
+  CHECK(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = TNEvaluateDataset(net, &grid, D, chunk, "failing", &loss, &acc, NULL, NULL);
+  CHECK(PetscPopErrorHandler());
+  CHECK(PetscErrorMessage(ierr, NULL, (char **)&message));
+  print_message("%d ranks: error %d: %s\n", size, (int)ierr, message ? message : "(none)");
+  assert_true(TestAll(ierr == TN_ERR_RUNTIME));
+  assert_true(TestAll(message && strstr(message, "failing: block 5 forward solve did not converge") != NULL));
+  CHECK(TNNetworkDestroy(&net));
+  CHECK(TNDatasetDestroy(&D));
+  CHECK(TNModelDestroy(&M));
+  CHECK(TNGridDestroy(&grid));
+}
+
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual),
-                                     cmocka_unit_test(test_mgrit_gradient)};
+                                     cmocka_unit_test(test_mgrit_gradient), cmocka_unit_test(test_failure_agreed)};
 
   return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], NULL);
 }

@@ -597,6 +597,12 @@ static void ActivationUnknown(hid_t g)
   StringAttrWrite(g, "activation", "swish");
 }
 
+static void TaskUnknown(hid_t g)
+{
+  H5Adelete(g, "task");
+  StringAttrWrite(g, "task", "ranking");
+}
+
 static void ClosingBiasNaN(hid_t g)
 {
   const hsize_t dims[] = {2};
@@ -621,8 +627,11 @@ static void test_model_rejects_missing_attribute(void **state)
 static void test_model_rejects_activation(void **state)
 {
   (void)state;
+  /* every allowed value is listed, the last one too */
   BrokenModelExpect("swish.h5", ActivationUnknown,
-                    "attribute 'activation' of /model is 'swish', expected one of none, tanh");
+                    "attribute 'activation' of /model is 'swish', expected one of none, tanh, relu, softplus, sigmoid");
+  BrokenModelExpect("ranking.h5", TaskUnknown,
+                    "attribute 'task' of /model is 'ranking', expected one of classification, regression");
 }
 
 static void test_model_rejects_nan(void **state)

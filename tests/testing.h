@@ -13,6 +13,16 @@
 
 #define CHECK(call) assert_int_equal((call), 0)
 
+/* A condition over every rank: an assert on it fails on all ranks or none, so that a failure on
+   one rank cannot leave the others waiting in their next MPI call (assert_true(TestAll(c))). */
+static inline int TestAll(int local)
+{
+  int all = 0;
+
+  if (MPI_Allreduce(&local, &all, 1, MPI_INT, MPI_LAND, PETSC_COMM_WORLD)) return 0;
+  return all;
+}
+
 /* x[i] uniform in [-scale, scale], a function of (seed, stream, i) alone. */
 static inline void TestFill(PetscScalar *x, PetscInt len, PetscReal scale, uint64_t seed, uint64_t stream)
 {

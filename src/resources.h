@@ -1,0 +1,13 @@
+/* What a node offers a run: its memory and how many ranks share it; a run that would need more
+   memory than that is refused before it allocates (exit status 2, with the estimate). */
+#ifndef THETANET_RESOURCES_H
+#define THETANET_RESOURCES_H
+
+#include "thetanet.h"
+
+/* Collective on comm: every rank's estimate (bytes) summed over the ranks of each node must fit
+   the node's memory: -max_memory GB when given (> 0), else its physical memory or cgroup limit.
+   what says what was estimated, for the message. */
+PETSC_EXTERN PetscErrorCode TNMemoryCheck(MPI_Comm comm, PetscReal bytes, PetscReal max_memory_gb, const char *what);
+
+#endif
