@@ -17,16 +17,19 @@ typedef struct {
   PetscInt N, d, m;        /* m: classes (max label + 1) or targets */
   PetscInt Nlocal, offset; /* the rows held here */
   TNTask task;
+  PetscBool has_targets; /* PETSC_FALSE: a file without labels or targets, read for predictions */
+  PetscReal bytes;       /* memory the rows held here take */
   const char *name;
 } TNDatasetInfo;
 
 PETSC_EXTERN PetscErrorCode TNDatasetCreate(PetscInt N, PetscInt d, PetscInt m, TNTask, const char *name, TNDataset *);
 PETSC_EXTERN PetscErrorCode TNDatasetDestroy(TNDataset *);
 PETSC_EXTERN PetscErrorCode TNDatasetGetInfo(TNDataset, TNDatasetInfo *);
-/* The rows held here, to fill or read: X [Nlocal, d], labels [Nlocal] (classification) or
-   Y [Nlocal, m] (regression); the other is NULL. */
+/* The rows held here, to fill or read: X [Nlocal, d] (float64 inputs only), labels [Nlocal]
+   (classification) or Y [Nlocal, m] (regression); the other is NULL. */
 PETSC_EXTERN PetscErrorCode TNDatasetGetArrays(TNDataset, PetscReal **X, PetscInt **labels, PetscReal **Y);
-/* Copies the local rows idx[0..B) into contiguous batch buffers (labels or Y, by the task). */
+/* Copies the local rows idx[0..B) into contiguous batch buffers, the inputs as float64 (scaled),
+   labels or Y by the task. */
 PETSC_EXTERN PetscErrorCode TNDatasetGetRows(TNDataset, PetscInt B, const PetscInt *idx, PetscReal *X, PetscInt *labels,
                                              PetscReal *Y);
 /* A fingerprint of the whole set (rows, values, labels or targets) of 52 bits, the same on any
@@ -35,15 +38,30 @@ PETSC_EXTERN PetscErrorCode TNDatasetChecksum(TNDataset, MPI_Comm comm, PetscInt
 /* Keep only the rows rank r of comm holds in a sharded layout (TNGridSplit). */
 PETSC_EXTERN PetscErrorCode TNDatasetShard(TNDataset, MPI_Comm);
 
+/* Where a data file keeps its arrays and how to read them: -x_name, -y_name (default /X, /Y),
+   -scale_uint8 (uint8 inputs, images, read as x/255); targets_optional (predict) lets a file
+   without labels or targets be read for its inputs. */
+typedef struct {
+  char x_name[256], y_name[256];
+  PetscBool scale_uint8, targets_optional;
+} TNDataFormat;
+
+PETSC_EXTERN void TNDataFormatDefault(TNDataFormat *);
+PETSC_EXTERN PetscErrorCode TNDataFormatSetFromOptions(MPI_Comm, TNDataFormat *);
+
 /* Collective on comm: rank 0 reads and validates, the result (or the error) reaches every rank.
-   Accepts /X [N,d] float32|float64, /Y [N] integer labels, or /Y [N]|[N,m] float targets, the
-   optional root attributes `task` and `name`. Rejects: a missing or non-HDF5 file, missing /X or
-   /Y, wrong ranks or shapes, N of X and Y differing, N = 0, negative labels, NaN or Inf. */
-PETSC_EXTERN PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, TNDataset *ds);
+   Accepts the inputs [N,d] of any integer or float type (held as float64, or as float32 and uint8
+   when stored so), labels [N] of integers (or whole floats with task = "classification"), or
+   targets [N]|[N,m] of floats, and the optional root attributes `task` (which decides the task)
+   and `name`. Rejects: a missing or non-HDF5 file, missing arrays, wrong ranks or shapes, N of
+   inputs and targets differing, N = 0, negative labels, NaN or Inf, and float one-hot rows
+   without `task`. format NULL: /X, /Y, no scaling. */
+PETSC_EXTERN PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, const TNDataFormat *format, TNDataset *ds);
 /* Collective on comm, for data sets larger than a node: rank 0 checks the layout, then rank r
    of P reads only its contiguous block of rows (TNGridSplit) with a collective hyperslab read and
    checks its values; an error anywhere reaches every rank. */
-PETSC_EXTERN PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, TNDataset *ds);
+PETSC_EXTERN PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, const TNDataFormat *format,
+                                                 TNDataset *ds);
 /* Rank 0 writes /X, /Y (int64 labels or float64 targets) and the `task`/`name` attributes. */
 PETSC_EXTERN PetscErrorCode TNDatasetSave(MPI_Comm comm, const char *path, TNDataset ds);
 

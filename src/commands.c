@@ -50,6 +50,8 @@ static PetscErrorCode CheckDataAgainstModel(MPI_Comm comm, const char *data_path
   PetscCheck(D->d == c->d, comm, TN_ERR_USER,
              "%s: input dimension %" PetscInt_FMT " but the model %s takes %" PetscInt_FMT, data_path, D->d, model_path,
              c->d);
+  /* inputs alone (predict) need nothing more */
+  if (!D->has_targets) PetscFunctionReturn(0);
   PetscCheck(D->task == c->task, comm, TN_ERR_USER, "%s: a %s data set but the model %s does %s", data_path,
              TNTasks[D->task], model_path, TNTasks[c->task]);
   if (D->task == TN_TASK_CLASSIFICATION)
@@ -78,6 +80,7 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   const char *cmd   = predict ? "predict" : "evaluate";
   const TNModelConfig *c;
   TNDatasetInfo info;
+  TNDataFormat format;
   PetscInt nparams;
 
   PetscFunctionBegin;
@@ -97,6 +100,9 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCall(TNOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
   PetscOptionsEnd();
   if (!predict) PetscCall(TNRegularizationSetFromOptions(comm, &reg));
+  TNDataFormatDefault(&format);
+  PetscCall(TNDataFormatSetFromOptions(comm, &format));
+  format.targets_optional = predict;
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   if (help) PetscFunctionReturn(0);
@@ -111,7 +117,7 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCall(TNModelLoad(comm, model_path, &M));
   PetscCall(TNModelGetConfig(M, &c));
   PetscCall(TNModelGetParameters(M, &nparams, NULL));
-  PetscCall(TNDatasetLoad(comm, data_path, &D));
+  PetscCall(TNDatasetLoad(comm, data_path, &format, &D));
   PetscCall(TNDatasetGetInfo(D, &info));
   PetscCall(CheckDataAgainstModel(comm, data_path, &info, model_path, c));
   PetscCall(TNGridCreate(comm, 1, c->L, &grid));

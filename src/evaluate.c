@@ -41,7 +41,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
     /* the depth ranks of this slice take the next chunk together or stop together */
     if (grid->depth_size > 1) PetscCall(TNAllAgree(grid->depth, ok, &ok));
     if (!ok) break;
-    if (grid->depth_rank == grid->depth_size - 1) {
+    if (info.has_targets && grid->depth_rank == grid->depth_size - 1) {
       TNLossEvaluate(info.task, B, m, out, labels, Y, 1.0 / divisor, &l, &k, grad ? dout : NULL);
       sums[0] += l;
       sums[1] += k;
@@ -71,7 +71,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
         MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, predictions, counts, displs, MPIU_REAL, grid->data));
     PetscCall(PetscFree2(counts, displs));
   }
-  *loss = sums[0] / divisor;
-  if (accuracy) *accuracy = info.task == TN_TASK_CLASSIFICATION ? sums[1] / info.N : NAN;
+  *loss = info.has_targets ? sums[0] / divisor : NAN;
+  if (accuracy) *accuracy = info.has_targets && info.task == TN_TASK_CLASSIFICATION ? sums[1] / info.N : NAN;
   PetscFunctionReturn(0);
 }

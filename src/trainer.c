@@ -39,6 +39,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
                  !getenv("PMIX_RANK") && !getenv("SLURM_PROCID"))
                     ? PETSC_TRUE
                     : PETSC_FALSE;
+  TNDataFormatDefault(&t->format);
   PetscCall(TNOptimizerCreate(comm, &t->opt));
   *out = t;
   PetscFunctionReturn(0);
@@ -92,6 +93,7 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(TNOptionsReal("-max_memory", "GB of memory a node may use (0: its physical memory or cgroup limit)", "",
                           t->max_memory, &t->max_memory, NULL));
   PetscOptionsEnd();
+  PetscCall(TNDataFormatSetFromOptions(t->comm, &t->format));
   PetscCall(TNModelConfigSetFromOptions(t->comm, &t->cfg));
   PetscCall(TNOptimizerSetFromOptions(t->opt));
   PetscCall(TNRegularizationSetFromOptions(t->comm, &t->reg));
@@ -147,11 +149,12 @@ static PetscErrorCode LoadData(TNTrainer t)
 {
   PetscFunctionBegin;
   if (t->have_train) {
-    PetscReal t0                                                = MPI_Wtime();
-    PetscErrorCode (*load)(MPI_Comm, const char *, TNDataset *) = t->sharded ? TNDatasetLoadSharded : TNDatasetLoad;
+    PetscReal t0 = MPI_Wtime();
+    PetscErrorCode (*load)(MPI_Comm, const char *, const TNDataFormat *, TNDataset *) =
+        t->sharded ? TNDatasetLoadSharded : TNDatasetLoad;
     PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
-    PetscCall(load(t->grid.data, t->train_path, &t->train));
-    if (t->have_val) PetscCall(load(t->grid.data, t->val_path, &t->val));
+    PetscCall(load(t->grid.data, t->train_path, &t->format, &t->train));
+    if (t->have_val) PetscCall(load(t->grid.data, t->val_path, &t->format, &t->val));
     PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
     t->phase[PH_IO] += MPI_Wtime() - t0;
   } else {

@@ -77,6 +77,7 @@ struct _n_TNTrainer {
   PetscBool have_train, have_val, progress, sharded;
   TNDataset train, val;
   TNDatasetInfo train_info;
+  TNDataFormat format;
   TNModel model;
   TNNetwork net;
   TNHistory history;
