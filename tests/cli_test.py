@@ -279,6 +279,68 @@ def case_commands(tmp):
         check(opt in so, f"train -help does not document {opt}")
 
 
+# ---- data formats ------------------------------------------------------------------------
+
+def write_idx(path, array):
+    """An IDX file (gzip), the format of MNIST and Fashion-MNIST: magic, dimensions, bytes."""
+    import gzip
+    import struct
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def case_data_formats(tmp):
+    """Data sets as people store them: IDX images converted to uint8 inputs, read as x/255 with
+    -scale_uint8 (the same training as float64 inputs x/255); other array names; float one-hot
+    labels without task refused; predict on a file without labels."""
+    p = lambda n: os.path.join(tmp, n)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(60, 4, 5), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=60).astype(np.uint8)
+    write_idx(p("img.gz"), images)
+    write_idx(p("lab.gz"), labels)
+    conv = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "data", "idx_to_hdf5.py")
+    c = subprocess.run([sys.executable, conv, p("img.gz"), p("lab.gz"), p("u8.h5"), "--name", "tiny"], capture_output=True, text=True)
+    check(c.returncode == 0, f"converter: {c.stderr}")
+    with h5py.File(p("u8.h5"), "r") as f:
+        check(f["X"].dtype == np.uint8 and f["X"].shape == (60, 20), f"converted /X {f['X'].dtype} {f['X'].shape}")
+        check(np.array_equal(f["X"][()], images.reshape(60, 20)) and np.array_equal(f["Y"][()], labels), "converted values")
+        check(f.attrs["task"] == "classification" and f.attrs["name"] == "tiny", "converted attributes")
+    print("ok: IDX round trip")
+    write_dataset(p("f64.h5"), images.reshape(60, 20).astype(float) * (1.0 / 255), labels.astype(np.int64))
+    opts = ["-epochs", "3", "-width", "6", "-layers", "3", "-batch", "16", "-block_atol", "1e-12"]
+    model = train(tmp, "r_u8", 1, ["-train", p("u8.h5"), "-scale_uint8"] + opts)[0]
+    a = history(model)
+    b = history(train(tmp, "r_f64", 1, ["-train", p("f64.h5")] + opts)[0])
+    check(np.array_equal(a["train_loss"], b["train_loss"]), f"uint8/255 {a['train_loss']} != float64 {b['train_loss']}")
+    print("ok: uint8 inputs with -scale_uint8 train as float64 x/255")
+    # other names: /data/images, /data/classes
+    with h5py.File(p("named.h5"), "w") as f:
+        f["data/images"] = images.reshape(60, 20).astype(float) * (1.0 / 255)
+        f["data/classes"] = labels.astype(np.int64)
+    c = history(train(tmp, "r_named", 1, ["-train", p("named.h5"), "-x_name", "data/images", "-y_name", "/data/classes"] + opts)[0])
+    check(np.array_equal(c["train_loss"], b["train_loss"]), "-x_name/-y_name read the same data")
+    print("ok: -x_name, -y_name")
+    # one-hot float labels without task: refused, saying what to do
+    onehot = np.eye(3)[labels]
+    write_dataset(p("onehot.h5"), images.reshape(60, 20).astype(float), onehot)
+    status, so, se = run(["train", "-train", p("onehot.h5"), "-epochs", "1"])
+    check(status == 2 and "one-hot" in se and "task" in se, f"one-hot: status {status}\n{se}")
+    write_dataset(p("onehot_reg.h5"), images.reshape(60, 20).astype(float), onehot, task="regression")
+    train(tmp, "r_onehot_reg", 1, ["-train", p("onehot_reg.h5"), "-epochs", "1", "-width", "4", "-layers", "2"])
+    print("ok: one-hot float labels need task")
+    # predict on inputs alone, against predict on the labelled file
+    with h5py.File(p("inputs.h5"), "w") as f:
+        f["X"] = images.reshape(60, 20)
+    for name, data in (("with", p("u8.h5")), ("without", p("inputs.h5"))):
+        status, so, se = run(["predict", "-model", model, "-data", data, "-scale_uint8", "-output", p(f"pred_{name}.h5")])
+        check(status == 0, f"predict {name} labels: {se}")
+    with h5py.File(p("pred_with.h5"), "r") as f, h5py.File(p("pred_without.h5"), "r") as g:
+        check(np.array_equal(f["predictions"][()], g["predictions"][()]), "predictions differ without /Y")
+    print("ok: predict on a file without /Y")
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 def expect_usage_error(cmd, needle, ranks=1, tmp=None, keep=None):

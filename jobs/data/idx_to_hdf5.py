@@ -3,7 +3,7 @@
 a thetanet data set: /X [N, rows*cols] uint8 images (train with -scale_uint8 to read them as
 [0, 1]), /Y [N] int64 labels, root attributes task = "classification" and name.
 
-usage: idx_to_hdf5.py IMAGES.idx3[.gz] LABELS.idx1[.gz] OUT.h5 [--name NAME]
+usage: idx_to_hdf5.py IMAGES.idx3[.gz] LABELS.idx1[.gz] OUT.h5 [--name NAME] [--rows A:B]
 """
 import argparse
 import gzip
@@ -44,11 +44,20 @@ def main():
     ap.add_argument("labels")
     ap.add_argument("out")
     ap.add_argument("--name", help="the data set's name (default: OUT's base name)")
+    ap.add_argument("--rows", help="A:B keeps the samples A..B-1 (Python slice syntax: 55000: is the last rows)")
     a = ap.parse_args()
     X, Y = read_idx(a.images), read_idx(a.labels)
     if X.ndim < 2 or Y.ndim != 1 or X.shape[0] != Y.shape[0]:
         sys.exit(f"idx_to_hdf5.py: images {list(X.shape)} and labels {list(Y.shape)} do not pair up")
     X = X.reshape(X.shape[0], -1)
+    if a.rows:
+        try:
+            sel = slice(*[int(v) if v else None for v in a.rows.split(":")])
+        except ValueError:
+            sys.exit(f"idx_to_hdf5.py: --rows {a.rows}: expected A:B")
+        X, Y = X[sel], Y[sel]
+        if not len(Y):
+            sys.exit(f"idx_to_hdf5.py: --rows {a.rows} keeps no sample")
     name = a.name or os.path.splitext(os.path.basename(a.out))[0]
     tmp = a.out + f".{os.getpid()}.tmp"
     with tr.h5py.File(tmp, "w") as f:
