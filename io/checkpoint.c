@@ -15,6 +15,7 @@ typedef struct {
   const TNTable *history;
   PetscInt nstate;
   const TNAttribute *state;
+  const PetscScalar *best;
 } CheckpointWrite;
 
 static PetscErrorCode CheckpointFill(hid_t file, void *ctx)
@@ -27,6 +28,7 @@ static PetscErrorCode CheckpointFill(hid_t file, void *ctx)
   PetscFunctionBegin;
   PetscCall(TNModelGetParameters(w->model, NULL, &params));
   PetscCall(TNH5ModelWrite(file, "model", w->model, params));
+  if (w->best) PetscCall(TNH5ModelWrite(file, "model_best", w->model, w->best));
   PetscCall(TNH5GroupCreate(file, "optimizer", &g));
   PetscCall(TNH5AttrWriteString(g, "type", o->types[o->type]));
   PetscCall(TNH5AttrWriteInt(g, "step", o->step));
@@ -52,9 +54,10 @@ static PetscErrorCode CheckpointFill(hid_t file, void *ctx)
 }
 
 PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, TNModel model, const TNOptimizerRecord *opt,
-                                 const TNTable *history, PetscInt nstate, const TNAttribute state[])
+                                 const TNTable *history, PetscInt nstate, const TNAttribute state[],
+                                 const PetscScalar *best)
 {
-  CheckpointWrite w = {model, opt, history, nstate, state};
+  CheckpointWrite w = {model, opt, history, nstate, state, best};
 
   PetscFunctionBegin;
   PetscCall(TNH5RootWrite(comm, path, CheckpointFill, &w));
@@ -67,7 +70,7 @@ typedef struct {
   TNTable *history;
   PetscInt required, nstate;
   TNAttribute *state;
-  PetscBool has[TN_OPTIMIZER_MOMENTS];
+  PetscBool has[TN_OPTIMIZER_MOMENTS], has_best;
 } StateRead;
 
 static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
@@ -117,13 +120,14 @@ static PetscErrorCode CheckpointStateRead(hid_t file, void *ctx)
     snprintf(group, sizeof group, "/optimizer/%s", MomentNames[k]);
     r->has[k] = TNH5LinkExists(file, group);
   }
+  r->has_best = TNH5LinkExists(file, "/model_best");
   PetscCall(TNH5TableRead(file, path, "history", r->required, r->history));
   PetscFunctionReturn(0);
 }
 
 typedef struct {
   const TNModelConfig *cfg;
-  PetscScalar *moment[TN_OPTIMIZER_MOMENTS];
+  PetscScalar *moment[TN_OPTIMIZER_MOMENTS], *best;
 } MomentRead;
 
 static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
@@ -137,13 +141,15 @@ static PetscErrorCode CheckpointMomentsRead(hid_t file, void *ctx)
     snprintf(group, sizeof group, "/optimizer/%s", MomentNames[k]);
     if (r->moment[k]) PetscCall(TNH5ModelArraysRead(file, path, group, r->cfg, r->moment[k]));
   }
+  if (r->best) PetscCall(TNH5ModelArraysRead(file, path, "/model_best", r->cfg, r->best));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
-                                TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[])
+                                TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[],
+                                PetscScalar **best)
 {
-  StateRead r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}};
+  StateRead r = {opt, history, required, nstate, state, {PETSC_FALSE, PETSC_FALSE}, PETSC_FALSE};
   MomentRead mr;
   PetscMPIInt rank;
   PetscInt n, nrows;
@@ -169,6 +175,7 @@ PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model,
   PetscCallMPI(MPI_Bcast(&opt->step, 1, MPIU_INT64, 0, comm));
   PetscCallMPI(MPI_Bcast(opt->hyper, (PetscMPIInt)opt->nhyper, MPIU_REAL, 0, comm));
   PetscCallMPI(MPI_Bcast(r.has, TN_OPTIMIZER_MOMENTS, MPIU_BOOL, 0, comm));
+  PetscCallMPI(MPI_Bcast(&r.has_best, 1, MPIU_BOOL, 0, comm));
 
   PetscCall(TNModelLoad(comm, path, model));
   PetscCall(TNModelGetConfig(*model, &cfg));
@@ -179,8 +186,12 @@ PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model,
     if (r.has[k]) PetscCall(PetscMalloc1(n, &opt->moment[k]));
     mr.moment[k] = opt->moment[k];
   }
+  *best = mr.best = NULL;
+  if (r.has_best) PetscCall(PetscMalloc1(n, &mr.best));
   PetscCall(TNH5RootRead(comm, path, CheckpointMomentsRead, &mr));
   for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++)
     if (opt->moment[k]) PetscCallMPI(MPI_Bcast(opt->moment[k], (PetscMPIInt)n, MPIU_SCALAR, 0, comm));
+  if (mr.best) PetscCallMPI(MPI_Bcast(mr.best, (PetscMPIInt)n, MPIU_SCALAR, 0, comm));
+  *best = mr.best;
   PetscFunctionReturn(0);
 }

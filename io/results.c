@@ -62,6 +62,7 @@ PetscErrorCode TNTableFree(TNTable *t)
 
 typedef struct {
   TNModel model;
+  const PetscScalar *best;
   const TNTable *history;
   PetscInt nphases;
   const char *const *phases;
@@ -156,16 +157,17 @@ static PetscErrorCode ResultsFill(hid_t file, void *ctx)
 
   PetscFunctionBegin;
   PetscCall(TNModelGetParameters(r->model, NULL, &params));
-  PetscCall(TNH5ModelWrite(file, "model", r->model, params));
+  PetscCall(TNH5ModelWrite(file, "model", r->model, r->best ? r->best : params));
+  if (r->best) PetscCall(TNH5ModelWrite(file, "model_last", r->model, params));
   PetscCall(TNH5TableWrite(file, "history", r->history));
   PetscCall(TimingWrite(file, r));
   PetscCall(ConfigWrite(file, r));
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history, PetscInt nphases,
-                              const char *const phases[], const PetscReal seconds[], PetscInt nconfig,
-                              const TNConfigEntry *config)
+PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const PetscScalar *best,
+                              const TNTable *history, PetscInt nphases, const char *const phases[],
+                              const PetscReal seconds[], PetscInt nconfig, const TNConfigEntry *config)
 {
   PetscInt range[2] = {-nphases, nphases};
   PetscReal *all    = NULL;
@@ -183,7 +185,7 @@ PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, co
   PetscCall(PetscMPIIntCast(nphases, &n));
   if (!rank) PetscCall(PetscMalloc1((size_t)size * nphases + 1, &all));
   PetscCallMPI(MPI_Gather(seconds, n, MPIU_REAL, all, n, MPIU_REAL, 0, comm));
-  r    = (Results){model, history, nphases, phases, all, size, nconfig, config};
+  r    = (Results){model, best, history, nphases, phases, all, size, nconfig, config};
   ierr = TNH5RootWrite(comm, path, ResultsFill, &r);
   PetscCall(PetscFree(all));
   PetscCall(ierr);

@@ -113,12 +113,13 @@ typedef struct {
   const char *value;
 } TNConfigEntry;
 
-/* Collective on comm, written by rank 0: /model (the model's parameters), /history, /timing
+/* Collective on comm, written by rank 0: /model (the model's parameters; or best, the best
+   epoch's in the whole layout, when not NULL, and then /model_last the model's), /history, /timing
    (gathered: /timing/<phase> [P] seconds of each rank, phases named alike on every rank),
    /config attributes (the given entries, plus every PETSc option in force). */
-PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const TNTable *history,
-                                           PetscInt nphases, const char *const phases[], const PetscReal seconds[],
-                                           PetscInt nconfig, const TNConfigEntry *config);
+PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNModel model, const PetscScalar *best,
+                                           const TNTable *history, PetscInt nphases, const char *const phases[],
+                                           const PetscReal seconds[], PetscInt nconfig, const TNConfigEntry *config);
 
 /* Rank 0 writes a file with /predictions [N,m] and root attributes (NULL names end the list);
    when gradient is not NULL also /gradient in the /model layout of model. */
@@ -129,18 +130,20 @@ PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, T
 /* Collective on comm, written by rank 0 (whose arguments count): /model, /optimizer (attributes
    type, step and the hyper-parameters; moments m1, m2 in the model layout), /history and /state
    (the given attributes, version, and complete = 1 last), into a temporary file synced and
-   renamed over path. */
+   renamed over path; best (whole layout, NULL: none) as /model_best, the best epoch's model. */
 PETSC_EXTERN PetscErrorCode TNCheckpointWrite(MPI_Comm comm, const char *path, TNModel model,
                                               const TNOptimizerRecord *opt, const TNTable *history, PetscInt nstate,
-                                              const TNAttribute state[]);
+                                              const TNAttribute state[], const PetscScalar *best);
 /* Collective on comm: reads a checkpoint written by any number of ranks; refuses (TN_ERR_USER) a
    file that is missing, not HDF5, truncated, incomplete or inconsistent. opt->types and
    opt->hyper_names/nhyper say what to read; the moments found are allocated (free them with
    PetscFree). history->names/ncols/integer say which columns to read (names from index
    `required` on may be missing: read as 0); its columns are allocated (TNTableFree). The state
-   attributes named in state[] are read into their values. */
+   attributes named in state[] are read into their values. /model_best, when present, is
+   allocated into *best (else NULL; PetscFree). */
 PETSC_EXTERN PetscErrorCode TNCheckpointRead(MPI_Comm comm, const char *path, TNModel *model, TNOptimizerRecord *opt,
-                                             TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[]);
+                                             TNTable *history, PetscInt required, PetscInt nstate, TNAttribute state[],
+                                             PetscScalar **best);
 PETSC_EXTERN PetscErrorCode TNTableFree(TNTable *);
 
 /* Refuse (TN_ERR_USER) an output that is an input (or another output) of the same command: the

@@ -47,17 +47,19 @@ int TNExitStatus(PetscErrorCode ierr)
   return ierr == TN_ERR_USER ? 2 : 1;
 }
 
-PetscErrorCode TNFailureRaise(MPI_Comm comm, PetscBool failed, const char *message, PetscErrorCode code)
+PetscErrorCode TNFailureAgree(MPI_Comm comm, PetscBool failed, const char *message, PetscBool *any, char *agreed,
+                              size_t len)
 {
   PetscMPIInt rank, size, first;
-  int any       = failed ? 1 : 0;
+  int one       = failed ? 1 : 0;
   char msg[512] = "";
 
   PetscFunctionBegin;
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, comm));
-  if (!any) PetscFunctionReturn(0);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &one, 1, MPI_INT, MPI_MAX, comm));
+  *any = one ? PETSC_TRUE : PETSC_FALSE;
+  if (!one) PetscFunctionReturn(0);
   first = failed && message && message[0] ? rank : size;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm));
   if (first < size) {
@@ -65,5 +67,17 @@ PetscErrorCode TNFailureRaise(MPI_Comm comm, PetscBool failed, const char *messa
     PetscCallMPI(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, comm));
   } else
     PetscCall(PetscStrncpy(msg, "a rank failed without saying why", sizeof msg));
-  SETERRQ(comm, code, "%s", msg);
+  PetscCall(PetscStrncpy(agreed, msg, len));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNFailureRaise(MPI_Comm comm, PetscBool failed, const char *message, PetscErrorCode code)
+{
+  PetscBool any;
+  char msg[512];
+
+  PetscFunctionBegin;
+  PetscCall(TNFailureAgree(comm, failed, message, &any, msg, sizeof msg));
+  PetscCheck(!any, comm, code, "%s", msg);
+  PetscFunctionReturn(0);
 }

@@ -14,6 +14,9 @@ PETSC_EXTERN void TNErrorReadingOptions(PetscBool);
    rank that has one (failed set, message not empty) is raised on every rank with the given
    code, so that it is printed once. Returns 0 when no rank failed. */
 PETSC_EXTERN PetscErrorCode TNFailureRaise(MPI_Comm, PetscBool failed, const char *message, PetscErrorCode code);
+/* The same agreement without the error: any says whether a rank failed, agreed its words. */
+PETSC_EXTERN PetscErrorCode TNFailureAgree(MPI_Comm, PetscBool failed, const char *message, PetscBool *any,
+                                           char *agreed, size_t len);
 /* Exit status for an error code returned to main: 0, 1 (run-time failure) or 2 (user error). */
 PETSC_EXTERN int TNExitStatus(PetscErrorCode);
 

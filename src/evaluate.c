@@ -9,8 +9,10 @@ PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
   return (PetscReal)N * (task == TN_TASK_REGRESSION ? m : 1);
 }
 
-PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
-                                 PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
+/* The evaluation; a failure is agreed on by all ranks: raised (failed == NULL) or returned. */
+static PetscErrorCode Evaluate(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
+                               PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions,
+                               PetscBool *failed, char *failure, size_t len)
 {
   const TNModelConfig *c;
   TNModel M;
@@ -53,8 +55,18 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
   PetscCall(PetscFree6(X, Y, out, dout, labels, idx));
   /* a failure anywhere stops every rank, with the first failing rank's words */
   PetscCall(PetscSNPrintf(message, sizeof message, "%s: %s", where, TNNetworkGetFailure(net)));
-  PetscCall(TNFailureRaise(grid->world, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(net)[0] ? message : NULL,
-                           TN_ERR_RUNTIME));
+  if (!failed)
+    PetscCall(TNFailureRaise(grid->world, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(net)[0] ? message : NULL,
+                             TN_ERR_RUNTIME));
+  else {
+    PetscCall(TNFailureAgree(grid->world, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(net)[0] ? message : NULL,
+                             failed, failure, len));
+    if (*failed) {
+      *loss = NAN;
+      if (accuracy) *accuracy = NAN;
+      PetscFunctionReturn(0);
+    }
+  }
   /* over every rank: the loss comes from the last depth ranks */
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPIU_REAL, MPI_SUM, grid->world));
   if (grad) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, grad, (PetscMPIInt)nparams, MPIU_SCALAR, MPI_SUM, grid->data));
@@ -73,5 +85,21 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
   }
   *loss = info.has_targets ? sums[0] / divisor : NAN;
   if (accuracy) *accuracy = info.has_targets && info.task == TN_TASK_CLASSIFICATION ? sums[1] / info.N : NAN;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
+                                 PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
+{
+  PetscFunctionBegin;
+  PetscCall(Evaluate(net, grid, D, chunk, where, loss, accuracy, grad, predictions, NULL, NULL, 0));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNEvaluateDatasetTry(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
+                                    PetscReal *loss, PetscReal *accuracy, PetscBool *failed, char *failure, size_t len)
+{
+  PetscFunctionBegin;
+  PetscCall(Evaluate(net, grid, D, chunk, where, loss, accuracy, NULL, NULL, failed, failure, len));
   PetscFunctionReturn(0);
 }

@@ -14,6 +14,11 @@
 PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk, const char *where,
                                               PetscReal *loss, PetscReal *accuracy, PetscScalar *grad,
                                               PetscReal *predictions);
+/* The same without gradient and predictions, for a failure the caller handles: *failed on every
+   rank when a block solve failed on one, failure its words ("<where>: <failure>"), loss NaN. */
+PETSC_EXTERN PetscErrorCode TNEvaluateDatasetTry(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk,
+                                                 const char *where, PetscReal *loss, PetscReal *accuracy,
+                                                 PetscBool *failed, char *failure, size_t len);
 /* Rows of a data set of N samples and m outputs over which its mean loss is taken. */
 PETSC_EXTERN PetscReal TNLossDivisor(TNTask, PetscInt N, PetscInt m);
 

@@ -199,6 +199,25 @@ PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNModelNorm(TNModel M, const PetscScalar *v, PetscReal *norm)
+{
+  const TNModelConfig *c = &M->cfg;
+  TNParams l;
+  PetscReal sum = 0;
+
+  PetscFunctionBegin;
+  TNModelParams(M, (PetscScalar *)v, &l);
+  /* every entry counted once: the opening layer on the first rank, the closing on the last */
+  if (M->jlo == 0)
+    for (PetscInt i = 0; i < c->n * c->d + c->n; i++) sum += PetscRealPart(l.K[i] * l.K[i]);
+  for (PetscInt i = 0; i < (M->jhi - M->jlo) * (c->n * c->n + c->n); i++) sum += PetscRealPart(l.W[i] * l.W[i]);
+  if (M->jhi == c->L)
+    for (PetscInt i = 0; i < c->m * c->n + c->m; i++) sum += PetscRealPart(l.C[i] * l.C[i]);
+  if (M->depth != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPIU_REAL, MPI_SUM, M->depth));
+  *norm = PetscSqrtReal(sum);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNModelDestroy(TNModel *model)
 {
   PetscFunctionBegin;

@@ -11,9 +11,12 @@ struct _n_TNOptimizer {
   MPI_Comm comm;
   TNOptimizerType type;
   PetscReal hyper[TN_OPTIMIZER_HYPER];
-  PetscInt64 step;      /* updates taken */
-  PetscInt n;           /* parameters */
-  PetscScalar *m1, *m2; /* velocity / first moment, second moment (Adam) */
+  PetscInt64 step;        /* updates taken */
+  PetscReal rate;         /* the learning rate in force: -lr, as the schedule sets it */
+  PetscInt n;             /* parameters */
+  PetscScalar *m1, *m2;   /* velocity / first moment, second moment (Adam) */
+  PetscScalar *m1b, *m2b; /* a copy of them, and of step, to revert to (a rejected step) */
+  PetscInt64 stepb;
   PetscBool view;
 };
 
@@ -64,8 +67,11 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
   PetscFunctionBegin;
   PetscCall(PetscFree(opt->m1));
   PetscCall(PetscFree(opt->m2));
+  PetscCall(PetscFree(opt->m1b));
+  PetscCall(PetscFree(opt->m2b));
   opt->n    = nparams;
   opt->step = 0;
+  opt->rate = opt->hyper[H_LR];
   if (opt->type != TN_OPT_SGD) PetscCall(PetscCalloc1(nparams, &opt->m1));
   if (opt->type == TN_OPT_ADAM) PetscCall(PetscCalloc1(nparams, &opt->m2));
   if (opt->view) {
@@ -77,7 +83,7 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
 
 PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g)
 {
-  const PetscReal lr       = opt->hyper[H_LR];
+  const PetscReal lr       = opt->rate;
   const PetscInt n         = opt->n;
   PetscScalar *restrict m1 = opt->m1, *restrict m2 = opt->m2;
 
@@ -109,10 +115,45 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const P
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer opt, PetscReal *lr)
+PetscErrorCode TNOptimizerGetBaseRate(TNOptimizer opt, PetscReal *lr)
 {
   PetscFunctionBegin;
   *lr = opt->hyper[H_LR];
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNOptimizerGetRate(TNOptimizer opt, PetscReal *lr)
+{
+  PetscFunctionBegin;
+  *lr = opt->rate;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNOptimizerSetRate(TNOptimizer opt, PetscReal lr)
+{
+  PetscFunctionBegin;
+  opt->rate = lr;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNOptimizerBackup(TNOptimizer opt)
+{
+  PetscFunctionBegin;
+  if (opt->m1 && !opt->m1b) PetscCall(PetscMalloc1(opt->n, &opt->m1b));
+  if (opt->m2 && !opt->m2b) PetscCall(PetscMalloc1(opt->n, &opt->m2b));
+  if (opt->m1) PetscCall(PetscArraycpy(opt->m1b, opt->m1, opt->n));
+  if (opt->m2) PetscCall(PetscArraycpy(opt->m2b, opt->m2, opt->n));
+  opt->stepb = opt->step;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNOptimizerRevert(TNOptimizer opt)
+{
+  PetscFunctionBegin;
+  PetscCheck(!opt->m1 || opt->m1b, opt->comm, PETSC_ERR_ARG_WRONGSTATE, "no optimiser state to revert to");
+  if (opt->m1) PetscCall(PetscArraycpy(opt->m1, opt->m1b, opt->n));
+  if (opt->m2) PetscCall(PetscArraycpy(opt->m2, opt->m2b, opt->n));
+  opt->step = opt->stepb;
   PetscFunctionReturn(0);
 }
 
@@ -148,6 +189,7 @@ PetscErrorCode TNOptimizerRestore(TNOptimizer opt, const TNOptimizerRecord *rec,
   opt->type = (TNOptimizerType)rec->type;
   for (PetscInt k = 0; k < TN_OPTIMIZER_HYPER; k++) opt->hyper[k] = rec->hyper[k];
   if (keep_lr) opt->hyper[H_LR] = lr;
+  opt->rate = opt->hyper[H_LR];
   PetscCall(TNOptimizerSetUp(opt, opt->n));
   opt->step = rec->step;
   PetscFunctionReturn(0);
@@ -176,6 +218,8 @@ PetscErrorCode TNOptimizerDestroy(TNOptimizer *opt)
   if (!*opt) PetscFunctionReturn(0);
   PetscCall(PetscFree((*opt)->m1));
   PetscCall(PetscFree((*opt)->m2));
+  PetscCall(PetscFree((*opt)->m1b));
+  PetscCall(PetscFree((*opt)->m2b));
   PetscCall(PetscFree(*opt));
   PetscFunctionReturn(0);
 }

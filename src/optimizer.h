@@ -20,7 +20,13 @@ PETSC_EXTERN PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer);
 PETSC_EXTERN PetscErrorCode TNOptimizerSetUp(TNOptimizer, PetscInt nparams);
 /* params -= update(grad); grad is the gradient of the objective J. */
 PETSC_EXTERN PetscErrorCode TNOptimizerStep(TNOptimizer, PetscScalar *params, const PetscScalar *grad);
-PETSC_EXTERN PetscErrorCode TNOptimizerGetLearningRate(TNOptimizer, PetscReal *);
+/* The base learning rate (-lr), and the rate in force for the next steps (the schedule's). */
+PETSC_EXTERN PetscErrorCode TNOptimizerGetBaseRate(TNOptimizer, PetscReal *);
+PETSC_EXTERN PetscErrorCode TNOptimizerGetRate(TNOptimizer, PetscReal *);
+PETSC_EXTERN PetscErrorCode TNOptimizerSetRate(TNOptimizer, PetscReal);
+/* Keep a copy of the moments and step count; go back to it (a rejected step). */
+PETSC_EXTERN PetscErrorCode TNOptimizerBackup(TNOptimizer);
+PETSC_EXTERN PetscErrorCode TNOptimizerRevert(TNOptimizer);
 /* The checkpoint record: type, step, hyper-parameters and the moment arrays of this object (to
    be read, or, after SetUp, filled). */
 PETSC_EXTERN PetscErrorCode TNOptimizerGetRecord(TNOptimizer, TNOptimizerRecord *);

@@ -105,7 +105,7 @@ PetscErrorCode TNTrainerReportEpoch(TNTrainer t, const TNEpochReport *r, PetscRe
   PetscFunctionBegin;
   FormatDuration(eta, left, sizeof left);
   PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
-  PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
+  PetscCall(TNOptimizerGetRate(t->opt, &lr));
   if (!t->grid.rank && t->progress) printf("\r\033[K");
   PetscCall(PetscPrintf(t->comm, "epoch %" PetscInt_FMT "/%" PetscInt_FMT " train_loss %.4f", r->epoch, t->epochs,
                         (double)r->train_loss));
@@ -135,7 +135,7 @@ static PetscErrorCode PeakRSSMB(MPI_Comm comm, PetscReal *max)
 
 PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
 {
-  const PetscInt run   = PetscMax(1, t->epochs - t->resume.epoch); /* epochs trained by this run */
+  const PetscInt run   = PetscMax(1, last->epoch - t->resume.epoch); /* epochs trained by this run */
   const PetscReal wall = t->phase[PH_TOTAL], epoch_s = t->train_seconds / PetscMax(1, run > 1 ? run - 1 : 1);
   const PetscReal sps = t->train_seconds > 0 ? t->train_samples / t->train_seconds : 0;
   PetscReal rss;
@@ -150,11 +150,13 @@ PetscErrorCode TNTrainerReportSummary(TNTrainer t, const TNEpochReport *last)
       "summary ranks %d depth_ranks %d data_ranks %d layers %" PetscInt_FMT " width %" PetscInt_FMT
       " theta %g epochs %" PetscInt_FMT
       " wall_s %.3f epoch_s %.4f samples_per_s %.1f train_loss %.6g val_loss %.6g val_accuracy %.6g newton_its %.3f "
-      "krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g mgrit_res %.3g peak_rss_mb %.1f\n",
-      t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, t->epochs,
+      "krylov_its %.3f mgrit_its %.3f mgrit_factor %.3g mgrit_res %.3g peak_rss_mb %.1f best_epoch %" PetscInt_FMT
+      " rejections %" PetscInt_FMT "\n",
+      t->grid.size, t->grid.depth_size, t->grid.data_size, t->cfg.L, t->cfg.n, (double)t->cfg.theta, last->epoch,
       (double)wall, (double)epoch_s, (double)sps, (double)last->train_loss, (double)last->val_loss,
       (double)last->val_accuracy, (double)(t->newton_sum / run), (double)(t->krylov_sum / run),
-      (double)(t->mgrit_sum / run), (double)factor, (double)t->mgrit_res_max, (double)rss));
+      (double)(t->mgrit_sum / run), (double)factor, (double)t->mgrit_res_max, (double)rss, t->watch.best_epoch,
+      t->watch.rejections));
   PetscFunctionReturn(0);
 }
 
@@ -187,6 +189,7 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   Config c = {0};
   TNModel whole;
   TNOptimizerRecord rec;
+  PetscScalar *best;
   PetscReal hyper[TN_OPTIMIZER_HYPER], lr;
   TNTable history;
   TNMemoryMode mode;
@@ -195,9 +198,10 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   PetscFunctionBegin;
   PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
+  PetscCall(TNTrainerWholeBest(t, &best));
   PetscCall(TNNetworkGetMemory(t->net, &mode, NULL));
   PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
-  PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
+  PetscCall(TNOptimizerGetBaseRate(t->opt, &lr));
   PetscCall(ConfigAdd(&c, "grid", "%d x %d", t->grid.depth_size, t->grid.data_size));
   PetscCall(ConfigAdd(&c, "depth_ranks", "%d", t->grid.depth_size));
   PetscCall(ConfigAdd(&c, "data_ranks", "%d", t->grid.data_size));
@@ -216,8 +220,14 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   PetscCall(ConfigAdd(&c, "memory", "%s", TNMemoryModes[mode]));
   PetscCall(ConfigAdd(&c, "depth_solver", "%s", TNDepthSolvers[solver]));
   PetscCall(ConfigAdd(&c, "data_layout", "%s", t->sharded ? "sharded" : "replicated"));
+  PetscCall(ConfigAdd(&c, "lr_schedule", "%s", TNScheduleTypes[t->sched.type]));
+  PetscCall(ConfigAdd(&c, "best_epoch", "%" PetscInt_FMT, t->watch.best_epoch));
+  PetscCall(ConfigAdd(&c, "rejections", "%" PetscInt_FMT, t->watch.rejections));
+  PetscCall(ConfigAdd(&c, "model", "%s", best ? "best epoch (-keep_best; /model_last: last epoch)" : "last epoch"));
   TNHistoryTable(&t->history, &history);
-  PetscCall(TNResultsWrite(t->comm, t->output, whole, &history, PH_COUNT, TNTrainerPhases, t->phase, c.n, c.entry));
+  PetscCall(
+      TNResultsWrite(t->comm, t->output, whole, best, &history, PH_COUNT, TNTrainerPhases, t->phase, c.n, c.entry));
+  PetscCall(TNTrainerWholeBestDestroy(t, &best));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(PetscPrintf(t->comm, "results written to %s\n", t->output));

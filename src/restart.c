@@ -7,7 +7,8 @@
 
 /* The checkpoint's /state attributes, in this order (rng_epoch and rng_batch say where the
    counter-based generator resumes: the permutation of (seed, rng_epoch), from batch rng_batch;
-   train_* identify the training data, so that a restart on other data is noticed). */
+   train_* identify the training data, so that a restart on other data is noticed; lr_* are the
+   schedule's state, best_*, stall and rejections the training controls'). */
 enum {
   ST_EPOCH,
   ST_BATCH,
@@ -21,6 +22,14 @@ enum {
   ST_TRAIN_ROWS,
   ST_TRAIN_DIM,
   ST_TRAIN_CHECKSUM,
+  ST_LR_SCALE,
+  ST_LR_BEST,
+  ST_LR_WAIT,
+  ST_LR_CUTS,
+  ST_BEST_VAL,
+  ST_BEST_EPOCH,
+  ST_STALL,
+  ST_REJECTIONS,
   ST_COUNT
 };
 
@@ -38,7 +47,7 @@ static PetscErrorCode DataIdentity(TNTrainer t, TNAttribute a[ST_COUNT])
   PetscFunctionReturn(0);
 }
 
-static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
+static void StateAttributes(TNTrainer t, const TNResume *r, TNAttribute a[ST_COUNT])
 {
   const TNAttribute blank[ST_COUNT] = {
       {.name = "epoch", .type = TN_ATTR_INT},
@@ -53,18 +62,48 @@ static void StateAttributes(const TNResume *r, TNAttribute a[ST_COUNT])
       {.name = "train_rows", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
       {.name = "train_dim", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
       {.name = "train_checksum", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "lr_scale", .type = TN_ATTR_REAL, .optional = PETSC_TRUE},
+      {.name = "lr_best", .type = TN_ATTR_REAL, .optional = PETSC_TRUE},
+      {.name = "lr_wait", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "lr_cuts", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "best_val_loss", .type = TN_ATTR_REAL, .optional = PETSC_TRUE},
+      {.name = "best_epoch", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "stall", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
+      {.name = "rejections", .type = TN_ATTR_INT, .optional = PETSC_TRUE},
   };
 
   for (int k = 0; k < ST_COUNT; k++) a[k] = blank[k];
   if (!r) return;
-  a[ST_EPOCH].value     = r->epoch;
-  a[ST_BATCH].value     = r->batch;
-  a[ST_SEED].value      = r->seed;
-  a[ST_RNG_EPOCH].value = r->epoch + 1;
-  a[ST_RNG_BATCH].value = r->batch;
-  a[ST_LOSS_SUM].value  = r->loss_sum;
-  a[ST_CORRECT].value   = r->correct;
-  a[ST_WALL_TIME].value = r->wall_time;
+  a[ST_EPOCH].value      = r->epoch;
+  a[ST_BATCH].value      = r->batch;
+  a[ST_SEED].value       = r->seed;
+  a[ST_RNG_EPOCH].value  = r->epoch + 1;
+  a[ST_RNG_BATCH].value  = r->batch;
+  a[ST_LOSS_SUM].value   = r->loss_sum;
+  a[ST_CORRECT].value    = r->correct;
+  a[ST_WALL_TIME].value  = r->wall_time;
+  a[ST_LR_SCALE].value   = t->sched.state.scale;
+  a[ST_LR_BEST].value    = t->sched.state.best;
+  a[ST_LR_WAIT].value    = t->sched.state.wait;
+  a[ST_LR_CUTS].value    = t->sched.state.cuts;
+  a[ST_BEST_VAL].value   = t->watch.best_val;
+  a[ST_BEST_EPOCH].value = t->watch.best_epoch;
+  a[ST_STALL].value      = t->watch.stall;
+  a[ST_REJECTIONS].value = t->watch.rejections;
+}
+
+/* The controls' state from a checkpoint; a checkpoint of an earlier version has none: the
+   schedule starts afresh. */
+static void StateControls(TNTrainer t, const TNAttribute a[ST_COUNT])
+{
+  if (a[ST_LR_SCALE].found) t->sched.state.scale = a[ST_LR_SCALE].value;
+  if (a[ST_LR_BEST].found) t->sched.state.best = a[ST_LR_BEST].value;
+  if (a[ST_LR_WAIT].found) t->sched.state.wait = (PetscInt)a[ST_LR_WAIT].value;
+  if (a[ST_LR_CUTS].found) t->sched.state.cuts = (PetscInt)a[ST_LR_CUTS].value;
+  if (a[ST_BEST_VAL].found) t->watch.best_val = a[ST_BEST_VAL].value;
+  if (a[ST_BEST_EPOCH].found) t->watch.best_epoch = (PetscInt)a[ST_BEST_EPOCH].value;
+  if (a[ST_STALL].found) t->watch.stall = (PetscInt)a[ST_STALL].value;
+  if (a[ST_REJECTIONS].found) t->watch.rejections = (PetscInt)a[ST_REJECTIONS].value;
 }
 
 PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecord *rec, PetscReal hyper[])
@@ -101,9 +140,32 @@ PetscErrorCode TNTrainerWholeDestroy(TNTrainer t, TNModel *whole, TNOptimizerRec
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNTrainerWholeBest(TNTrainer t, PetscScalar **best)
+{
+  PetscFunctionBegin;
+  *best = NULL;
+  if (!t->best || !t->watch.best_epoch) PetscFunctionReturn(0);
+  if (t->grid.depth_size == 1) {
+    *best = t->best;
+    PetscFunctionReturn(0);
+  }
+  PetscCall(PetscMalloc1(TNParamCount(&t->cfg), best));
+  PetscCall(TNModelAllgather(t->model, t->best, *best));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNTrainerWholeBestDestroy(TNTrainer t, PetscScalar **best)
+{
+  PetscFunctionBegin;
+  if (*best != t->best) PetscCall(PetscFree(*best));
+  *best = NULL;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
 {
   PetscReal t0 = MPI_Wtime(), hyper[TN_OPTIMIZER_HYPER];
+  PetscScalar *best;
   TNModel whole;
   TNOptimizerRecord rec;
   TNTable history;
@@ -113,10 +175,12 @@ PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
   PetscCall(PetscLogEventBegin(TN_EVENT_IO, 0, 0, 0, 0));
   PetscCall(TNTrainerWholeModel(t, &whole, &rec, hyper));
   TNHistoryTable(&t->history, &history);
-  StateAttributes(st, state);
+  StateAttributes(t, st, state);
   PetscCall(DataIdentity(t, state));
+  PetscCall(TNTrainerWholeBest(t, &best));
   /* every rank now holds a replica: the first one writes */
-  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, whole, &rec, &history, ST_COUNT, state));
+  PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, whole, &rec, &history, ST_COUNT, state, best));
+  PetscCall(TNTrainerWholeBestDestroy(t, &best));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));
   PetscCall(PetscLogEventEnd(TN_EVENT_IO, 0, 0, 0, 0));
   t->phase[PH_IO] += MPI_Wtime() - t0;
@@ -147,6 +211,7 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   TNTable table;
   TNAttribute state[ST_COUNT];
   TNModel whole;
+  PetscScalar *best;
   PetscBool set, lr_set;
   PetscInt jlo = 0, jhi;
 
@@ -154,8 +219,9 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   t0 = MPI_Wtime();
   TNOptimizerRecordInit(&rec, hyper);
   TNHistoryTableEmpty(&table, columns);
-  StateAttributes(NULL, state);
-  PetscCall(TNCheckpointRead(t->comm, t->restart, &whole, &rec, &table, TN_HISTORY_REQUIRED, ST_COUNT, state));
+  StateAttributes(t, NULL, state);
+  PetscCall(TNCheckpointRead(t->comm, t->restart, &whole, &rec, &table, TN_HISTORY_REQUIRED, ST_COUNT, state, &best));
+  StateControls(t, state);
   t0 = MPI_Wtime() - t0;
   t->phase[PH_IO] += t0;
   t->resume =
@@ -222,6 +288,15 @@ PetscErrorCode TNTrainerRestartLoad(TNTrainer t)
   if (t->grid.depth_size > 1) PetscCall(TNNetworkDepthOwnership(t->grid.depth, t->cfg.L, &jlo, &jhi));
   PetscCall(TNModelCreateLocal(&t->cfg, t->grid.depth_size > 1 ? t->grid.depth : MPI_COMM_NULL, jlo, jhi, &t->model));
   TNModelExtract(t->model, whole->params, t->model->params);
+  if (t->keep_best) {
+    /* the best model so far: the checkpoint's, or (a checkpoint without one) the next epoch's */
+    PetscCall(PetscMalloc1(t->model->nparams, &t->best));
+    if (best)
+      TNModelExtract(t->model, best, t->best);
+    else
+      t->watch = (TNWatch){PETSC_MAX_REAL, 0, 0, t->watch.rejections};
+  }
+  PetscCall(PetscFree(best));
   PetscCall(PetscOptionsHasName(NULL, NULL, "-lr", &lr_set));
   PetscCall(TNOptimizerSetUp(t->opt, t->model->nparams));
   PetscCall(TNOptimizerRestore(t->opt, &rec, lr_set));

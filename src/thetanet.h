@@ -76,6 +76,9 @@ PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
    rank's local buffer, and the local share of a whole-network buffer. */
 PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
 PETSC_EXTERN void TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
+/* Collective on the depth ranks: the Euclidean norm of a whole-network vector held in this
+   model's local layout (a gradient). */
+PETSC_EXTERN PetscErrorCode TNModelNorm(TNModel, const PetscScalar *local, PetscReal *norm);
 PETSC_EXTERN PetscErrorCode TNModelInitialize(TNModel, PetscInt64 seed);
 /* A = W or W - W^T - gamma I for block j (held here), into an n x n buffer. */
 PETSC_EXTERN void TNModelBlockOperator(TNModel, PetscInt j, PetscScalar *A);

@@ -33,6 +33,8 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->seed              = 1;
   t->depth_ranks       = 1;
   t->problem           = TN_PROBLEM_SPIRALS;
+  t->max_rejections    = 5;
+  t->watch             = (TNWatch){PETSC_MAX_REAL, 0, 0, 0};
   /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
      terminal is only trusted outside one. */
   t->progress = (isatty(STDOUT_FILENO) && !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") &&
@@ -96,6 +98,21 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(TNDataFormatSetFromOptions(t->comm, &t->format));
   PetscCall(TNModelConfigSetFromOptions(t->comm, &t->cfg));
   PetscCall(TNOptimizerSetFromOptions(t->opt));
+  PetscCall(TNScheduleSetFromOptions(t->comm, t->epochs, &t->sched));
+  PetscOptionsBegin(t->comm, NULL, "thetanet train: training controls", "thetanet");
+  PetscCall(TNOptionsInt("-patience", "Stop when the validation loss has not improved for this many epochs (0: never)",
+                         "", t->patience, &t->patience, NULL));
+  PetscCall(
+      PetscOptionsBool("-keep_best",
+                       "Results /model is the model of the epoch with the lowest validation loss, /model_last the "
+                       "last epoch's",
+                       "", t->keep_best, &t->keep_best, NULL));
+  PetscCall(TNOptionsReal("-clip_norm", "Scale the gradient down to this Euclidean norm when it is longer (0: never)",
+                          "", t->clip_norm, &t->clip_norm, NULL));
+  PetscCall(TNOptionsInt("-max_rejections",
+                         "Rejected steps in a row before a failed block solve ends the run (0: the first one does)", "",
+                         t->max_rejections, &t->max_rejections, NULL));
+  PetscOptionsEnd();
   PetscCall(TNRegularizationSetFromOptions(t->comm, &t->reg));
   TNErrorReadingOptions(PETSC_FALSE);
 
@@ -105,6 +122,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
   PetscCheck(t->max_memory >= 0, t->comm, TN_ERR_USER, "-max_memory must be non-negative, got %g",
              (double)t->max_memory);
+  PetscCheck(t->patience >= 0, t->comm, TN_ERR_USER, "-patience must be non-negative, got %" PetscInt_FMT, t->patience);
+  PetscCheck(t->clip_norm >= 0, t->comm, TN_ERR_USER, "-clip_norm must be non-negative, got %g", (double)t->clip_norm);
+  PetscCheck(t->max_rejections >= 0, t->comm, TN_ERR_USER, "-max_rejections must be non-negative, got %" PetscInt_FMT,
+             t->max_rejections);
   PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER,
              "-checkpoint_every must be non-negative, got %" PetscInt_FMT, t->checkpoint_every);
   PetscCheck(!t->checkpoint_every || t->checkpoint[0], t->comm, TN_ERR_USER,
@@ -131,6 +152,8 @@ static PetscErrorCode CheckData(TNTrainer t)
   TNDatasetInfo v;
 
   PetscFunctionBegin;
+  PetscCheck(t->val || !(t->patience || t->keep_best), t->comm, TN_ERR_USER,
+             "%s watches the validation loss: give -val", t->patience ? "-patience" : "-keep_best");
   if (!t->val) PetscFunctionReturn(0);
   PetscCall(TNDatasetGetInfo(t->val, &v));
   PetscCheck(v.d == t->train_info.d, t->comm, TN_ERR_USER,
@@ -182,7 +205,8 @@ static PetscErrorCode LoadData(TNTrainer t)
 }
 
 /* Memory of this rank outside the network: the parameters, the gradient and the optimiser's
-   moments (whole copies too, while a depth-split model is gathered for a write), the data sets. */
+   moments, their copies to undo a step (-max_rejections) and the best model (-keep_best), whole
+   copies too while a depth-split model is gathered for a write, and the data sets. */
 static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
 {
   const TNModelConfig *c = &t->cfg;
@@ -190,7 +214,7 @@ static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
   PetscReal whole = (PetscReal)c->n * c->d + c->n + (PetscReal)c->L * c->n * c->n + (PetscReal)c->L * c->n +
                     (PetscReal)c->m * c->n + c->m;
   PetscReal local   = whole - (PetscReal)(c->L - c->L / t->grid.depth_size) * ((PetscReal)c->n * c->n + c->n),
-            moments = 0, data;
+            moments = 0, data, copies;
   TNDatasetInfo v   = {0};
 
   PetscFunctionBegin;
@@ -198,7 +222,9 @@ static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
   moments = rec.type == 2 ? 2 : rec.type == 1 ? 1 : 0;
   if (t->val) PetscCall(TNDatasetGetInfo(t->val, &v));
   data   = ((PetscReal)t->train_info.Nlocal + v.Nlocal) * (t->cfg.d + t->cfg.m);
-  *bytes = sizeof(PetscScalar) * (local * (2 + moments) + (t->grid.depth_size > 1 ? whole * (1 + moments) : 0) + data);
+  copies = (t->max_rejections ? 2 + moments : 0) + (t->keep_best ? 1 : 0);
+  *bytes = sizeof(PetscScalar) * (local * (2 + moments + copies) +
+                                  (t->grid.depth_size > 1 ? whole * (1 + moments + (t->keep_best ? 1 : 0)) : 0) + data);
   PetscFunctionReturn(0);
 }
 
@@ -251,7 +277,9 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     PetscCall(TNModelCreateLocal(&t->cfg, t->grid.depth_size > 1 ? t->grid.depth : MPI_COMM_NULL, jlo, jhi, &t->model));
     PetscCall(TNModelInitialize(t->model, t->seed));
     PetscCall(TNOptimizerSetUp(t->opt, t->model->nparams));
+    if (t->keep_best) PetscCall(PetscMalloc1(t->model->nparams, &t->best));
   }
+  if (t->max_rejections) PetscCall(PetscMalloc2(t->model->nparams, &t->undo, t->model->nparams, &t->gprev));
   /* the largest local batch: a slice of a global batch, or of a shard */
   Bloc = (PetscMin(t->batch, t->train_info.N) + t->grid.data_size - 1) / t->grid.data_size + 1;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
@@ -303,6 +331,8 @@ PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
   PetscCall(TNOptimizerDestroy(&t->opt));
   PetscCall(TNHistoryDestroy(&t->history));
   PetscCall(PetscFree(t->reduce));
+  PetscCall(PetscFree2(t->undo, t->gprev));
+  PetscCall(PetscFree(t->best));
   PetscCall(PetscFree6(t->Xb, t->Yb, t->out, t->dout, t->Lb, t->perm));
   PetscCall(TNGridDestroy(&t->grid));
   PetscCall(PetscFree(t));
@@ -357,16 +387,110 @@ static void OnSignal(int sig)
   tn_signal = sig;
 }
 
-/* One optimisation step: this rank's B rows idx (local indices) of a global batch of Bg. */
+/* The learning rate of epoch e, as the schedule says, into force. */
+static PetscErrorCode SetRate(TNTrainer t, PetscInt e, PetscReal *lr)
+{
+  PetscReal base;
+
+  PetscFunctionBegin;
+  PetscCall(TNOptimizerGetBaseRate(t->opt, &base));
+  *lr = TNScheduleRate(&t->sched, e, base);
+  PetscCall(TNOptimizerSetRate(t->opt, *lr));
+  PetscFunctionReturn(0);
+}
+
+/* After epoch e with validation loss v: the plateau schedule (on the training loss without a
+   validation set), the best epoch, -keep_best's copy of it, and whether -patience ends the run. */
+static PetscErrorCode Watch(TNTrainer t, const TNEpochReport *r, PetscBool *early)
+{
+  PetscFunctionBegin;
+  TNScheduleObserve(&t->sched, t->val ? r->val_loss : r->train_loss);
+  *early = PETSC_FALSE;
+  if (!t->val) PetscFunctionReturn(0);
+  if (r->val_loss < t->watch.best_val) {
+    t->watch.best_val   = r->val_loss;
+    t->watch.best_epoch = r->epoch;
+    t->watch.stall      = 0;
+    if (t->best) PetscCall(PetscArraycpy(t->best, t->model->params, t->model->nparams));
+  } else
+    t->watch.stall++;
+  if (t->patience && t->watch.stall >= t->patience) {
+    *early = PETSC_TRUE;
+    PetscCall(PetscPrintf(t->comm,
+                          "early stop after epoch %" PetscInt_FMT
+                          ": the validation loss has not improved for %" PetscInt_FMT
+                          " epochs (best %.6g at epoch %" PetscInt_FMT ")\n",
+                          r->epoch, t->watch.stall, (double)t->watch.best_val, t->watch.best_epoch));
+  }
+  PetscFunctionReturn(0);
+}
+
+/* A block solve failed in this step, on some rank: the parameters came from the last update,
+   which is rejected. Every rank takes it back (parameters and optimiser state as before it),
+   lowers the learning rate by -lr_backoff and redoes it with the same gradient; the caller then
+   retries the batch. The failure ends the run when there is no update to reject (the first
+   step), or after -max_rejections rejections in a row. */
+static PetscErrorCode RejectStep(TNTrainer t, PetscInt epoch, const char *agreed)
+{
+  PetscReal lr;
+
+  PetscFunctionBegin;
+  PetscCheck(t->can_undo, t->comm, TN_ERR_RUNTIME, "%s%s", agreed,
+             t->max_rejections ? " (with the initial parameters: no step to reject)" : "");
+  PetscCheck(t->rejected < t->max_rejections, t->comm, TN_ERR_RUNTIME,
+             "%s (after %" PetscInt_FMT " rejected steps in a row)", agreed, t->rejected);
+  t->rejected++;
+  t->watch.rejections++;
+  TNScheduleBackOff(&t->sched);
+  PetscCall(SetRate(t, epoch, &lr));
+  PetscCall(PetscArraycpy(t->model->params, t->undo, t->model->nparams));
+  PetscCall(TNOptimizerRevert(t->opt));
+  PetscCall(TNOptimizerStep(t->opt, t->model->params, t->gprev));
+  if (!t->grid.rank && t->progress) printf("\r\033[K");
+  PetscCall(PetscPrintf(t->comm,
+                        "warning: %s; the last step is rejected and redone with lr %.3e (rejection %" PetscInt_FMT
+                        " of at most %" PetscInt_FMT " in a row)\n",
+                        agreed, (double)lr, t->rejected, t->max_rejections));
+  PetscFunctionReturn(0);
+}
+
+/* The update of the objective's gradient g (the regulariser's added, clipped to -clip_norm); the
+   parameters, the optimiser state and g are kept first, so that the update can be rejected. */
+static PetscErrorCode Update(TNTrainer t, PetscScalar *g)
+{
+  PetscReal R;
+  const PetscInt np = t->model->nparams;
+
+  PetscFunctionBegin;
+  PetscCall(TNModelRegularizer(t->model, t->reg.alpha, t->reg.beta, &R, g));
+  if (t->clip_norm > 0) {
+    PetscReal norm;
+    PetscCall(TNModelNorm(t->model, g, &norm));
+    if (norm > t->clip_norm)
+      for (PetscInt i = 0; i < np; i++) g[i] *= t->clip_norm / norm;
+  }
+  if (t->undo) {
+    PetscCall(PetscArraycpy(t->undo, t->model->params, np));
+    PetscCall(PetscArraycpy(t->gprev, g, np));
+    PetscCall(TNOptimizerBackup(t->opt));
+    t->can_undo = PETSC_TRUE;
+  }
+  PetscCall(TNOptimizerStep(t->opt, t->model->params, g));
+  PetscFunctionReturn(0);
+}
+
+/* One optimisation step: this rank's B rows idx (local indices) of a global batch of Bg; *retry
+   when a failed block solve rejected the last update. */
 static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, const PetscInt *idx, PetscInt B,
-                                PetscInt Bg, PetscReal *loss_sum, PetscReal *correct, PetscBool *stop)
+                                PetscInt Bg, PetscReal *loss_sum, PetscReal *correct, PetscBool *stop, PetscBool *retry)
 {
   const PetscInt np = t->model->nparams;
   PetscInt c        = 0;
-  PetscReal l       = 0, R, t0;
+  PetscReal l       = 0, t0;
   PetscBool ok      = PETSC_TRUE;
 
   PetscFunctionBegin;
+  *retry = PETSC_FALSE;
   PetscCall(TNDatasetGetRows(t->train, B, idx, t->Xb, t->Lb, t->Yb));
   PetscCall(PetscArrayzero(t->reduce, np + 4));
   if (B > 0) {
@@ -398,13 +522,20 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   PetscCall(PetscLogEventEnd(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
   t->phase[PH_ALLREDUCE] += MPI_Wtime() - t0;
   if (t->reduce[np + 2] != 0) {
-    /* some rank failed: every rank stops here, with the first failing rank's words */
-    char message[512];
+    /* some rank failed: every rank knows it, and all reject the last update together */
+    char message[512], agreed[512];
+    PetscBool any;
+    t0 = MPI_Wtime();
     PetscCall(PetscSNPrintf(message, sizeof message, "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": %s", epoch,
                             batch, TNNetworkGetFailure(t->net)));
-    PetscCall(TNFailureRaise(t->comm, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(t->net)[0] ? message : NULL,
-                             TN_ERR_RUNTIME));
+    PetscCall(TNFailureAgree(t->comm, ok ? PETSC_FALSE : PETSC_TRUE, TNNetworkGetFailure(t->net)[0] ? message : NULL,
+                             &any, agreed, sizeof agreed));
+    PetscCall(RejectStep(t, epoch, agreed));
+    t->phase[PH_UPDATE] += MPI_Wtime() - t0;
+    *retry = PETSC_TRUE;
+    PetscFunctionReturn(0);
   }
+  t->rejected = 0;
   PetscCheck(PetscIsNormalReal(t->reduce[np] + 1.0), t->comm, TN_ERR_RUNTIME,
              "epoch %" PetscInt_FMT " batch %" PetscInt_FMT ": the loss is %g", epoch, batch, (double)t->reduce[np]);
   *loss_sum += t->reduce[np];
@@ -412,15 +543,14 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   *stop = t->reduce[np + 3] > 0 ? PETSC_TRUE : PETSC_FALSE;
   t0    = MPI_Wtime();
   PetscCall(PetscLogEventBegin(TN_EVENT_UPDATE, 0, 0, 0, 0));
-  PetscCall(TNModelRegularizer(t->model, t->reg.alpha, t->reg.beta, &R, t->reduce));
-  PetscCall(TNOptimizerStep(t->opt, t->model->params, t->reduce));
+  PetscCall(Update(t, t->reduce));
   PetscCall(PetscLogEventEnd(TN_EVENT_UPDATE, 0, 0, 0, 0));
   t->phase[PH_UPDATE] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
 }
 
 /* The epoch's validation loss and accuracy (NaN without a validation set); its solves do not
-   count as the epoch's. */
+   count as the epoch's. A failed solve rejects the epoch's last update. */
 static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r)
 {
   char where[64];
@@ -430,7 +560,15 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
   r->val_loss = r->val_accuracy = NAN;
   if (!t->val) PetscFunctionReturn(0);
   PetscCall(PetscSNPrintf(where, sizeof where, "epoch %" PetscInt_FMT " validation", epoch));
-  PetscCall(TNEvaluateDataset(t->net, &t->grid, t->val, chunk, where, &r->val_loss, &r->val_accuracy, NULL, NULL));
+  for (;;) {
+    PetscBool failed;
+    char failure[512];
+    PetscCall(TNEvaluateDatasetTry(t->net, &t->grid, t->val, chunk, where, &r->val_loss, &r->val_accuracy, &failed,
+                                   failure, sizeof failure));
+    if (!failed) break;
+    /* the epoch's last update made the validation's solves fail: it is rejected like any */
+    PetscCall(RejectStep(t, epoch, failure));
+  }
   PetscCall(TNNetworkResetCounts(t->net));
   t->phase[PH_VALIDATE] += MPI_Wtime() - t0;
   PetscFunctionReturn(0);
@@ -455,14 +593,16 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
     const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
     PetscReal e0            = MPI_Wtime(), tp, now;
-    PetscReal loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0;
-    PetscBool stop = PETSC_FALSE;
+    PetscReal loss_sum = resumed ? t->resume.loss_sum : 0, correct = resumed ? t->resume.correct : 0, lr;
+    PetscBool stop = PETSC_FALSE, retry, early;
 
+    PetscCall(SetRate(t, e, &lr));
     EpochPermutation(t, e);
     for (PetscInt k = resumed ? t->resume.batch : 0; k < nb; k++) {
       PetscInt a = 0, B = 0, Bg = 0;
       BatchRows(t, k, nb, &a, &B, &Bg);
-      PetscCall(TrainStep(t, e, k + 1, t->perm + a, B, Bg, &loss_sum, &correct, &stop));
+      do PetscCall(TrainStep(t, e, k + 1, t->perm + a, B, Bg, &loss_sum, &correct, &stop, &retry));
+      while (retry);
       if (stop) {
         const TNResume st = {e - 1, k + 1, t->seed, loss_sum, correct, t->resume.wall_time + MPI_Wtime() - start};
         PetscCall(TNTrainerCheckpointWrite(t, &st));
@@ -487,17 +627,18 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     r.seconds = now - e0;
     PetscCall(TNTrainerReportEpoch(t, &r, (now - start) / (e - t->resume.epoch) * (t->epochs - e)));
     {
-      PetscReal lr;
-      PetscCall(TNOptimizerGetLearningRate(t->opt, &lr));
+      PetscCall(TNOptimizerGetRate(t->opt, &lr));
       const PetscReal row[TN_HISTORY_COLUMNS] = {
           e,        r.train_loss, r.val_loss, r.val_accuracy, lr, t->resume.wall_time + now - start,
           r.newton, r.krylov,     r.mgrit,    r.mgrit_res};
       PetscCall(TNHistoryAppend(&t->history, row));
     }
-    if (t->checkpoint[0] && (e == t->epochs || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
+    PetscCall(Watch(t, &r, &early));
+    if (t->checkpoint[0] && (e == t->epochs || early || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
       const TNResume st = {e, 0, t->seed, 0, 0, t->resume.wall_time + MPI_Wtime() - start};
       PetscCall(TNTrainerCheckpointWrite(t, &st));
     }
+    if (early) break;
   }
   t->phase[PH_TOTAL] = MPI_Wtime() - start;
   PetscCall(TNTrainerReportSummary(t, &r));

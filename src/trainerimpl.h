@@ -9,6 +9,7 @@
 #include "evaluate.h"
 #include "optimizer.h"
 #include "problems.h"
+#include "schedule.h"
 
 /* The per-epoch record, kept on every rank, written by rank 0 as /history: one column per field
    of DESIGN.md §4 (names in history.c); columns from TN_HISTORY_REQUIRED on may be missing in
@@ -48,6 +49,13 @@ typedef struct {
   PetscReal loss_sum, correct, wall_time;
 } TNResume;
 
+/* What the training controls carry from epoch to epoch (in checkpoints): the best validation
+   loss and its epoch, the epochs since it, and the steps rejected so far. */
+typedef struct {
+  PetscReal best_val;
+  PetscInt best_epoch, stall, rejections;
+} TNWatch;
+
 /* Per-phase seconds of this rank, written as /timing. */
 enum { PH_FORWARD, PH_BACKWARD, PH_ALLREDUCE, PH_UPDATE, PH_VALIDATE, PH_IO, PH_TOTAL, PH_COUNT };
 PETSC_INTERN const char *const TNTrainerPhases[PH_COUNT];
@@ -81,6 +89,16 @@ struct _n_TNTrainer {
   TNModel model;
   TNNetwork net;
   TNHistory history;
+  /* training controls: schedule, early stopping, best model, clipping, step rejection */
+  TNSchedule sched;
+  PetscInt patience, max_rejections;
+  PetscReal clip_norm;
+  PetscBool keep_best;
+  TNWatch watch;
+  PetscInt rejected;         /* consecutive rejections */
+  PetscBool can_undo;        /* undo and gprev hold the last update's start and gradient */
+  PetscScalar *undo, *gprev; /* parameters before the last update, and its gradient */
+  PetscScalar *best;         /* -keep_best: the best epoch's parameters (this rank's share) */
   char start_time[64];
   /* what the run reports */
   PetscReal phase[PH_COUNT];
@@ -112,5 +130,9 @@ PETSC_INTERN PetscErrorCode TNTrainerRestartLoad(TNTrainer);
    optimiser record; release with TNTrainerWholeDestroy. */
 PETSC_INTERN PetscErrorCode TNTrainerWholeModel(TNTrainer, TNModel *whole, TNOptimizerRecord *opt, PetscReal hyper[]);
 PETSC_INTERN PetscErrorCode TNTrainerWholeDestroy(TNTrainer, TNModel *whole, TNOptimizerRecord *opt);
+/* The best epoch's parameters in the whole layout (NULL when there are none); free with
+   TNTrainerWholeBestDestroy. */
+PETSC_INTERN PetscErrorCode TNTrainerWholeBest(TNTrainer, PetscScalar **best);
+PETSC_INTERN PetscErrorCode TNTrainerWholeBestDestroy(TNTrainer, PetscScalar **best);
 
 #endif

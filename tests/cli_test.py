@@ -275,7 +275,9 @@ def case_commands(tmp):
                 "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type", "-depth_solver",
                 "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_coarse_weights", "-mgrit_coarse_its", "-mgrit_skip",
                 "-memory", "-memory_stride",
-                "-checkpoint", "-checkpoint_every", "-restart", "-data_layout", "-progress"):
+                "-checkpoint", "-checkpoint_every", "-restart", "-data_layout", "-progress",
+                "-lr_schedule", "-lr_step", "-lr_gamma", "-lr_min", "-lr_plateau", "-lr_warmup", "-lr_backoff",
+                "-patience", "-keep_best", "-clip_norm", "-max_rejections", "-x_name", "-y_name", "-scale_uint8"):
         check(opt in so, f"train -help does not document {opt}")
 
 

@@ -370,7 +370,7 @@ static void ResultsMake(const char *path, TNModel *model)
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_flag", NULL), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_long", "a_single_rather_long_value"), 0);
   assert_int_equal(PetscOptionsSetValue(NULL, "-test_io_shift", "-1e-3"), 0);
-  assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, &h, 2, phases, seconds, 2, config), 0);
+  assert_int_equal(TNResultsWrite(PETSC_COMM_WORLD, path, *model, NULL, &h, 2, phases, seconds, 2, config), 0);
 }
 
 static void test_model_roundtrip(void **state)
@@ -682,7 +682,8 @@ static void test_output_path(void **state)
   ModelMake(&M);
   {
     TNTable empty = {0, 0, NULL, NULL, NULL};
-    ExpectUserError(TNResultsWrite(PETSC_COMM_WORLD, path, M, &empty, 0, NULL, NULL, 0, NULL), NULL, "does not exist");
+    ExpectUserError(TNResultsWrite(PETSC_COMM_WORLD, path, M, NULL, &empty, 0, NULL, NULL, 0, NULL), NULL,
+                    "does not exist");
   }
   assert_int_equal(TNModelDestroy(&M), 0);
 }
