@@ -451,16 +451,20 @@ PetscErrorCode TNBlockSolverSetUp(TNBlockSolver bs, PetscInt B)
 PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
 {
   BatchSolver *c = NULL;
+  PetscReal rtol = TN_ADJOINT_RTOL;
 
   PetscFunctionBegin;
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++)
     if (bs->cache[i].B && (!c || bs->cache[i].last_use > c->last_use)) c = &bs->cache[i];
+  /* the adjoint tolerance in force (-adjoint_ksp_rtol); none for an exact pbjacobi solve */
+  if (c) PetscCall(KSPGetTolerances(c->ksp, &rtol, NULL, NULL, NULL));
+  if (bs->method == TN_BLOCK_NEWTON_ASSEMBLED) rtol = 0;
   PetscCall(PetscViewerASCIIPrintf(viewer,
                                    "TNBlockSolver: width %" PetscInt_FMT
-                                   ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g\n",
+                                   ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g (0: exact)\n",
                                    bs->n, TNBlockMethods[bs->method], bs->requested == TN_BLOCK_AUTO ? " (auto)" : "",
                                    bs->fallback ? " with a Newton-GMRES fallback" : "", TNBlockGuesses[bs->guess],
-                                   (double)bs->atol, (double)TN_ADJOINT_RTOL));
+                                   (double)bs->atol, (double)rtol));
   if (c) {
     PetscCall(PetscViewerASCIIPushTab(viewer));
     PetscCall(

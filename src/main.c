@@ -25,6 +25,9 @@ int main(int argc, char **argv)
      than kill the process */
   signal(SIGXFSZ, SIG_IGN);
   if (PetscInitialize(&argc, &argv, NULL, usage)) return 1;
+  /* output piped into a reader that has gone (thetanet ... | head) ends the process quietly, as
+     for any command, not with PETSc's signal traceback */
+  signal(SIGPIPE, SIG_DFL);
   ierr = TNErrorHandlerPush();
   /* errors must not be raised in main itself: PETSc aborts the job for those */
   if (!ierr) {
