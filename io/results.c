@@ -199,6 +199,7 @@ typedef struct {
   const PetscScalar *gradient;
   const char *const *attr_names;
   const PetscReal *attr_values;
+  const TNTable *robustness;
 } Evaluation;
 
 static PetscErrorCode EvaluationFill(hid_t file, void *ctx)
@@ -215,14 +216,16 @@ static PetscErrorCode EvaluationFill(hid_t file, void *ctx)
   for (PetscInt i = 0; i < e->nattr && e->attr_names[i]; i++)
     PetscCall(TNH5AttrWriteReal(file, e->attr_names[i], e->attr_values[i]));
   if (e->gradient) PetscCall(TNH5ModelWrite(file, "gradient", e->model, e->gradient));
+  if (e->robustness) PetscCall(TNH5TableWrite(file, "robustness", e->robustness));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
                                  const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
-                                 const char *const attr_names[], const PetscReal attr_values[])
+                                 const char *const attr_names[], const PetscReal attr_values[],
+                                 const TNTable *robustness)
 {
-  Evaluation e = {model, N, nattr, predictions, gradient, attr_names, attr_values};
+  Evaluation e = {model, N, nattr, predictions, gradient, attr_names, attr_values, robustness};
 
   PetscFunctionBegin;
   PetscCall(TNH5RootWrite(comm, path, EvaluationFill, &e));

@@ -122,10 +122,12 @@ PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNMo
                                            const PetscReal seconds[], PetscInt nconfig, const TNConfigEntry *config);
 
 /* Rank 0 writes a file with /predictions [N,m] and root attributes (NULL names end the list);
-   when gradient is not NULL also /gradient in the /model layout of model. */
+   when gradient is not NULL also /gradient in the /model layout of model, when robustness is not
+   NULL the table as /robustness. */
 PETSC_EXTERN PetscErrorCode TNEvaluationWrite(MPI_Comm comm, const char *path, TNModel model, PetscInt N,
                                               const PetscReal *predictions, const PetscScalar *gradient, PetscInt nattr,
-                                              const char *const attr_names[], const PetscReal attr_values[]);
+                                              const char *const attr_names[], const PetscReal attr_values[],
+                                              const TNTable *robustness);
 
 /* Collective on comm, written by rank 0 (whose arguments count): /model, /optimizer (attributes
    type, step and the hyper-parameters; moments m1, m2 in the model layout), /history and /state

@@ -5,6 +5,7 @@
 #include "evaluate.h"
 #include "problems.h"
 #include "trainer.h"
+#include <stdio.h>
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
    before hours of compute, not after. */
@@ -89,10 +90,52 @@ static PetscErrorCode TightSolves(PetscBool inserted[TN_TIGHT], PetscBool used)
   PetscFunctionReturn(0);
 }
 
+/* Robustness to input noise: for each standard deviation, the accuracy (mean and sample standard
+   deviation over the draws) and the mean loss of the data set with Gaussian noise added to its
+   inputs; one line each on stdout, columns for /robustness. */
+#define TN_NOISE_MAX 64
+static const char *const RobustnessColumns[4] = {"noise_std", "accuracy_mean", "accuracy_std", "loss_mean"};
+
+static PetscErrorCode Robustness(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *data,
+                                 PetscInt nstd, const PetscReal std[], PetscInt samples, PetscInt seed,
+                                 PetscReal *col[4])
+{
+  PetscFunctionBegin;
+  for (int k = 0; k < 4; k++) PetscCall(PetscMalloc1(nstd, &col[k]));
+  for (PetscInt i = 0; i < nstd; i++) {
+    PetscReal sum = 0, sum2 = 0, lsum = 0, t0 = MPI_Wtime();
+    char level[32];
+    /* without noise every draw is the same evaluation */
+    const PetscInt draws = std[i] > 0 ? samples : 1;
+    for (PetscInt k = 0; k < draws; k++) {
+      const TNInputNoise noise = {std[i], seed, k};
+      PetscReal loss, acc;
+      char where[PETSC_MAX_PATH_LEN + 64];
+      PetscCall(
+          PetscSNPrintf(where, sizeof where, "%s with noise %g (draw %" PetscInt_FMT ")", data, (double)std[i], k));
+      PetscCall(TNEvaluateDatasetNoisy(net, grid, D, chunk, where, &noise, &loss, &acc));
+      sum += acc;
+      sum2 += acc * acc;
+      lsum += loss;
+    }
+    col[0][i] = std[i];
+    col[1][i] = sum / draws;
+    col[2][i] = draws > 1 ? PetscSqrtReal(PetscMax(0, (sum2 - sum * sum / draws) / (draws - 1))) : 0;
+    col[3][i] = lsum / draws;
+    snprintf(level, sizeof level, "%g", (double)std[i]);
+    PetscCall(PetscPrintf(
+        grid->world, "robustness %s: noise_std %s accuracy %.4f +- %.4f loss %.4f (%" PetscInt_FMT " draws, %.2f s)\n",
+        data, level, (double)col[1][i], (double)col[2][i], (double)col[3][i], draws, MPI_Wtime() - t0));
+  }
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
 {
   char model_path[PETSC_MAX_PATH_LEN] = "", data_path[PETSC_MAX_PATH_LEN] = "", output[PETSC_MAX_PATH_LEN] = "";
-  PetscBool gradient   = PETSC_FALSE, help, tight[TN_TIGHT];
+  PetscBool gradient = PETSC_FALSE, help, tight[TN_TIGHT];
+  PetscReal noise_std[TN_NOISE_MAX], *robust[4] = {NULL, NULL, NULL, NULL};
+  PetscInt nstd = 0, samples = 10, seed = 1;
   PetscInt chunk       = 1024;
   TNRegularization reg = {0, 0};
   TNModel M            = NULL;
@@ -124,6 +167,16 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
                                "", gradient, &gradient, NULL));
   }
   PetscCall(TNOptionsInt("-batch", "Samples propagated at once per rank", "", chunk, &chunk, NULL));
+  if (!predict) {
+    nstd = TN_NOISE_MAX;
+    PetscCall(
+        PetscOptionsRealArray("-noise_std",
+                              "Also evaluate with Gaussian noise of these standard deviations added to the inputs "
+                              "(comma-separated; written as /robustness)",
+                              "", noise_std, &nstd, NULL));
+    PetscCall(TNOptionsInt("-noise_samples", "Noise draws per standard deviation", "", samples, &samples, NULL));
+    PetscCall(TNOptionsInt("-seed", "Seed of the noise draws", "", seed, &seed, NULL));
+  }
   PetscOptionsEnd();
   if (!predict) PetscCall(TNRegularizationSetFromOptions(comm, &reg));
   TNDataFormatDefault(&format);
@@ -136,6 +189,10 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscCheck(data_path[0], comm, TN_ERR_USER, "%s needs -data FILE", cmd);
   PetscCheck(!predict || output[0], comm, TN_ERR_USER, "predict needs -output FILE");
   PetscCheck(chunk > 0, comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, chunk);
+  PetscCheck(samples >= 1, comm, TN_ERR_USER, "-noise_samples must be at least 1, got %" PetscInt_FMT, samples);
+  for (PetscInt i = 0; i < nstd; i++)
+    PetscCheck(noise_std[i] >= 0 && PetscIsNormalReal(noise_std[i] + 1), comm, TN_ERR_USER,
+               "-noise_std: %g is not a standard deviation", (double)noise_std[i]);
   if (output[0]) PetscCall(TNOutputPathCheck(comm, "-output", output));
   PetscCall(TNOutputNotInput(comm, "-output", output, "-model", model_path));
   PetscCall(TNOutputNotInput(comm, "-output", output, "-data", data_path));
@@ -163,15 +220,18 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
     if (info.task == TN_TASK_CLASSIFICATION) PetscCall(PetscPrintf(comm, " accuracy %.6g", (double)acc));
     PetscCall(PetscPrintf(comm, " regularizer %.6g objective %.6g\n", (double)R, (double)(loss + R)));
   }
+  if (nstd) PetscCall(Robustness(net, &grid, D, chunk, data_path, nstd, noise_std, samples, seed, robust));
   if (output[0]) {
     const char *names[3] = {"loss", "regularizer", "accuracy"};
     PetscReal values[3]  = {loss, R, acc};
     PetscInt nattr       = predict ? 0 : (info.task == TN_TASK_CLASSIFICATION ? 3 : 2);
-    PetscCall(TNEvaluationWrite(comm, output, M, info.N, pred, grad, nattr, names, values));
+    TNTable table        = {4, nstd, RobustnessColumns, NULL, robust};
+    PetscCall(TNEvaluationWrite(comm, output, M, info.N, pred, grad, nattr, names, values, nstd ? &table : NULL));
     PetscCall(PetscPrintf(comm, "%s written to %s\n", predict ? "predictions" : "evaluation", output));
   }
   PetscCall(PetscFree(grad));
   PetscCall(PetscFree(pred));
+  for (int k = 0; k < 4; k++) PetscCall(PetscFree(robust[k]));
   PetscCall(TNNetworkDestroy(&net));
   PetscCall(TNGridDestroy(&grid));
   PetscCall(TNDatasetDestroy(&D));

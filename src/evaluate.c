@@ -2,6 +2,7 @@
    chunk by chunk; the loss statistics come from the last depth rank and a failure from any rank,
    all in one reduction. */
 #include "evaluate.h"
+#include "rng.h"
 #include "errors.h"
 
 PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
@@ -11,8 +12,8 @@ PetscReal TNLossDivisor(TNTask task, PetscInt N, PetscInt m)
 
 /* The evaluation; a failure is agreed on by all ranks: raised (failed == NULL) or returned. */
 static PetscErrorCode Evaluate(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
-                               PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions,
-                               PetscBool *failed, char *failure, size_t len)
+                               const TNInputNoise *noise, PetscReal *loss, PetscReal *accuracy, PetscScalar *grad,
+                               PetscReal *predictions, PetscBool *failed, char *failure, size_t len)
 {
   const TNModelConfig *c;
   TNModel M;
@@ -39,6 +40,13 @@ static PetscErrorCode Evaluate(TNNetwork net, const TNGrid *grid, TNDataset D, P
     PetscInt k;
     for (PetscInt s = 0; s < B; s++) idx[s] = s0 + s - info.offset;
     PetscCall(TNDatasetGetRows(D, B, idx, X, labels, Y));
+    if (noise && noise->std > 0) {
+      /* entry (row, k) of draw `draw`: a function of the global row, so the same on any ranks */
+      const uint64_t stream = ((uint64_t)noise->draw << 8) | TN_STREAM_NOISE;
+      for (PetscInt s = 0; s < B; s++)
+        for (PetscInt k = 0; k < info.d; k++)
+          X[s * info.d + k] += noise->std * TNNormal((uint64_t)noise->seed, stream, (uint64_t)(s0 + s) * info.d + k);
+    }
     PetscCall(TNNetworkForward(net, B, X, out, &ok));
     /* the depth ranks of this slice take the next chunk together or stop together */
     if (grid->depth_size > 1) PetscCall(TNAllAgree(grid->depth, ok, &ok));
@@ -92,7 +100,7 @@ PetscErrorCode TNEvaluateDataset(TNNetwork net, const TNGrid *grid, TNDataset D,
                                  PetscReal *loss, PetscReal *accuracy, PetscScalar *grad, PetscReal *predictions)
 {
   PetscFunctionBegin;
-  PetscCall(Evaluate(net, grid, D, chunk, where, loss, accuracy, grad, predictions, NULL, NULL, 0));
+  PetscCall(Evaluate(net, grid, D, chunk, where, NULL, loss, accuracy, grad, predictions, NULL, NULL, 0));
   PetscFunctionReturn(0);
 }
 
@@ -100,6 +108,14 @@ PetscErrorCode TNEvaluateDatasetTry(TNNetwork net, const TNGrid *grid, TNDataset
                                     PetscReal *loss, PetscReal *accuracy, PetscBool *failed, char *failure, size_t len)
 {
   PetscFunctionBegin;
-  PetscCall(Evaluate(net, grid, D, chunk, where, loss, accuracy, NULL, NULL, failed, failure, len));
+  PetscCall(Evaluate(net, grid, D, chunk, where, NULL, loss, accuracy, NULL, NULL, failed, failure, len));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNEvaluateDatasetNoisy(TNNetwork net, const TNGrid *grid, TNDataset D, PetscInt chunk, const char *where,
+                                      const TNInputNoise *noise, PetscReal *loss, PetscReal *accuracy)
+{
+  PetscFunctionBegin;
+  PetscCall(Evaluate(net, grid, D, chunk, where, noise, loss, accuracy, NULL, NULL, NULL, NULL, 0));
   PetscFunctionReturn(0);
 }

@@ -19,6 +19,17 @@ PETSC_EXTERN PetscErrorCode TNEvaluateDataset(TNNetwork, const TNGrid *, TNDatas
 PETSC_EXTERN PetscErrorCode TNEvaluateDatasetTry(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk,
                                                  const char *where, PetscReal *loss, PetscReal *accuracy,
                                                  PetscBool *failed, char *failure, size_t len);
+/* Gaussian noise added to the inputs: std times a standard normal that is a function of (seed,
+   draw, global row, component) alone, so the same on any number of ranks, and the same draw
+   scaled for every std. */
+typedef struct {
+  PetscReal std;
+  PetscInt seed, draw;
+} TNInputNoise;
+/* The loss and accuracy of the data set with noisy inputs. */
+PETSC_EXTERN PetscErrorCode TNEvaluateDatasetNoisy(TNNetwork, const TNGrid *, TNDataset, PetscInt chunk,
+                                                   const char *where, const TNInputNoise *, PetscReal *loss,
+                                                   PetscReal *accuracy);
 /* Rows of a data set of N samples and m outputs over which its mean loss is taken. */
 PETSC_EXTERN PetscReal TNLossDivisor(TNTask, PetscInt N, PetscInt m);
 

@@ -1,5 +1,6 @@
 /* Counter-based generator: splitmix64's finaliser applied to a mixed (seed, stream, index). */
 #include "rng.h"
+#include <math.h>
 
 uint64_t TNHash64(uint64_t x)
 {
@@ -17,6 +18,13 @@ static uint64_t Counter(uint64_t seed, uint64_t stream, uint64_t index)
 double TNUniform(uint64_t seed, uint64_t stream, uint64_t index)
 {
   return (double)(Counter(seed, stream, index) >> 11) * 0x1.0p-53;
+}
+
+double TNNormal(uint64_t seed, uint64_t stream, uint64_t index)
+{
+  const double u1 = 1.0 - TNUniform(seed, stream, 2 * index), u2 = TNUniform(seed, stream, 2 * index + 1);
+
+  return sqrt(-2.0 * log(u1)) * cos(2.0 * PETSC_PI * u2);
 }
 
 void TNPermutation(uint64_t seed, uint64_t epoch, PetscInt N, PetscInt *perm)

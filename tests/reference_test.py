@@ -35,8 +35,8 @@ def act(name, z):
     raise ValueError(name)
 
 
-def loss(p, cfg, X, Y):
-    """The data loss of DESIGN.md §1 for the parameter arrays p (complex allowed)."""
+def outputs(p, cfg, X):
+    """The network's outputs z [N, m] for the parameter arrays p (complex allowed)."""
     n, L, theta, h = cfg["width"], cfg["layers"], cfg["theta"], cfg["T"] / cfg["layers"]
     y = act(cfg["opening_activation"], X @ p["opening/K"].T + p["opening/b"])[0]
     for j in range(L):
@@ -56,7 +56,12 @@ def loss(p, cfg, X, Y):
             v = v - np.linalg.solve(J, G[:, :, None])[:, :, 0]
         check(np.max(np.abs(v - c - h * theta * F(v)[0])) < 1e-13, "the reference Newton solve did not converge")
         y = v
-    z = y @ p["closing/C"].T + p["closing/b"]
+    return y @ p["closing/C"].T + p["closing/b"]
+
+
+def loss(p, cfg, X, Y):
+    """The data loss of DESIGN.md §1."""
+    z = outputs(p, cfg, X)
     if cfg["task"] == "classification":
         zmax = np.max(z.real, axis=1, keepdims=True)
         lse = np.log(np.sum(np.exp(z - zmax), axis=1)) + zmax[:, 0]
@@ -135,6 +140,76 @@ def case_gradient(tmp):
         with h5py.File(out, "r") as f:
             loose = np.concatenate([f["gradient"][k][()].ravel() for k in ARRAYS])
         print(f"    at -block_atol 1e-6 -adjoint_ksp_rtol 1e-6: {np.linalg.norm(loose - b) / np.linalg.norm(b):.2e}")
+
+
+# ---- robustness ----------------------------------------------------------------------------
+
+M64 = (1 << 64) - 1
+
+
+def hash64(x):
+    """splitmix64's finaliser, as src/rng.c (NumPy uint64 arrays wrap around like C)."""
+    x = x + np.uint64(0x9e3779b97f4a7c15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xbf58476d1ce4e5b9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94d049bb133111eb)
+    return x ^ (x >> np.uint64(31))
+
+
+def normal(seed, stream, index):
+    """src/rng.c's counter-based standard normal (Box-Muller), written again here."""
+    with np.errstate(over="ignore"):
+        key = hash64(hash64(np.uint64(seed)) ^ np.uint64((stream * 0xd1b54a32d192ed03) & M64))
+        u = lambda i: (hash64(key ^ i) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+        u1, u2 = 1.0 - u(np.uint64(2) * index), u(np.uint64(2) * index + np.uint64(1))
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def case_robustness(tmp):
+    """evaluate -noise_std: /robustness against the accuracy and loss of the reference forward
+    on inputs with the documented noise (Gaussian, a function of seed, draw, row and component),
+    recomputed here; noise 0 equals plain evaluate; the same on 2 ranks."""
+    cli.ARGS = ARGS
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((300, 3))
+    Y = (X[:, 0] * X[:, 1] + 0.3 * X[:, 2] > 0).astype(np.int64)
+    data = os.path.join(tmp, "d.h5")
+    cli.write_dataset(data, X, Y)
+    model, _ = cli.train(tmp, "m", 1, ["-train", data, "-width", "6", "-layers", "3", "-epochs", "30", "-batch", "20"])
+    p, cfg = read_model(model)
+    stds, K, seed = [0.0, 0.3, 1.0], 3, 11
+    want = {"accuracy_mean": [], "accuracy_std": [], "loss_mean": []}
+    rows = np.arange(X.shape[0], dtype=np.uint64)[:, None] * np.uint64(X.shape[1]) + np.arange(X.shape[1], dtype=np.uint64)
+    for s in stds:
+        acc, los = [], []
+        for k in range(K if s > 0 else 1):
+            Xn = X + s * normal(seed, (k << 8) | 3, rows) if s > 0 else X
+            z = outputs(p, cfg, Xn)
+            acc.append(np.mean(np.argmax(z, axis=1) == Y))
+            los.append(loss(p, cfg, Xn, Y))
+        want["accuracy_mean"].append(np.mean(acc))
+        want["accuracy_std"].append(np.std(acc, ddof=1) if len(acc) > 1 else 0.0)
+        want["loss_mean"].append(np.mean(los))
+    check(len(set(want["accuracy_mean"])) > 1, f"noise changed nothing: {want}")
+    results = []
+    for ranks in (1, 2):
+        out = os.path.join(tmp, f"r{ranks}.h5")
+        status, so, se = cli.run(["evaluate", "-model", model, "-data", data, "-noise_std", ",".join(map(str, stds)),
+                                  "-noise_samples", str(K), "-seed", str(seed), "-output", out, "-block_atol", "1e-12"], ranks)
+        check(status == 0, se)
+        with h5py.File(out, "r") as f:
+            r = {k: f["robustness"][k][()] for k in f["robustness"]}
+            plain = (f.attrs["accuracy"], f.attrs["loss"])
+        check(np.array_equal(r["noise_std"], stds), f"noise_std {r['noise_std']}")
+        check(np.array_equal(r["accuracy_mean"], want["accuracy_mean"]), f"accuracy {r['accuracy_mean']} != {want}")
+        check(np.allclose(r["accuracy_std"], want["accuracy_std"], rtol=1e-12, atol=1e-15), f"{r['accuracy_std']}")
+        check(np.allclose(r["loss_mean"], want["loss_mean"], rtol=1e-9, atol=0), f"loss {r['loss_mean']} != {want}")
+        check(r["accuracy_mean"][0] == plain[0] and r["loss_mean"][0] == plain[1], "noise 0 differs from evaluate")
+        results.append(r)
+        print(f"ok: {ranks} rank(s):", {k: np.round(v, 6).tolist() for k, v in r.items()})
+    # the same draws on any number of ranks: accuracies equal, losses to the order of summation
+    check(all(np.array_equal(results[0][k], results[1][k]) for k in ("accuracy_mean", "accuracy_std")),
+          "2 ranks draw other noise than 1")
+    check(np.allclose(results[0]["loss_mean"], results[1]["loss_mean"], rtol=1e-13, atol=0), "2 ranks' losses")
 
 
 if __name__ == "__main__":

@@ -519,7 +519,7 @@ static void test_evaluation_layout(void **state)
   assert_int_equal(PetscMalloc1(M->nparams, &grad), 0);
   for (PetscInt i = 0; i < M->nparams; i++) grad[i] = -1.0 / (i + 3);
   for (int i = 0; i < 10; i++) pred[i] = i - 4.5;
-  assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 5, pred, grad, 2, names, values), 0);
+  assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 5, pred, grad, 2, names, values, NULL), 0);
   if (!rank) {
     const hsize_t P[] = {5, 2}, W[] = {5, 4, 4}, C[] = {2, 4};
     double v[128], x;
@@ -557,7 +557,8 @@ static void test_failed_write_keeps_old_file(void **state)
   PathOf("keep.h5", path);
   ResultsMake(path, &M);
   /* HDF5 refuses an attribute without a name */
-  assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 1, pred, NULL, 1, names, values), PETSC_ERR_FILE_WRITE);
+  assert_int_equal(TNEvaluationWrite(PETSC_COMM_WORLD, path, M, 1, pred, NULL, 1, names, values, NULL),
+                   PETSC_ERR_FILE_WRITE);
   assert_int_equal(TNModelLoad(PETSC_COMM_WORLD, path, &R), 0);
   for (PetscInt i = 0; i < M->nparams; i++) assert_true(R->params[i] == M->params[i]);
   snprintf(tmp, sizeof(tmp), "%s.tmp", path);
