@@ -20,7 +20,8 @@ PetscErrorCode TNScheduleSetFromOptions(MPI_Comm comm, PetscInt epochs, TNSchedu
   PetscCall(TNOptionsEnum(
       "-lr_schedule",
       "Learning rate by epoch: constant, step (times -lr_gamma every -lr_step epochs), cosine (half a period from -lr "
-      "down to -lr_min), plateau (times -lr_gamma when the validation loss has not improved for -lr_plateau epochs)",
+      "down to -lr_min), plateau (times -lr_gamma when the validation loss, or the training loss without a validation "
+      "set, has not improved for -lr_plateau epochs)",
       "", TNScheduleTypes, (PetscEnum)s->type, (PetscEnum *)&s->type, NULL));
   PetscCall(TNOptionsInt("-lr_step", "Epochs between the cuts of -lr_schedule step", "", s->step, &s->step, NULL));
   PetscCall(

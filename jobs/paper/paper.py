@@ -7,12 +7,15 @@ with thetanet: writes HDF5 tables, the runs behind them, figures and a summary i
               for a range of depths, antisymmetric and dense blocks (Figures 3 to 6)
   lr          a learning-rate sweep (Adam and SGD) for theta 0, 0.5, 1: where each trains stably
   robustness  validation accuracy under Gaussian input noise of growing size, theta 0 ... 1
+  settings    the spirals with the settings of the authors' code (width 6, 25 layers, step 0.5,
+              Adam 1e-3, batch 10, 300 epochs), theta 0, 0.5, 1, several seeds: accuracy, loss
+              and robustness, mean and spread
 
 Settings come from jobs/examples/paper_example{1,2}.opts (the job adds -theta, -layers, ...).
 The defaults take a few minutes on 2 cores; --full runs longer sweeps (more depths, epochs,
 learning rates, training seeds and noise draws).
 
-usage: paper.py [--out results/paper] [--full] [--only depth,lr,robustness,stability]
+usage: paper.py [--out results/paper] [--full] [--only depth,lr,robustness,stability,settings]
                 [--jobs N] [--thetanet PATH]
 """
 import argparse
@@ -50,6 +53,9 @@ def settings(full):
         "robustness": {"problem": "spirals", "layers": 8, "epochs": 200 if full else 100,
                        "thetas": [0.0, 0.25, 0.5, 0.75, 1.0], "seeds": [1, 2, 3, 4, 5] if full else [1, 2],
                        "sigmas": [0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3], "draws": 20 if full else 10},
+        "settings": {"problem": "spirals", "width": 6, "layers": 25, "T": 12.5, "lr": 1e-3, "batch": 10,
+                     "epochs": 300, "thetas": [0.0, 0.5, 1.0], "seeds": [1, 2, 3, 4, 5] if full else [1, 2, 3],
+                     "forms": ["dense", "antisymmetric"], "sigmas": [0.05, 0.1], "draws": 10},
     }
 
 
@@ -228,8 +234,13 @@ def lr_study(runner, s, out, figs):
     for (opt, theta, lr), r in runs.items():
         first = tr.Results(r["results"]).history["val_loss"][0] if r["results"] else np.nan
         final = r["summary"].get("val_loss", np.nan) if r["status"] == 0 else np.nan
+        # a failed block solve rejects the step and lowers the rate (-lr_backoff): the run goes
+        # on at the rate it backed off to, which the table reports with the rejections
+        last_lr = tr.Results(r["results"]).history["lr"][-1] if r["results"] else np.nan
         rows.append({"optimizer": opt, "theta": theta, "lr": lr, "status": r["status"],
                      "verdict": verdict(r, first, final, chance), "val_loss": final, "first_val_loss": first,
+                     "rejections": r["summary"].get("rejections", 0) if r["status"] == 0 else np.nan,
+                     "final_lr": last_lr,
                      "val_accuracy": r["summary"].get("val_accuracy", np.nan) if r["status"] == 0 else np.nan})
     plt = tr.pyplot()
     fig, axes = plt.subplots(1, len(s["lrs"]), figsize=(6 * len(s["lrs"]), 4.5), squeeze=False)
@@ -247,7 +258,8 @@ def lr_study(runner, s, out, figs):
         ax.set_ylim(top=CAP * 1.6)
         ax.set_xlabel("learning rate")
         ax.set_ylabel(f"final validation loss (capped at {CAP:g})")
-        ax.set_title(f"{opt}: x = thetanet stopped the run (inf loss or failed block solve)", fontsize=10)
+        ax.set_title(f"{opt}: x = thetanet stopped the run (inf loss, or block solves failing after rejections)",
+                     fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Learning-rate sweep: {s['problem']}, {s['layers']} antisymmetric layers, {s['epochs']} epochs")
@@ -259,13 +271,16 @@ def lr_summary(rows, s):
     lines = []
     for opt, lrs in s["lrs"].items():
         lines += [f"\n**{opt}** (final validation loss; stalled: above chance ln 2; diverged: above chance and "
-                  "above the first epoch's; or why thetanet stopped the run)\n",
+                  "above the first epoch's; rejected: steps whose block solves failed, taken back at a lower rate; "
+                  "or why thetanet stopped the run)\n",
                   "| theta | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | trains for |",
                   "|---|" + "---|" * (len(lrs) + 1)]
         for theta in s["thetas"]:
             sel = [r for r in rows if (r["optimizer"], r["theta"]) == (opt, theta)]
             cells = [r["verdict"] if r["status"] else
-                     fmt(r["val_loss"]) + ("" if r["verdict"] == "trains" else f" ({r['verdict']})") for r in sel]
+                     fmt(r["val_loss"]) + ("" if r["verdict"] == "trains" else f" ({r['verdict']})") +
+                     (f", {r['rejections']:.0f} rejected, lr to {r['final_lr']:.2g}" if r["rejections"] else "")
+                     for r in sel]
             good = [r["lr"] for r in sel if r["verdict"] == "trains"]
             span = f"lr {min(good):g} to {max(good):g}" if good else "none"
             lines.append(f"| {theta:g} ({KIND[theta]}) | " + " | ".join(cells) + f" | {span} |")
@@ -348,6 +363,65 @@ def robustness_summary(acc, reference, failed, s):
     return lines
 
 
+# ---- (d) the authors' settings ----------------------------------------------------------------
+
+def settings_study(runner, s, out):
+    """The spirals at the settings of the authors' public code, for each block form, theta and
+    seed: the final validation loss and accuracy, the accuracy under input noise, the solver's
+    work, and how each run ended."""
+    jobs = {}
+    for form in s["forms"]:
+        for theta in s["thetas"]:
+            for seed in s["seeds"]:
+                jobs[(form, theta, seed)] = (
+                    f"{form}_th{theta:g}_seed{seed}",
+                    ["-options_file", EXAMPLES[s["problem"]], "-width", s["width"], "-layers", s["layers"], "-T", s["T"],
+                     "-lr", s["lr"], "-batch", s["batch"], "-epochs", s["epochs"], "-theta", theta, "-seed", seed,
+                     "-antisymmetric", "1" if form == "antisymmetric" else "0"])
+    runs = runner.train_all(os.path.join(out, "settings"), jobs)
+    data = tr.problem(s["problem"], thetanet=runner.thetanet)
+    Xv, Yv = data["val"]
+    rng = np.random.default_rng(2019)
+    noisy = {sig: (np.concatenate([Xv + sig * rng.standard_normal(Xv.shape) for _ in range(s["draws"])]),
+                   np.tile(Yv, s["draws"])) for sig in s["sigmas"]}
+    rows = []
+    for (form, theta, seed), r in runs.items():
+        sm = r["summary"] if r["status"] == 0 else {}
+        row = {"form": form, "theta": theta, "seed": seed, "status": r["status"], "message": r["message"],
+               "val_loss": sm.get("val_loss", np.nan), "val_accuracy": sm.get("val_accuracy", np.nan),
+               "train_loss": sm.get("train_loss", np.nan), "newton_its": sm.get("newton_its", np.nan),
+               "rejections": sm.get("rejections", np.nan), "wall_s": sm.get("wall_s", np.nan)}
+        for sig in s["sigmas"]:
+            acc = np.nan
+            if r["results"]:
+                acc = tr.evaluate(r["results"], *noisy[sig], thetanet=runner.thetanet,
+                                  options=["-options_file", EXAMPLES[s["problem"]]])["accuracy"]
+            row[f"noisy_accuracy_{sig:g}"] = acc
+        rows.append(row)
+    return rows
+
+
+def settings_summary(rows, s):
+    cols = ["val_loss", "val_accuracy"] + [f"noisy_accuracy_{sig:g}" for sig in s["sigmas"]]
+    heads = ["validation loss", "validation accuracy"] + [f"accuracy, noise {sig:g}" for sig in s["sigmas"]]
+    lines = [f"\nSpirals, width {s['width']}, {s['layers']} layers, T {s['T']:g} (step {s['T'] / s['layers']:g}), "
+             f"Adam {s['lr']:g}, batch {s['batch']}, {s['epochs']} epochs; mean +- standard deviation over seeds "
+             f"{s['seeds']} (noise: {s['draws']} noisy copies of the validation set)\n",
+             "| blocks | theta | " + " | ".join(heads) + " | Newton its | runs finished |",
+             "|---|---|" + "---|" * (len(cols) + 2)]
+    for form in s["forms"]:
+        for theta in s["thetas"]:
+            sel = [r for r in rows if (r["form"], r["theta"]) == (form, theta)]
+            ok = [r for r in sel if r["status"] == 0]
+            cells = [f"{np.mean([r[c] for r in ok]):.4g} +- {np.std([r[c] for r in ok]):.2g}" if ok else "-" for c in cols]
+            newton = f"{np.mean([r['newton_its'] for r in ok]):.1f}" if ok and theta > 0 else "-"
+            lines.append(f"| {form} | {theta:g} | " + " | ".join(cells) + f" | {newton} | {len(ok)} of {len(sel)} |")
+    for r in rows:
+        if r["status"]:
+            lines.append(f"\n{r['form']} theta {r['theta']:g} seed {r['seed']}: stopped: {r['message']}")
+    return lines
+
+
 # ---- driver ----------------------------------------------------------------------------------
 
 def main():
@@ -355,12 +429,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(tr.ROOT, "results", "paper"),
                     help="directory for the HDF5 files, runs and figures (default results/paper)")
     ap.add_argument("--full", action="store_true", help="bigger sweeps (more depths, epochs, rates, draws)")
-    ap.add_argument("--only", default="stability,depth,lr,robustness", help="comma-separated parts to run")
+    ap.add_argument("--only", default="stability,depth,lr,robustness",
+                    help="comma-separated parts to run (also: settings, the authors' settings, about 10 minutes)")
     ap.add_argument("--jobs", type=int, default=1, help="trainings run at once (default 1)")
     ap.add_argument("--thetanet", help="thetanet binary (default build/thetanet, or thetanet on PATH)")
     a = ap.parse_args()
     parts = a.only.split(",")
-    unknown = set(parts) - {"stability", "depth", "lr", "robustness"}
+    unknown = set(parts) - {"stability", "depth", "lr", "robustness", "settings"}
     if unknown:
         ap.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
     os.makedirs(a.out, exist_ok=True)
@@ -393,6 +468,11 @@ def main():
             summary += ["\n## (c) Validation accuracy under Gaussian input noise"] + \
                 robustness_summary(acc, reference, failed, s["robustness"])
             print(f"paper: robustness study done ({time.time() - t0:.0f} s)", flush=True)
+        if "settings" in parts:
+            rows = settings_study(runner, s["settings"], a.out)
+            write_table(f, "settings", rows)
+            summary += ["\n## (d) The authors' settings"] + settings_summary(rows, s["settings"])
+            print(f"paper: settings study done ({time.time() - t0:.0f} s)", flush=True)
         f.attrs["wall_s"] = time.time() - t0
     os.replace(h5 + ".tmp", h5)
     summary.append(f"\nTotal time {time.time() - t0:.0f} s; tables in {h5}, figures and runs in {a.out}/")
