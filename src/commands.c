@@ -5,6 +5,8 @@
 #include "evaluate.h"
 #include "problems.h"
 #include "trainer.h"
+#include "blas.h"
+#include <unistd.h>
 #include <stdio.h>
 
 /* Options nobody has read by the time the work starts are most likely misspelled: say so
@@ -244,19 +246,38 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
   char path[PETSC_MAX_PATH_LEN] = "";
   TNModel M;
   const TNModelConfig *c;
-  PetscBool help;
+  PetscBool help, sys = PETSC_FALSE;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
   PetscOptionsBegin(comm, NULL, "thetanet info", "thetanet");
-  PetscCall(TNOptionsString("-model", "Model, checkpoint or results file holding /model (required)", "", path, path,
-                            sizeof path, NULL));
+  PetscCall(
+      TNOptionsString("-model", "Model, checkpoint or results file holding /model", "", path, path, sizeof path, NULL));
+  PetscCall(PetscOptionsBool("-system", "Print the machine: CPU, vector extensions, BLAS library and kernel", "", sys,
+                             &sys, NULL));
   PetscOptionsEnd();
   TNErrorReadingOptions(PETSC_FALSE);
   PetscCall(PetscOptionsHasHelp(NULL, &help));
   if (help) PetscFunctionReturn(0);
-  PetscCheck(path[0], comm, TN_ERR_USER, "info needs -model FILE");
+  PetscCheck(path[0] || sys, comm, TN_ERR_USER, "info needs -model FILE or -system");
   PetscCall(WarnUnusedOptions(comm, "info"));
+  if (sys) {
+    TNBlasInfo b;
+    char line[512];
+    PetscMPIInt size;
+    TNBlasGetInfo(&b);
+    TNBlasDescribe(&b, line, sizeof line);
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscCall(PetscPrintf(comm,
+                          "system\n  cpu %s\n  vector_extensions %s\n  cores_online %ld\n  ranks %d\n  blas_library "
+                          "%s\n  blas %s\n  blas_kernel %s\n  blas_kernel_for_cpu %s\n  blas_kernel_chosen_by %s\n",
+                          b.cpu, b.flags, sysconf(_SC_NPROCESSORS_ONLN), size, b.library, line,
+                          b.kernel[0] ? b.kernel : "-", b.best[0] ? b.best : "-",
+                          b.origin == TN_BLAS_CHOSEN_BY_THETANET ? "thetanet"
+                          : b.origin == TN_BLAS_CHOSEN_BY_USER   ? "OPENBLAS_CORETYPE"
+                                                                 : "OpenBLAS"));
+    if (!path[0]) PetscFunctionReturn(0);
+  }
   PetscCall(TNModelLoad(comm, path, &M));
   PetscCall(TNModelGetConfig(M, &c));
   PetscCall(PetscPrintf(comm,

@@ -1,6 +1,7 @@
 /* thetanet: train, evaluate, predict and inspect implicit residual networks with MPI.
    main only dispatches the command and turns the outcome into the exit status. */
 #include <signal.h>
+#include "blas.h"
 #include "commands.h"
 #include "errors.h"
 #include "tnio.h"
@@ -24,6 +25,8 @@ int main(int argc, char **argv)
   /* a file size limit (ulimit -f) makes a write fail with EFBIG, which thetanet reports, rather
      than kill the process */
   signal(SIGXFSZ, SIG_IGN);
+  /* the right OpenBLAS kernel, before MPI and PETSc start (may restart the program once) */
+  TNBlasSelectKernel(argv);
   if (PetscInitialize(&argc, &argv, NULL, usage)) return 1;
   /* output piped into a reader that has gone (thetanet ... | head) ends the process quietly, as
      for any command, not with PETSc's signal traceback */

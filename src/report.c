@@ -2,6 +2,7 @@
    line within an epoch, the epoch line, the summary line that scaling studies grep, and the
    results file with its /config. */
 #include "trainerimpl.h"
+#include "blas.h"
 #include "events.h"
 #include <stdarg.h>
 #include <sys/resource.h>
@@ -20,6 +21,13 @@ PetscErrorCode TNTrainerReportHeader(TNTrainer t)
                         t->train_path, t->train_info.N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L,
                         (double)t->cfg.theta, (double)t->cfg.T, TNParamCount(&t->cfg), t->grid.size, t->grid.depth_size,
                         t->grid.data_size));
+  {
+    TNBlasInfo b;
+    char line[512];
+    TNBlasGetInfo(&b);
+    TNBlasDescribe(&b, line, sizeof line);
+    PetscCall(PetscPrintf(t->comm, "BLAS: %s\n", line));
+  }
   /* Only the trapezoidal step reversed is the same method backwards in depth; for other theta the
      reverse step amplifies what the forward solves leave behind. */
   PetscCall(TNNetworkGetMemory(t->net, &mode, NULL));

@@ -344,6 +344,47 @@ def case_data_formats(tmp):
     print("ok: predict on a file without /Y")
 
 
+# ---- BLAS kernel ---------------------------------------------------------------------------
+
+def system_info(env):
+    status, so, se = run(["info", "-system"], env=env)
+    check(status == 0, se)
+    return dict(l.strip().split(" ", 1) for l in so.splitlines()[1:] if " " in l.strip())
+
+
+def case_blas(tmp):
+    """The OpenBLAS kernel: a value the user set is never changed; unset, the kernel in use is
+    not older than the CPU runs; where OpenBLAS's choice is behind (stood for by
+    THETANET_BLAS_ASSUME_DISPATCH), thetanet restarts itself with the CPU's kernel class, also
+    under mpiexec, unless THETANET_BLAS_KERNEL=keep."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS_CORETYPE", "THETANET_BLAS"))}
+    plain = lambda **kw: dict(clean, **kw)
+    os.environ.clear()
+    os.environ.update(clean)
+    info = system_info({})
+    print("this machine:", info["cpu"], "|", info["vector_extensions"], "|", info["blas"])
+    if not info["blas_kernel"] or info["blas_kernel"] == "-":
+        check("not OpenBLAS" in info["blas"], f"no kernel and not said why: {info}")
+        print("ok: another BLAS than OpenBLAS, left alone")
+        return
+    check("older than the CPU runs" not in info["blas"], f"the kernel in use is behind the CPU: {info}")
+    user = system_info({"OPENBLAS_CORETYPE": "Prescott"})
+    check(user["blas_kernel"] == "Prescott" and user["blas_kernel_chosen_by"] == "OPENBLAS_CORETYPE", f"{user}")
+    print("ok: OPENBLAS_CORETYPE=Prescott is kept")
+    check(info["blas_kernel_for_cpu"] not in ("-", "Prescott"), f"an x86-64 CPU newer than SSE3 expected: {info}")
+    behind = system_info({"THETANET_BLAS_ASSUME_DISPATCH": "Prescott"})
+    check(behind["blas_kernel"] == info["blas_kernel_for_cpu"] and behind["blas_kernel_chosen_by"] == "thetanet"
+          and "OpenBLAS chose Prescott" in behind["blas"], f"no restart with the CPU's kernel: {behind}")
+    kept = system_info({"THETANET_BLAS_ASSUME_DISPATCH": "Prescott", "THETANET_BLAS_KERNEL": "keep"})
+    check(kept["blas_kernel_chosen_by"] == "OpenBLAS" and kept["blas_kernel"] == info["blas_kernel"], f"{kept}")
+    status, so, se = run(["train", "-epochs", "1", "-width", "4", "-layers", "2"], ranks=2,
+                         env={"THETANET_BLAS_ASSUME_DISPATCH": "Prescott"})
+    check(status == 0 and f"kernel {info['blas_kernel_for_cpu']} (set by thetanet: OpenBLAS chose Prescott" in so,
+          f"train under mpiexec after the restart: {status}\n{so}\n{se}")
+    print(f"ok: a dispatch behind the CPU restarts with {info['blas_kernel_for_cpu']}, also under mpiexec; "
+          "THETANET_BLAS_KERNEL=keep keeps it")
+
+
 # ---- bad input ---------------------------------------------------------------------------
 
 def expect_usage_error(cmd, needle, ranks=1, tmp=None, keep=None):
