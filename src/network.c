@@ -350,6 +350,14 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNNetworkSetGradientReady(TNNetwork net, TNGradientReady ready, void *ctx)
+{
+  PetscFunctionBegin;
+  net->ready     = ready;
+  net->ready_ctx = ctx;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, const PetscReal *dout,
                                  PetscScalar *grad, PetscBool *ok)
 {
@@ -371,6 +379,7 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
   }
   if (M->jhi == c->L) {
     if (*ok) TNNetworkClosingGradient(net, B, LastState(net, S), dout, grad, net->lambda);
+    if (*ok && net->ready) PetscCall(net->ready(net->ready_ctx, c->L));
   } else {
     PetscBool sent_ok = PETSC_TRUE;
     PetscCall(DepthReceive(net, S, net->lambda, TAG_ADJOINT, +1, &sent_ok));
@@ -383,6 +392,7 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
       const PetscInt i = j - a;
       PetscCall(TNNetworkBlockAdjointStep(net, j, B, net->states + i * S, net->states + (i + 1) * S, net->Fyj + i * S,
                                           net->Fyj1 ? net->Fyj1 + i * S : NULL, net->lambda, net->lambda, grad, ok));
+      if (*ok && net->ready) PetscCall(net->ready(net->ready_ctx, j));
     }
   }
   if (M->jlo > 0)
@@ -396,6 +406,7 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
       y0 = net->scaled;
     }
     TNNetworkOpeningGradient(net, B, X, y0, net->lambda, grad);
+    if (net->ready) PetscCall(net->ready(net->ready_ctx, -1));
   }
   PetscCall(PetscLogEventEnd(TN_EVENT_BACKWARD, 0, 0, 0, 0));
   PetscFunctionReturn(0);

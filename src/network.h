@@ -54,6 +54,12 @@ PETSC_EXTERN PetscErrorCode TNNetworkForward(TNNetwork, PetscInt B, const PetscR
 /* Adds dJ/dparams into grad (model layout) given dout = dJ/dz of the last forward batch. */
 PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const PetscReal *X, const PetscReal *dout,
                                               PetscScalar *grad, PetscBool *ok);
+/* Told during the layer-serial backward pass as parts of the gradient become final: the closing
+   layer's (j = L), each block j held here (from the last down), the opening layer's (j = -1). Not
+   called by the MGRIT backward pass (its gradients are final together at its end) nor where the
+   pass fails. */
+typedef PetscErrorCode (*TNGradientReady)(void *ctx, PetscInt j);
+PETSC_EXTERN PetscErrorCode TNNetworkSetGradientReady(TNNetwork, TNGradientReady, void *ctx);
 /* A one-line description of the first failure since the last forward, e.g.
    "block 3 forward solve did not converge: residual 2.1e-03". */
 PETSC_EXTERN const char *TNNetworkGetFailure(TNNetwork);

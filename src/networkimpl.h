@@ -40,6 +40,8 @@ struct _n_TNNetwork {
   PetscScalar *dA;          /* n x n: an antisymmetric block's dJ/dA before it becomes dJ/dW */
   PetscBool forward_ok;
   char failure[256];
+  TNGradientReady ready; /* told as parts of the gradient become final (layer-serial backward) */
+  void *ready_ctx;
   /* -depth_solver */
   TNDepthSolver depth_solver;
   TNCoarseWeight coarse_weights;

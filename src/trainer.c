@@ -8,6 +8,7 @@
 #include "resources.h"
 #include "events.h"
 #include "rng.h"
+#include "reducer.h"
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->depth_ranks       = 1;
   t->problem           = TN_PROBLEM_SPIRALS;
   t->max_rejections    = 5;
+  t->bucket_kb         = 512;
   t->watch             = (TNWatch){PETSC_MAX_REAL, 0, 0, 0};
   /* An MPI launcher hands every rank a pseudo-terminal whatever its own output is, so a
      terminal is only trusted outside one. */
@@ -109,6 +111,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
                        "", t->keep_best, &t->keep_best, NULL));
   PetscCall(TNOptionsReal("-clip_norm", "Scale the gradient down to this Euclidean norm when it is longer (0: never)",
                           "", t->clip_norm, &t->clip_norm, NULL));
+  PetscCall(TNOptionsInt("-allreduce_bucket_kb",
+                         "Size of the gradient buckets reduced over the data ranks while the backward pass goes on "
+                         "(0: one reduction after it)",
+                         "", t->bucket_kb, &t->bucket_kb, NULL));
   PetscCall(TNOptionsInt("-max_rejections",
                          "Rejected steps in a row before a failed block solve ends the run (0: the first one does)", "",
                          t->max_rejections, &t->max_rejections, NULL));
@@ -124,6 +130,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
              (double)t->max_memory);
   PetscCheck(t->patience >= 0, t->comm, TN_ERR_USER, "-patience must be non-negative, got %" PetscInt_FMT, t->patience);
   PetscCheck(t->clip_norm >= 0, t->comm, TN_ERR_USER, "-clip_norm must be non-negative, got %g", (double)t->clip_norm);
+  PetscCheck(t->bucket_kb >= 0, t->comm, TN_ERR_USER, "-allreduce_bucket_kb must be non-negative, got %" PetscInt_FMT,
+             t->bucket_kb);
   PetscCheck(t->max_rejections >= 0, t->comm, TN_ERR_USER, "-max_rejections must be non-negative, got %" PetscInt_FMT,
              t->max_rejections);
   PetscCheck(t->checkpoint_every >= 0, t->comm, TN_ERR_USER,
@@ -257,6 +265,70 @@ static PetscErrorCode CheckSizes(TNTrainer t)
   PetscFunctionReturn(0);
 }
 
+/* The gradient's reduction over the data ranks, in buckets (src/reducer.c): bucket 0 the closing
+   layer, 1 .. nbuckets-2 groups of t->group blocks from the last held here down, the last the
+   opening layer with the loss statistics and flags; with -allreduce_bucket_kb 0 one bucket of
+   everything. The backward pass starts each as its gradient becomes final. */
+static void BucketSegments(TNTrainer t, PetscInt k, PetscInt *nseg, PetscInt start[2], PetscInt len[2])
+{
+  const PetscInt n = t->cfg.n, d = t->cfg.d, m = t->cfg.m, nloc = t->model->jhi - t->model->jlo;
+  const PetscInt offW = n * d + n, offb = offW + nloc * n * n, offC = offb + nloc * n, np = t->model->nparams;
+
+  if (t->nbuckets == 1) {
+    *nseg    = 1;
+    start[0] = 0;
+    len[0]   = np + 4;
+  } else if (k == 0) {
+    *nseg    = 1;
+    start[0] = offC;
+    len[0]   = m * n + m;
+  } else if (k == t->nbuckets - 1) {
+    *nseg    = 2;
+    start[0] = 0;
+    len[0]   = n * d + n;
+    start[1] = np;
+    len[1]   = 4;
+  } else {
+    const PetscInt i1 = nloc - (k - 1) * t->group, i0 = PetscMax(0, i1 - t->group);
+    *nseg    = 2;
+    start[0] = offW + i0 * n * n;
+    len[0]   = (i1 - i0) * n * n;
+    start[1] = offb + i0 * n;
+    len[1]   = (i1 - i0) * n;
+  }
+}
+
+static PetscErrorCode StartBucket(TNTrainer t, PetscInt k)
+{
+  PetscInt nseg, start[2], len[2];
+
+  PetscFunctionBegin;
+  if (t->started[k]) PetscFunctionReturn(0);
+  BucketSegments(t, k, &nseg, start, len);
+  PetscCall(TNReducerStart(t->reducer, k, nseg, start, len));
+  t->started[k] = PETSC_TRUE;
+  PetscFunctionReturn(0);
+}
+
+/* The backward pass's word that block j's gradient (the closing layer's: j = L) is final: the
+   bucket it completes starts, and the started ones move on. */
+static PetscErrorCode GradientReady(void *ctx, PetscInt j)
+{
+  TNTrainer t         = (TNTrainer)ctx;
+  const PetscInt nloc = t->model->jhi - t->model->jlo, i = j - t->model->jlo;
+
+  PetscFunctionBegin;
+  if (t->nbuckets == 1) PetscFunctionReturn(0);
+  if (j == t->cfg.L)
+    PetscCall(StartBucket(t, 0));
+  else if (j >= 0) {
+    const PetscInt k = 1 + (nloc - 1 - i) / t->group;
+    if (i == PetscMax(0, nloc - k * t->group)) PetscCall(StartBucket(t, k));
+  }
+  PetscCall(TNReducerProgress(t->reducer));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNTrainerSetUp(TNTrainer t)
 {
   PetscInt Bloc;
@@ -297,6 +369,15 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   }
   PetscCall(TNNetworkSetUp(t->net));
   PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
+  {
+    /* gradient buckets of about -allreduce_bucket_kb, whole blocks each */
+    const PetscInt nloc = t->model->jhi - t->model->jlo, per = t->cfg.n * t->cfg.n + t->cfg.n;
+    t->group    = PetscMax(1, PetscMin(nloc, (PetscInt)(t->bucket_kb * 1024.0 / (sizeof(PetscScalar) * per))));
+    t->nbuckets = t->bucket_kb ? 2 + (nloc + t->group - 1) / t->group : 1;
+    PetscCall(PetscCalloc1(t->nbuckets, &t->started));
+    PetscCall(TNReducerCreate(t->grid.data, t->reduce, t->nbuckets, &t->reducer));
+    PetscCall(TNNetworkSetGradientReady(t->net, GradientReady, t));
+  }
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m,
                          &t->dout, Bloc, &t->Lb, t->train_info.Nlocal, &t->perm));
   PetscFunctionReturn(0);
@@ -331,6 +412,8 @@ PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
   PetscCall(TNOptimizerDestroy(&t->opt));
   PetscCall(TNHistoryDestroy(&t->history));
   PetscCall(PetscFree(t->reduce));
+  PetscCall(PetscFree(t->started));
+  PetscCall(TNReducerDestroy(&t->reducer));
   PetscCall(PetscFree2(t->undo, t->gprev));
   PetscCall(PetscFree(t->best));
   PetscCall(PetscFree6(t->Xb, t->Yb, t->out, t->dout, t->Lb, t->perm));
@@ -491,6 +574,7 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
 
   PetscFunctionBegin;
   *retry = PETSC_FALSE;
+  PetscCall(PetscArrayzero(t->started, t->nbuckets));
   PetscCall(TNDatasetGetRows(t->train, B, idx, t->Xb, t->Lb, t->Yb));
   PetscCall(PetscArrayzero(t->reduce, np + 4));
   if (B > 0) {
@@ -515,7 +599,11 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   t->reduce[np + 3] = tn_signal ? 1 : 0;
   t0                = MPI_Wtime();
   PetscCall(PetscLogEventBegin(TN_EVENT_ALLREDUCE, 0, 0, 0, 0));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce, (PetscMPIInt)(np + 4), MPIU_SCALAR, MPI_SUM, t->grid.data));
+  /* the buckets the backward pass has not started (all of them when it failed, or with MGRIT),
+     then the wait for every bucket: the time of this is the allreduce the backward pass did not
+     hide */
+  for (PetscInt k = 0; k < t->nbuckets; k++) PetscCall(StartBucket(t, k));
+  PetscCall(TNReducerWait(t->reducer));
   /* the loss statistics and flags, from the last depth rank and any failing one, to all */
   if (t->grid.depth_size > 1)
     PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, t->reduce + np, 4, MPIU_SCALAR, MPI_SUM, t->grid.depth));

@@ -107,6 +107,10 @@ struct _n_TNTrainer {
   PetscReal newton_sum, krylov_sum, mgrit_sum, mgrit_res_max; /* over the epochs of this run */
   PetscReal mgrit_logfactor;                                  /* this rank's MGRIT convergence factors (log, summed) */
   PetscInt64 mgrit_nfactor;
+  /* the gradient's bucketed reduction over the data ranks */
+  PetscInt bucket_kb, group, nbuckets; /* -allreduce_bucket_kb; blocks per bucket; buckets */
+  PetscBool *started;                  /* the buckets of this step started so far */
+  struct _n_TNReducer *reducer;
   /* per-step buffers */
   PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled */
   PetscReal *Xb, *Yb, *out, *dout;

@@ -11,7 +11,7 @@ deviation over the seeds) and OUT/robustness.png, and keeps each run's results f
 The data come from jobs/data/fashion_mnist.sh (run by jobs/paper/robustness.sh).
 
 usage: robustness.py --data DIR [--out results/robustness] [--thetas 0,0.5,1] [--seeds 1,2,3]
-                     [--stds 0,0.1,0.2,0.4,0.6,1] [--samples 5] [--width 128] [--layers 4] [--T 4]
+                     [--stds 0,0.1,0.2,0.4,0.6,1] [--samples 5] [--width 128] [--layers 4] [--T 2]
                      [--epochs 8] [--ranks 2] [--thetanet PATH] [--mpiexec CMD]
 """
 import argparse
@@ -46,7 +46,7 @@ def main():
     ap.add_argument("--samples", type=int, default=5, help="noise draws per standard deviation")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--T", type=float, default=4.0)
+    ap.add_argument("--T", type=float, default=2.0)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--ranks", type=int, default=2)

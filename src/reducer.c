@@ -1,0 +1,181 @@
+/* Bucketed in-place sums by recursive doubling. With P ranks and p2 the largest power of two not
+   above P, a rank r >= p2 first hands its values to r - p2, which adds them; the first p2 ranks
+   then exchange with partner r ^ 2^k in rounds k = 0, 1, ... and add; finally r < P - p2 sends
+   the total to r + p2. Each element's sum is the same tree on every rank whatever the buckets. */
+#include "reducer.h"
+
+typedef enum { OP_SEND, OP_RECV_ADD, OP_EXCHANGE_ADD, OP_RECV_COPY } OpType;
+
+typedef struct {
+  OpType type;
+  PetscMPIInt peer, phase; /* phase: 0 the fold of ranks beyond p2, 1 + k round k, 63 the return */
+} Op;
+
+typedef struct {
+  PetscBool active;
+  PetscInt nseg, start[2], len[2], n, cap, op;
+  PetscScalar *mine, *other;
+  MPI_Request req[2];
+} Bucket;
+
+struct _n_TNReducer {
+  MPI_Comm comm;
+  PetscScalar *buf;
+  PetscInt nbuckets, nops;
+  Bucket *bucket;
+  Op ops[66];
+};
+
+#define TAG_BASE 100
+
+PetscErrorCode TNReducerCreate(MPI_Comm comm, PetscScalar *buf, PetscInt nbuckets, TNReducer *out)
+{
+  TNReducer R;
+  PetscMPIInt rank, size, p2 = 1, k = 0;
+
+  PetscFunctionBegin;
+  PetscCall(PetscNew(&R));
+  PetscCallMPI(MPI_Comm_dup(comm, &R->comm));
+  PetscCallMPI(MPI_Comm_rank(comm, &rank));
+  PetscCallMPI(MPI_Comm_size(comm, &size));
+  PetscCheck(nbuckets >= 1 && nbuckets <= (32767 - TAG_BASE) / 64, comm, PETSC_ERR_ARG_OUTOFRANGE,
+             "%" PetscInt_FMT " buckets: 1 to %d", nbuckets, (32767 - TAG_BASE) / 64);
+  R->buf      = buf;
+  R->nbuckets = nbuckets;
+  PetscCall(PetscCalloc1(nbuckets, &R->bucket));
+  while (2 * p2 <= size) p2 *= 2;
+  /* this rank's schedule */
+  if (rank >= p2) {
+    R->ops[R->nops++] = (Op){OP_SEND, rank - p2, 0};
+    R->ops[R->nops++] = (Op){OP_RECV_COPY, rank - p2, 63};
+  } else {
+    if (rank < size - p2) R->ops[R->nops++] = (Op){OP_RECV_ADD, rank + p2, 0};
+    for (PetscMPIInt d = 1; d < p2; d *= 2, k++) R->ops[R->nops++] = (Op){OP_EXCHANGE_ADD, rank ^ d, 1 + k};
+    if (rank < size - p2) R->ops[R->nops++] = (Op){OP_SEND, rank + p2, 63};
+  }
+  *out = R;
+  PetscFunctionReturn(0);
+}
+
+/* Post the messages of b's current operation. */
+static PetscErrorCode Post(TNReducer R, PetscInt k, Bucket *b)
+{
+  const Op *o           = &R->ops[b->op];
+  const PetscMPIInt tag = TAG_BASE + (PetscMPIInt)k * 64 + o->phase, n = (PetscMPIInt)b->n;
+
+  PetscFunctionBegin;
+  b->req[0] = b->req[1] = MPI_REQUEST_NULL;
+  if (o->type == OP_SEND || o->type == OP_EXCHANGE_ADD)
+    PetscCallMPI(MPI_Isend(b->mine, n, MPIU_SCALAR, o->peer, tag, R->comm, &b->req[0]));
+  if (o->type != OP_SEND)
+    PetscCallMPI(
+        MPI_Irecv(o->type == OP_RECV_COPY ? b->mine : b->other, n, MPIU_SCALAR, o->peer, tag, R->comm, &b->req[1]));
+  PetscFunctionReturn(0);
+}
+
+/* The segments of buf <-> the bucket's contiguous values. */
+static void Pack(TNReducer R, Bucket *b, PetscBool in)
+{
+  PetscInt off = 0;
+
+  for (PetscInt s = 0; s < b->nseg; off += b->len[s], s++) {
+    PetscScalar *seg = R->buf + b->start[s];
+    for (PetscInt i = 0; i < b->len[s]; i++) {
+      if (in)
+        b->mine[off + i] = seg[i];
+      else
+        seg[i] = b->mine[off + i];
+    }
+  }
+}
+
+/* Move bucket k on as far as it goes without waiting (wait: block on each operation). */
+static PetscErrorCode Advance(TNReducer R, PetscInt k, PetscBool wait)
+{
+  Bucket *b = &R->bucket[k];
+
+  PetscFunctionBegin;
+  while (b->active) {
+    int done = 1;
+    if (wait)
+      PetscCallMPI(MPI_Waitall(2, b->req, MPI_STATUSES_IGNORE));
+    else
+      PetscCallMPI(MPI_Testall(2, b->req, &done, MPI_STATUSES_IGNORE));
+    if (!done) break;
+    if (b->op < R->nops) {
+      const OpType type = R->ops[b->op].type;
+      /* addition commutes exactly: both partners of an exchange compute the same bits */
+      if (type == OP_RECV_ADD || type == OP_EXCHANGE_ADD)
+        for (PetscInt i = 0; i < b->n; i++) b->mine[i] += b->other[i];
+      b->op++;
+    }
+    if (b->op < R->nops)
+      PetscCall(Post(R, k, b));
+    else {
+      Pack(R, b, PETSC_FALSE);
+      b->active = PETSC_FALSE;
+    }
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNReducerStart(TNReducer R, PetscInt k, PetscInt nseg, const PetscInt start[], const PetscInt len[])
+{
+  Bucket *b;
+
+  PetscFunctionBegin;
+  PetscCheck(k >= 0 && k < R->nbuckets, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket %" PetscInt_FMT, k);
+  b = &R->bucket[k];
+  PetscCheck(!b->active, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "bucket %" PetscInt_FMT " started twice", k);
+  PetscCheck(nseg >= 1 && nseg <= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%" PetscInt_FMT " segments", nseg);
+  b->nseg = nseg;
+  b->n    = 0;
+  for (PetscInt s = 0; s < nseg; s++) {
+    b->start[s] = start[s];
+    b->len[s]   = len[s];
+    b->n += len[s];
+  }
+  PetscCheck(b->n <= PETSC_MPI_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket of %" PetscInt_FMT, b->n);
+  if (b->n > b->cap) {
+    PetscCall(PetscFree2(b->mine, b->other));
+    PetscCall(PetscMalloc2(b->n, &b->mine, b->n, &b->other));
+    b->cap = b->n;
+  }
+  Pack(R, b, PETSC_TRUE);
+  b->op     = 0;
+  b->active = PETSC_TRUE;
+  b->req[0] = b->req[1] = MPI_REQUEST_NULL;
+  if (R->nops) PetscCall(Post(R, k, b));
+  PetscCall(Advance(R, k, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNReducerProgress(TNReducer R)
+{
+  PetscFunctionBegin;
+  for (PetscInt k = 0; k < R->nbuckets; k++)
+    if (R->bucket[k].active) PetscCall(Advance(R, k, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNReducerWait(TNReducer R)
+{
+  PetscFunctionBegin;
+  for (PetscInt k = 0; k < R->nbuckets; k++)
+    if (R->bucket[k].active) PetscCall(Advance(R, k, PETSC_TRUE));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNReducerDestroy(TNReducer *Rp)
+{
+  TNReducer R = *Rp;
+
+  PetscFunctionBegin;
+  if (!R) PetscFunctionReturn(0);
+  for (PetscInt k = 0; k < R->nbuckets; k++) PetscCall(PetscFree2(R->bucket[k].mine, R->bucket[k].other));
+  PetscCall(PetscFree(R->bucket));
+  PetscCallMPI(MPI_Comm_free(&R->comm));
+  PetscCall(PetscFree(R));
+  *Rp = NULL;
+  PetscFunctionReturn(0);
+}

@@ -1,0 +1,28 @@
+/* The sum over a communicator of a buffer, in buckets: each bucket (up to two segments of the
+   buffer) is started as soon as its values are final and moves on in the background while the
+   caller computes, progressed by TNReducerProgress. Every element is summed in one fixed order,
+   a recursive-doubling tree over the ranks with the lower rank's value first, so the result
+   depends neither on how the buffer is cut into buckets, nor on when they start, nor on message
+   sizes (an MPI_Allreduce chooses its algorithm, and with it the order of the additions, by
+   message size); and every rank holds the same bits. */
+#ifndef THETANET_REDUCER_H
+#define THETANET_REDUCER_H
+
+#include "thetanet.h"
+
+typedef struct _n_TNReducer *TNReducer;
+
+/* buf is summed in place; nbuckets is the most buckets one reduction uses. */
+PETSC_EXTERN PetscErrorCode TNReducerCreate(MPI_Comm, PetscScalar *buf, PetscInt nbuckets, TNReducer *);
+/* Start bucket k (0 <= k < nbuckets) of this reduction: the nseg (1 or 2) segments
+   buf[start[i] .. start[i] + len[i]). Every rank starts the same buckets with the same segments,
+   in any order. */
+PETSC_EXTERN PetscErrorCode TNReducerStart(TNReducer, PetscInt k, PetscInt nseg, const PetscInt start[],
+                                           const PetscInt len[]);
+/* Advance what has arrived, without waiting. */
+PETSC_EXTERN PetscErrorCode TNReducerProgress(TNReducer);
+/* Finish every started bucket: their segments of buf hold the sums. Ends the reduction. */
+PETSC_EXTERN PetscErrorCode TNReducerWait(TNReducer);
+PETSC_EXTERN PetscErrorCode TNReducerDestroy(TNReducer *);
+
+#endif
