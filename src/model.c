@@ -199,6 +199,17 @@ PetscErrorCode TNModelAllgather(TNModel M, const PetscScalar *local, PetscScalar
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNModelSwapParameters(TNModel M, PetscScalar **other)
+{
+  PetscScalar *mine = M->params;
+
+  PetscFunctionBegin;
+  M->params = *other;
+  *other    = mine;
+  TNModelParams(M, M->params, &M->p);
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNModelNorm(TNModel M, const PetscScalar *v, PetscReal *norm)
 {
   const TNModelConfig *c = &M->cfg;

@@ -14,9 +14,9 @@ struct _n_TNOptimizer {
   PetscInt64 step;        /* updates taken */
   PetscReal rate;         /* the learning rate in force: -lr, as the schedule sets it */
   PetscInt n;             /* parameters */
-  PetscScalar *m1, *m2;   /* velocity / first moment, second moment (Adam) */
-  PetscScalar *m1b, *m2b; /* a copy of them, and of step, to revert to (a rejected step) */
-  PetscInt64 stepb;
+  PetscScalar *m1, *m2;   /* velocity / first moment, second moment (Adam): the current ones */
+  PetscScalar *m1b, *m2b; /* with TNOptimizerKeepPrevious: the ones before the last step */
+  PetscBool keep, can_revert;
   PetscBool view;
 };
 
@@ -74,6 +74,9 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
   opt->rate = opt->hyper[H_LR];
   if (opt->type != TN_OPT_SGD) PetscCall(PetscCalloc1(nparams, &opt->m1));
   if (opt->type == TN_OPT_ADAM) PetscCall(PetscCalloc1(nparams, &opt->m2));
+  if (opt->keep && opt->m1) PetscCall(PetscCalloc1(nparams, &opt->m1b));
+  if (opt->keep && opt->m2) PetscCall(PetscCalloc1(nparams, &opt->m2b));
+  opt->can_revert = PETSC_FALSE;
   if (opt->view) {
     PetscCall(TNOptimizerView(opt, PETSC_VIEWER_STDOUT_(opt->comm)));
     opt->view = PETSC_FALSE;
@@ -81,23 +84,27 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const PetscScalar *restrict g)
+PetscErrorCode TNOptimizerStep(TNOptimizer opt, const PetscScalar *x, PetscScalar *xnew, const PetscScalar *restrict g)
 {
-  const PetscReal lr       = opt->rate;
-  const PetscInt n         = opt->n;
-  PetscScalar *restrict m1 = opt->m1, *restrict m2 = opt->m2;
+  const PetscReal lr = opt->rate;
+  const PetscInt n   = opt->n;
+  /* moments read from m, written to mnew: the same arrays, or (keeping the previous ones) the
+     other pair, which then becomes the current one */
+  const PetscScalar *m1 = opt->m1, *m2 = opt->m2;
+  PetscScalar *m1new = opt->keep ? opt->m1b : opt->m1, *m2new = opt->keep ? opt->m2b : opt->m2;
 
   PetscFunctionBegin;
   opt->step++;
   switch (opt->type) {
   case TN_OPT_SGD:
-    for (PetscInt i = 0; i < n; i++) x[i] -= lr * g[i];
+    for (PetscInt i = 0; i < n; i++) xnew[i] = x[i] - lr * g[i];
     break;
   case TN_OPT_MOMENTUM: {
     const PetscReal mu = opt->hyper[H_MOMENTUM];
     for (PetscInt i = 0; i < n; i++) {
-      m1[i] = mu * m1[i] + g[i];
-      x[i] -= lr * m1[i];
+      const PetscScalar v = mu * m1[i] + g[i];
+      m1new[i]            = v;
+      xnew[i]             = x[i] - lr * v;
     }
   } break;
   case TN_OPT_ADAM: {
@@ -106,12 +113,23 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, PetscScalar *restrict x, const P
     const PetscReal c1 = 1 - PetscPowReal(b1, (PetscReal)opt->step), c2 = 1 - PetscPowReal(b2, (PetscReal)opt->step);
     const PetscReal step = lr / c1, sc2 = 1 / c2, eps = opt->hyper[H_EPS];
     for (PetscInt i = 0; i < n; i++) {
-      m1[i] = b1 * m1[i] + (1 - b1) * g[i];
-      m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i];
-      x[i] -= step * m1[i] / (PetscSqrtReal(m2[i] * sc2) + eps);
+      const PetscScalar a = b1 * m1[i] + (1 - b1) * g[i], b = b2 * m2[i] + (1 - b2) * g[i] * g[i];
+      m1new[i] = a;
+      m2new[i] = b;
+      xnew[i]  = x[i] - step * a / (PetscSqrtReal(b * sc2) + eps);
     }
   } break;
   }
+  if (opt->keep) {
+    PetscScalar *t;
+    t        = opt->m1;
+    opt->m1  = opt->m1b;
+    opt->m1b = t;
+    t        = opt->m2;
+    opt->m2  = opt->m2b;
+    opt->m2b = t;
+  }
+  opt->can_revert = opt->keep;
   PetscFunctionReturn(0);
 }
 
@@ -136,24 +154,28 @@ PetscErrorCode TNOptimizerSetRate(TNOptimizer opt, PetscReal lr)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNOptimizerBackup(TNOptimizer opt)
+PetscErrorCode TNOptimizerKeepPrevious(TNOptimizer opt, PetscBool keep)
 {
   PetscFunctionBegin;
-  if (opt->m1 && !opt->m1b) PetscCall(PetscMalloc1(opt->n, &opt->m1b));
-  if (opt->m2 && !opt->m2b) PetscCall(PetscMalloc1(opt->n, &opt->m2b));
-  if (opt->m1) PetscCall(PetscArraycpy(opt->m1b, opt->m1, opt->n));
-  if (opt->m2) PetscCall(PetscArraycpy(opt->m2b, opt->m2, opt->n));
-  opt->stepb = opt->step;
+  PetscCheck(!opt->n, opt->comm, PETSC_ERR_ARG_WRONGSTATE, "TNOptimizerKeepPrevious after TNOptimizerSetUp");
+  opt->keep = keep;
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNOptimizerRevert(TNOptimizer opt)
 {
+  PetscScalar *t;
+
   PetscFunctionBegin;
-  PetscCheck(!opt->m1 || opt->m1b, opt->comm, PETSC_ERR_ARG_WRONGSTATE, "no optimiser state to revert to");
-  if (opt->m1) PetscCall(PetscArraycpy(opt->m1, opt->m1b, opt->n));
-  if (opt->m2) PetscCall(PetscArraycpy(opt->m2, opt->m2b, opt->n));
-  opt->step = opt->stepb;
+  PetscCheck(opt->can_revert, opt->comm, PETSC_ERR_ARG_WRONGSTATE, "no optimiser step to revert");
+  t        = opt->m1;
+  opt->m1  = opt->m1b;
+  opt->m1b = t;
+  t        = opt->m2;
+  opt->m2  = opt->m2b;
+  opt->m2b = t;
+  opt->step--;
+  opt->can_revert = PETSC_FALSE;
   PetscFunctionReturn(0);
 }
 

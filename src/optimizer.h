@@ -18,14 +18,16 @@ PETSC_EXTERN PetscErrorCode TNOptimizerSetFromOptions(TNOptimizer);
 /* Moments for nparams parameters, zero, and the step count 0; prints the optimiser with
    -optimizer_view. */
 PETSC_EXTERN PetscErrorCode TNOptimizerSetUp(TNOptimizer, PetscInt nparams);
-/* params -= update(grad); grad is the gradient of the objective J. */
-PETSC_EXTERN PetscErrorCode TNOptimizerStep(TNOptimizer, PetscScalar *params, const PetscScalar *grad);
+/* xnew = x - update(grad) (xnew may be x); grad is the gradient of the objective J. */
+PETSC_EXTERN PetscErrorCode TNOptimizerStep(TNOptimizer, const PetscScalar *x, PetscScalar *xnew,
+                                            const PetscScalar *grad);
 /* The base learning rate (-lr), and the rate in force for the next steps (the schedule's). */
 PETSC_EXTERN PetscErrorCode TNOptimizerGetBaseRate(TNOptimizer, PetscReal *);
 PETSC_EXTERN PetscErrorCode TNOptimizerGetRate(TNOptimizer, PetscReal *);
 PETSC_EXTERN PetscErrorCode TNOptimizerSetRate(TNOptimizer, PetscReal);
-/* Keep a copy of the moments and step count; go back to it (a rejected step). */
-PETSC_EXTERN PetscErrorCode TNOptimizerBackup(TNOptimizer);
+/* Before SetUp: keep the moments of before the last step (a second set, written alternately,
+   so no step copies them), for TNOptimizerRevert: back to the state of before the last step. */
+PETSC_EXTERN PetscErrorCode TNOptimizerKeepPrevious(TNOptimizer, PetscBool);
 PETSC_EXTERN PetscErrorCode TNOptimizerRevert(TNOptimizer);
 /* The checkpoint record: type, step, hyper-parameters and the moment arrays of this object (to
    be read, or, after SetUp, filled). */

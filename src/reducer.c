@@ -150,6 +150,15 @@ PetscErrorCode TNReducerStart(TNReducer R, PetscInt k, PetscInt nseg, const Pets
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNReducerSetBuffer(TNReducer R, PetscScalar *buf)
+{
+  PetscFunctionBegin;
+  for (PetscInt k = 0; k < R->nbuckets; k++)
+    PetscCheck(!R->bucket[k].active, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "a reduction is under way");
+  R->buf = buf;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNReducerProgress(TNReducer R)
 {
   PetscFunctionBegin;

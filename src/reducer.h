@@ -19,6 +19,8 @@ PETSC_EXTERN PetscErrorCode TNReducerCreate(MPI_Comm, PetscScalar *buf, PetscInt
    in any order. */
 PETSC_EXTERN PetscErrorCode TNReducerStart(TNReducer, PetscInt k, PetscInt nseg, const PetscInt start[],
                                            const PetscInt len[]);
+/* Sum another buffer from the next reduction on (none may be under way). */
+PETSC_EXTERN PetscErrorCode TNReducerSetBuffer(TNReducer, PetscScalar *buf);
 /* Advance what has arrived, without waiting. */
 PETSC_EXTERN PetscErrorCode TNReducerProgress(TNReducer);
 /* Finish every started bucket: their segments of buf hold the sums. Ends the reduction. */

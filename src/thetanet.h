@@ -76,6 +76,9 @@ PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
    rank's local buffer, and the local share of a whole-network buffer. */
 PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
 PETSC_EXTERN void TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
+/* Exchange the parameter buffer with *other (of the same size): an update written elsewhere
+   comes into force, and the old values stay in *other, without a copy. */
+PETSC_EXTERN PetscErrorCode TNModelSwapParameters(TNModel, PetscScalar **other);
 /* Collective on the depth ranks: the Euclidean norm of a whole-network vector held in this
    model's local layout (a gradient). */
 PETSC_EXTERN PetscErrorCode TNModelNorm(TNModel, const PetscScalar *local, PetscReal *norm);

@@ -341,6 +341,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
   PetscCall(TNEventsRegister());
   PetscCall(LoadData(t));
   if (!t->have_restart) PetscCall(CheckSizes(t));
+  PetscCall(TNOptimizerKeepPrevious(t->opt, t->max_rejections ? PETSC_TRUE : PETSC_FALSE));
   if (t->have_restart)
     PetscCall(TNTrainerRestartLoad(t));
   else {
@@ -351,7 +352,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     PetscCall(TNOptimizerSetUp(t->opt, t->model->nparams));
     if (t->keep_best) PetscCall(PetscMalloc1(t->model->nparams, &t->best));
   }
-  if (t->max_rejections) PetscCall(PetscMalloc2(t->model->nparams, &t->undo, t->model->nparams, &t->gprev));
+  if (t->max_rejections) PetscCall(PetscMalloc1(t->model->nparams, &t->undo));
   /* the largest local batch: a slice of a global batch, or of a shard */
   Bloc = (PetscMin(t->batch, t->train_info.N) + t->grid.data_size - 1) / t->grid.data_size + 1;
   PetscCall(TNNetworkCreate(t->model, Bloc, &t->net));
@@ -368,7 +369,10 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     PetscCall(TNMemoryCheck(t->comm, state + network, t->max_memory, what));
   }
   PetscCall(TNNetworkSetUp(t->net));
-  PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce));
+  /* two gradient buffers when an update may be rejected: one keeps the last update's gradient */
+  PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce_first));
+  if (t->max_rejections) PetscCall(PetscMalloc1(t->model->nparams + 4, &t->reduce_spare));
+  t->reduce = t->reduce_first;
   {
     /* gradient buckets of about -allreduce_bucket_kb, whole blocks each */
     const PetscInt nloc = t->model->jhi - t->model->jlo, per = t->cfg.n * t->cfg.n + t->cfg.n;
@@ -411,10 +415,11 @@ PetscErrorCode TNTrainerDestroy(TNTrainer *tp)
   PetscCall(TNDatasetDestroy(&t->val));
   PetscCall(TNOptimizerDestroy(&t->opt));
   PetscCall(TNHistoryDestroy(&t->history));
-  PetscCall(PetscFree(t->reduce));
+  PetscCall(PetscFree(t->reduce_first));
+  PetscCall(PetscFree(t->reduce_spare));
   PetscCall(PetscFree(t->started));
   PetscCall(TNReducerDestroy(&t->reducer));
-  PetscCall(PetscFree2(t->undo, t->gprev));
+  PetscCall(PetscFree(t->undo));
   PetscCall(PetscFree(t->best));
   PetscCall(PetscFree6(t->Xb, t->Yb, t->out, t->dout, t->Lb, t->perm));
   PetscCall(TNGridDestroy(&t->grid));
@@ -526,9 +531,11 @@ static PetscErrorCode RejectStep(TNTrainer t, PetscInt epoch, const char *agreed
   t->watch.rejections++;
   TNScheduleBackOff(&t->sched);
   PetscCall(SetRate(t, epoch, &lr));
-  PetscCall(PetscArraycpy(t->model->params, t->undo, t->model->nparams));
+  /* back to the parameters and moments of before the update, then the update again */
+  PetscCall(TNModelSwapParameters(t->model, &t->undo));
   PetscCall(TNOptimizerRevert(t->opt));
-  PetscCall(TNOptimizerStep(t->opt, t->model->params, t->gprev));
+  PetscCall(TNOptimizerStep(t->opt, t->model->params, t->undo, t->gprev));
+  PetscCall(TNModelSwapParameters(t->model, &t->undo));
   if (!t->grid.rank && t->progress) printf("\r\033[K");
   PetscCall(PetscPrintf(t->comm,
                         "warning: %s; the last step is rejected and redone with lr %.3e (rejection %" PetscInt_FMT
@@ -537,8 +544,11 @@ static PetscErrorCode RejectStep(TNTrainer t, PetscInt epoch, const char *agreed
   PetscFunctionReturn(0);
 }
 
-/* The update of the objective's gradient g (the regulariser's added, clipped to -clip_norm); the
-   parameters, the optimiser state and g are kept first, so that the update can be rejected. */
+/* The update of the objective's gradient g (the regulariser's added, clipped to -clip_norm). To
+   let it be rejected, nothing is copied: the new parameters are written to the spare buffer,
+   which then changes places with the model's (the old ones stay there), the optimiser writes its
+   moments alternately to two sets, and g's buffer changes places with the other gradient buffer,
+   which the next step fills. */
 static PetscErrorCode Update(TNTrainer t, PetscScalar *g)
 {
   PetscReal R;
@@ -553,12 +563,14 @@ static PetscErrorCode Update(TNTrainer t, PetscScalar *g)
       for (PetscInt i = 0; i < np; i++) g[i] *= t->clip_norm / norm;
   }
   if (t->undo) {
-    PetscCall(PetscArraycpy(t->undo, t->model->params, np));
-    PetscCall(PetscArraycpy(t->gprev, g, np));
-    PetscCall(TNOptimizerBackup(t->opt));
+    PetscCall(TNOptimizerStep(t->opt, t->model->params, t->undo, g));
+    PetscCall(TNModelSwapParameters(t->model, &t->undo));
+    t->gprev    = g;
+    t->reduce   = t->reduce_spare == g ? t->reduce_first : t->reduce_spare;
     t->can_undo = PETSC_TRUE;
-  }
-  PetscCall(TNOptimizerStep(t->opt, t->model->params, g));
+    PetscCall(TNReducerSetBuffer(t->reducer, t->reduce));
+  } else
+    PetscCall(TNOptimizerStep(t->opt, t->model->params, t->model->params, g));
   PetscFunctionReturn(0);
 }
 

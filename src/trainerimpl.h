@@ -97,7 +97,8 @@ struct _n_TNTrainer {
   TNWatch watch;
   PetscInt rejected;         /* consecutive rejections */
   PetscBool can_undo;        /* undo and gprev hold the last update's start and gradient */
-  PetscScalar *undo, *gprev; /* parameters before the last update, and its gradient */
+  PetscScalar *undo, *gprev; /* parameters before the last update, and its gradient (a buffer of
+                                the two below) */
   PetscScalar *best;         /* -keep_best: the best epoch's parameters (this rank's share) */
   char start_time[64];
   /* what the run reports */
@@ -112,7 +113,8 @@ struct _n_TNTrainer {
   PetscBool *started;                  /* the buckets of this step started so far */
   struct _n_TNReducer *reducer;
   /* per-step buffers */
-  PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled */
+  PetscScalar *reduce; /* gradient | loss_sum | correct | failed | signalled: one of */
+  PetscScalar *reduce_first, *reduce_spare;
   PetscReal *Xb, *Yb, *out, *dout;
   PetscInt *Lb, *perm;
 };

@@ -2,9 +2,10 @@
 # Training-epoch throughput: width 128, 32 layers, batch 256 on a 16384 x 32 synthetic 8-class
 # set, theta 0 and 0.5 (default solvers and tolerances), on 1 and 2 ranks, against the DGEMM
 # rate of the epoch's own GEMMs (tn_dgemm_rate replays a theta-0 step's GEMM calls: same shapes,
-# leading dimensions, distinct per-block buffers and order) measured in the same run. Prints
-# figures and the ratios the targets name: theta-0 GFLOP/s / epoch-GEMM GFLOP/s (below 1 by
-# construction), theta 0.5 / theta 0 cost, 2-rank / 1-rank speed-up.
+# leading dimensions, distinct per-block buffers and order) measured in the same run; and the
+# 2-rank theta-0 run again with the gradient summed in one bucket after the backward pass
+# (-allreduce_bucket_kb 0), to measure the allreduce time the buckets hide (/timing/allreduce:
+# the wait after the backward pass). Prints figures and the ratios the targets name.
 # usage: jobs/bench/epoch.sh [extra thetanet options]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
@@ -12,30 +13,45 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$THETANET_PYTHON" "$THETANET_ROOT/jobs/bench/make_dataset.py" "$work/synth.h5" 16384 32 8
 
-n=128 L=32 B=256 d=32 m=8
-field() { awk -v k="$1" '/^summary /{for(i=2;i<NF;i+=2) if($i==k) print $(i+1)}'; }
-declare -A sps
-for ranks in 1 2; do
-  for theta in 0 0.5; do
-    out=$(mpiexec --oversubscribe -n $ranks "$THETANET_BUILD/thetanet" train -train "$work/synth.h5" \
-          -width $n -layers $L -batch $B -epochs 3 -theta $theta -T 1 "$@")
-    sps[$ranks,$theta]=$(echo "$out" | field samples_per_s)
-    echo "ranks $ranks theta $theta samples_per_s ${sps[$ranks,$theta]} newton $(echo "$out" | field newton_its) krylov $(echo "$out" | field krylov_its)"
-  done
-done
+n=128 L=32 B=256 epochs=3
+run() { # RANKS THETA NAME [options]
+  mpiexec --oversubscribe -n "$1" "$THETANET_BUILD/thetanet" train -train "$work/synth.h5" -width $n -layers $L \
+    -batch $B -epochs $epochs -theta "$2" -T 1 -output "$work/$3.h5" "${@:4}" > "$work/$3.log"
+  grep '^summary' "$work/$3.log" | awk -v name="$3" '{printf "%-10s", name; for (i = 2; i <= NF; i++) if ($i ~ /^(samples_per_s|newton_its|krylov_its)$/) printf " %s %s", $i, $(i+1); print ""}'
+}
+run 1 0 r1_t0 "$@"
+run 1 0.5 r1_t05 "$@"
+run 2 0 r2_t0 "$@"
+run 2 0.5 r2_t05 "$@"
+run 2 0 r2_t0_one -allreduce_bucket_kb 0 "$@"
 gemm=$("$THETANET_BUILD/tn_dgemm_rate" -n $n -B $B -L $L | awk '{print $NF}')
 gemm2=$("$THETANET_BUILD/tn_dgemm_rate" -n $n -B $((B / 2)) -L $L | awk '{print $NF}')
-# theta = 0: forward 2n^2 per block, backward 4n^2 (lambda and dA), plus the opening and closing layers
-flops=$(( 6 * L * n * n + 4 * n * d + 6 * n * m ))
-"$THETANET_PYTHON" - "${sps[1,0]}" "${sps[1,0.5]}" "${sps[2,0]}" "${sps[2,0.5]}" "$gemm" "$gemm2" "$flops" <<'PY'
+"$THETANET_PYTHON" - "$work" "$gemm" "$gemm2" $n $L 32 8 $epochs <<'PY'
 import sys
-s10, s15, s20, s25, gemm, gemm2, flops = map(float, sys.argv[1:])
-g = s10 * flops * 1e-9
-print(f"epoch GEMMs alone (n 128, B 256, 32 blocks): {gemm:.2f} GFLOP/s; (B 128, a rank's half): {gemm2:.2f} GFLOP/s")
+import h5py
+work, gemm, gemm2 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+n, L, d, m, epochs = map(int, sys.argv[4:])
+def get(name):
+    with h5py.File(f"{work}/{name}.h5", "r") as f:
+        return {k: f["timing"][k][()] for k in f["timing"]}
+def sps(name):
+    for line in open(f"{work}/{name}.log"):
+        if line.startswith("summary "):
+            w = line.split()[1:]
+            return float(dict(zip(w[::2], w[1::2]))["samples_per_s"])
+s = {k: sps(k) for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05", "r2_t0_one")}
+# theta = 0: forward 2n^2 per block, backward 4n^2 (lambda and dA), plus the opening and closing layers
+flops = 6 * L * n * n + 4 * n * d + 6 * n * m
+g = s["r1_t0"] * flops * 1e-9
+print(f"epoch GEMMs alone (n {n}, B 256, {L} blocks): {gemm:.2f} GFLOP/s; (B 128, a rank's half): {gemm2:.2f} GFLOP/s")
 print(f"theta 0, 1 rank: {g:.2f} GFLOP/s = {g / gemm:.2f} of the epoch's GEMMs alone  (target >= 0.70)")
-print(f"theta 0.5 / theta 0 cost, 1 rank: {s10 / s15:.2f}x                   (target <= 3)")
-print(f"theta 0.5 / theta 0 cost, 2 ranks: {s20 / s25:.2f}x                  (target <= 3)")
-print(f"2 ranks / 1 rank, theta 0: {s20 / s10:.2f}x, theta 0.5: {s25 / s15:.2f}x  (target >= 1.85 at theta 0)")
+print(f"theta 0.5 / theta 0 cost, 1 rank: {s['r1_t0'] / s['r1_t05']:.2f}x  (target <= 3)")
+print(f"theta 0.5 / theta 0 cost, 2 ranks: {s['r2_t0'] / s['r2_t05']:.2f}x  (target <= 3)")
+print(f"2 ranks / 1 rank, theta 0: {s['r2_t0'] / s['r1_t0']:.2f}x  (target >= 1.85), theta 0.5: {s['r2_t05'] / s['r1_t05']:.2f}x")
+one, buckets = get("r2_t0_one"), get("r2_t0")
+e1, eb = one["allreduce"].mean() / epochs, buckets["allreduce"].mean() / epochs
+print(f"2 ranks, theta 0: allreduce not hidden {e1:.3f} s/epoch in one bucket after the backward pass, "
+      f"{eb:.3f} s/epoch in buckets: {e1 - eb:.3f} s/epoch hidden ({(e1 - eb) / max(e1, 1e-12):.0%}); "
+      f"{s['r2_t0'] / s['r2_t0_one']:.2f}x the samples/s")
 PY
-echo "BLAS resolved by thetanet: $(ldd "$THETANET_BUILD/thetanet" | awk '/libblas/{print $3}' | xargs readlink -f)"
 "$THETANET_BUILD/thetanet" info -system | grep -E "cpu|blas "
