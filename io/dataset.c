@@ -598,6 +598,28 @@ static PetscErrorCode ShardValuesCheck(void *ctx)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNDatasetMemory(MPI_Comm comm, const char *path, const TNDataFormat *format, PetscReal *bytes)
+{
+  TNDataFormat fallback;
+  DatasetShape shape;
+  ShapeJob job;
+
+  PetscFunctionBegin;
+  if (!format) {
+    TNDataFormatDefault(&fallback);
+    format = &fallback;
+  }
+  job = (ShapeJob){path, format, &shape};
+  PetscCall(PetscMemzero(&shape, sizeof shape));
+  PetscCall(TNH5RootRead(comm, path, ShapeRead, &job));
+  PetscCallMPI(MPI_Bcast(&shape, sizeof shape, MPI_BYTE, 0, comm));
+  /* the inputs in their own type; labels as integers, targets as reals */
+  *bytes =
+      (PetscReal)shape.N * shape.d * XBytes[shape.xkind] +
+      (PetscReal)shape.N * (shape.task == TN_TASK_CLASSIFICATION ? sizeof(PetscInt) : shape.ycols * sizeof(PetscReal));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, const TNDataFormat *format, TNDataset *ds)
 {
   TNDataFormat fallback;

@@ -60,6 +60,10 @@ PETSC_EXTERN PetscErrorCode TNDatasetLoad(MPI_Comm comm, const char *path, const
 /* Collective on comm, for data sets larger than a node: rank 0 checks the layout, then rank r
    of P reads only its contiguous block of rows (TNGridSplit) with a collective hyperslab read and
    checks its values; an error anywhere reaches every rank. */
+/* Collective: the bytes a whole copy of the data file's set takes in memory (checked as a load
+   checks its shape, nothing read but the shape). */
+PETSC_EXTERN PetscErrorCode TNDatasetMemory(MPI_Comm comm, const char *path, const TNDataFormat *format,
+                                            PetscReal *bytes);
 PETSC_EXTERN PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, const TNDataFormat *format,
                                                  TNDataset *ds);
 /* Rank 0 writes /X, /Y (int64 labels or float64 targets) and the `task`/`name` attributes. */

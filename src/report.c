@@ -21,6 +21,11 @@ PetscErrorCode TNTrainerReportHeader(TNTrainer t)
                         t->train_path, t->train_info.N, t->cfg.d, TNTasks[t->cfg.task], t->cfg.m, t->cfg.n, t->cfg.L,
                         (double)t->cfg.theta, (double)t->cfg.T, TNParamCount(&t->cfg), t->grid.size, t->grid.depth_size,
                         t->grid.data_size));
+  if (t->auto_sharded)
+    PetscCall(PetscPrintf(t->comm,
+                          "data layout: sharded, as the replicated data sets would take %.3g GB of a node's %.3g GB "
+                          "(give -data_layout replicated to keep them whole)\n",
+                          t->replica_bytes / 1e9, t->node_bytes / 1e9));
   {
     TNBlasInfo b;
     char line[512];

@@ -18,6 +18,22 @@ static PetscReal NodeMemory(void)
   return total;
 }
 
+PetscErrorCode TNNodeMemory(MPI_Comm comm, PetscReal max_memory_gb, PetscReal *bytes, PetscMPIInt *ranks)
+{
+  MPI_Comm node;
+  PetscReal have;
+
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  PetscCallMPI(MPI_Comm_size(node, ranks));
+  PetscCallMPI(MPI_Comm_free(&node));
+  have = max_memory_gb > 0 ? max_memory_gb * 1e9 : NodeMemory();
+  /* the smallest node, the most ranks on one: for a decision every rank takes alike */
+  PetscCallMPI(MPI_Allreduce(&have, bytes, 1, MPIU_REAL, MPI_MIN, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ranks, 1, MPI_INT, MPI_MAX, comm));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNMemoryCheck(MPI_Comm comm, PetscReal bytes, PetscReal max_memory_gb, const char *what)
 {
   MPI_Comm node;

@@ -64,8 +64,9 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
                             sizeof t->val_path, &t->have_val));
   PetscCall(TNOptionsEnum(
       "-data_layout",
-      "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows",
-      "", layouts, layout, &layout, NULL));
+      "replicated: every rank holds the data sets; sharded: each data rank reads and shuffles only its block of rows "
+      "(default: replicated, sharded when the replicas would take more than a quarter of a node's memory)",
+      "", layouts, layout, &layout, &t->layout_set));
   t->sharded = layout ? PETSC_TRUE : PETSC_FALSE;
   PetscCall(TNOptionsEnum("-problem", "Embedded problem when no -train is given", "", TNProblems, (PetscEnum)t->problem,
                           (PetscEnum *)&t->problem, &have_problem));
@@ -179,6 +180,17 @@ static PetscErrorCode CheckData(TNTrainer t)
 static PetscErrorCode LoadData(TNTrainer t)
 {
   PetscFunctionBegin;
+  if (t->have_train && !t->layout_set && t->grid.data_size > 1) {
+    /* every rank would hold a replica: shard when the node's replicas take over a quarter of it */
+    PetscReal bytes, val = 0, node;
+    PetscMPIInt ranks;
+    PetscCall(TNDatasetMemory(t->grid.data, t->train_path, &t->format, &bytes));
+    if (t->have_val) PetscCall(TNDatasetMemory(t->grid.data, t->val_path, &t->format, &val));
+    PetscCall(TNNodeMemory(t->comm, t->max_memory, &node, &ranks));
+    t->replica_bytes = (bytes + val) * ranks;
+    t->node_bytes    = node;
+    if (t->replica_bytes > node / 4) t->sharded = t->auto_sharded = PETSC_TRUE;
+  }
   if (t->have_train) {
     PetscReal t0 = MPI_Wtime();
     PetscErrorCode (*load)(MPI_Comm, const char *, const TNDataFormat *, TNDataset *) =

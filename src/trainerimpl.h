@@ -83,6 +83,8 @@ struct _n_TNTrainer {
   TNResume resume;
   TNProblem problem;
   PetscBool have_train, have_val, progress, sharded;
+  PetscBool layout_set, auto_sharded; /* -data_layout given; sharded because replicas would not fit */
+  PetscReal replica_bytes, node_bytes;
   TNDataset train, val;
   TNDatasetInfo train_info;
   TNDataFormat format;

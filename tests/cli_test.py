@@ -221,6 +221,29 @@ def case_sharded(tmp):
         print(f"{ranks} ranks: {lines[0]}")
 
 
+def case_auto_shard(tmp):
+    """Without -data_layout, data sets whose replicas would take over a quarter of a node's
+    memory (here a -max_memory of 8 MB against 4 MB of replicas) are sharded, the header says
+    so, and the run is the -data_layout sharded run; given, -data_layout is obeyed; with room,
+    replicated."""
+    X, Y = spiral_like(4000, 5)
+    data = os.path.join(tmp, "d.h5")
+    write_dataset(data, np.repeat(X, 32, axis=1) * 0.5, Y)  # 4000 x 64 float64: 2 MB a replica, 4 MB on 2 ranks
+    opts = ["-train", data, "-epochs", "1", "-width", "4", "-layers", "2", "-max_memory", "0.008"]
+    auto, so = train(tmp, "auto", 2, opts)
+    check("data layout: sharded" in so, f"no word of the sharding:\n{so}")
+    sharded, _ = train(tmp, "sharded", 2, opts + ["-data_layout", "sharded"])
+    with h5py.File(auto, "r") as f, h5py.File(sharded, "r") as g:
+        check(f["config"].attrs["data_layout"] == "sharded", "/config data_layout")
+        check(np.array_equal(f["model/blocks/W"][()], g["model/blocks/W"][()]), "auto-sharded != -data_layout sharded")
+    kept, so = train(tmp, "kept", 2, opts + ["-data_layout", "replicated"])
+    check("data layout: sharded" not in so, "-data_layout replicated was overridden")
+    roomy, so = train(tmp, "roomy", 2, opts[:-2])
+    with h5py.File(roomy, "r") as f:
+        check(f["config"].attrs["data_layout"] == "replicated" and "data layout" not in so, "sharded with room to spare")
+    print("ok: sharded when replicas take over a quarter of the node; -data_layout obeyed; replicated with room")
+
+
 def case_default_spirals(tmp):
     """The default job (train with no options, 2 ranks) reaches 95% validation accuracy."""
     out, so = train(tmp, "default", 2, [])

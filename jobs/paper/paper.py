@@ -394,8 +394,12 @@ def settings_study(runner, s, out):
         for sig in s["sigmas"]:
             acc = np.nan
             if r["results"]:
-                acc = tr.evaluate(r["results"], *noisy[sig], thetanet=runner.thetanet,
-                                  options=["-options_file", EXAMPLES[s["problem"]]])["accuracy"]
+                try:
+                    acc = tr.evaluate(r["results"], *noisy[sig], thetanet=runner.thetanet,
+                                      options=["-options_file", EXAMPLES[s["problem"]]])["accuracy"]
+                except tr.ThetanetError as err:  # a noisy input whose block solve fails
+                    print(f"settings: {form} theta {theta:g} seed {seed} noise {sig:g}: {err.message}")
+                    row["message"] = f"noise {sig:g}: {err.message}"
             row[f"noisy_accuracy_{sig:g}"] = acc
         rows.append(row)
     return rows
@@ -413,12 +417,17 @@ def settings_summary(rows, s):
         for theta in s["thetas"]:
             sel = [r for r in rows if (r["form"], r["theta"]) == (form, theta)]
             ok = [r for r in sel if r["status"] == 0]
-            cells = [f"{np.mean([r[c] for r in ok]):.4g} +- {np.std([r[c] for r in ok]):.2g}" if ok else "-" for c in cols]
+            cells = []
+            for c in cols:
+                v = [r[c] for r in ok if np.isfinite(r[c])]
+                cells.append((f"{np.mean(v):.4g} +- {np.std(v):.2g}" + (f" ({len(v)} of {len(ok)})" if len(v) < len(ok) else ""))
+                             if v else "-")
             newton = f"{np.mean([r['newton_its'] for r in ok]):.1f}" if ok and theta > 0 else "-"
             lines.append(f"| {form} | {theta:g} | " + " | ".join(cells) + f" | {newton} | {len(ok)} of {len(sel)} |")
     for r in rows:
-        if r["status"]:
-            lines.append(f"\n{r['form']} theta {r['theta']:g} seed {r['seed']}: stopped: {r['message']}")
+        if r["message"]:
+            lines.append(f"\n{r['form']} theta {r['theta']:g} seed {r['seed']}: "
+                         f"{'stopped: ' if r['status'] else ''}{r['message']}")
     return lines
 
 
