@@ -598,10 +598,11 @@ static PetscErrorCode ShardValuesCheck(void *ctx)
   PetscFunctionReturn(0);
 }
 
-PetscErrorCode TNDatasetMemory(MPI_Comm comm, const char *path, const TNDataFormat *format, PetscReal *bytes)
+/* The shape of a data file (rank 0 reads and checks it, every rank gets it); format NULL: the
+   default names. */
+static PetscErrorCode ShapeProbe(MPI_Comm comm, const char *path, const TNDataFormat *format, DatasetShape *shape)
 {
   TNDataFormat fallback;
-  DatasetShape shape;
   ShapeJob job;
 
   PetscFunctionBegin;
@@ -609,10 +610,19 @@ PetscErrorCode TNDatasetMemory(MPI_Comm comm, const char *path, const TNDataForm
     TNDataFormatDefault(&fallback);
     format = &fallback;
   }
-  job = (ShapeJob){path, format, &shape};
-  PetscCall(PetscMemzero(&shape, sizeof shape));
+  job = (ShapeJob){path, format, shape};
+  PetscCall(PetscMemzero(shape, sizeof *shape));
   PetscCall(TNH5RootRead(comm, path, ShapeRead, &job));
-  PetscCallMPI(MPI_Bcast(&shape, sizeof shape, MPI_BYTE, 0, comm));
+  PetscCallMPI(MPI_Bcast(shape, sizeof *shape, MPI_BYTE, 0, comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNDatasetMemory(MPI_Comm comm, const char *path, const TNDataFormat *format, PetscReal *bytes)
+{
+  DatasetShape shape;
+
+  PetscFunctionBegin;
+  PetscCall(ShapeProbe(comm, path, format, &shape));
   /* the inputs in their own type; labels as integers, targets as reals */
   *bytes =
       (PetscReal)shape.N * shape.d * XBytes[shape.xkind] +
@@ -624,7 +634,6 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, const TNDat
 {
   TNDataFormat fallback;
   DatasetShape shape;
-  ShapeJob job;
   ShardCheck check;
   PetscMPIInt size, rank;
   PetscInt start, end;
@@ -638,10 +647,7 @@ PetscErrorCode TNDatasetLoadSharded(MPI_Comm comm, const char *path, const TNDat
     TNDataFormatDefault(&fallback);
     format = &fallback;
   }
-  job = (ShapeJob){path, format, &shape};
-  PetscCall(PetscMemzero(&shape, sizeof shape));
-  PetscCall(TNH5RootRead(comm, path, ShapeRead, &job));
-  PetscCallMPI(MPI_Bcast(&shape, sizeof shape, MPI_BYTE, 0, comm));
+  PetscCall(ShapeProbe(comm, path, format, &shape));
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   TNGridSplit(shape.N, size, rank, &start, &end);

@@ -84,6 +84,19 @@ PetscErrorCode TNOptimizerSetUp(TNOptimizer opt, PetscInt nparams)
   PetscFunctionReturn(0);
 }
 
+/* The current moments and those of before the last step change places. */
+static void MomentsSwap(TNOptimizer opt)
+{
+  PetscScalar *t;
+
+  t        = opt->m1;
+  opt->m1  = opt->m1b;
+  opt->m1b = t;
+  t        = opt->m2;
+  opt->m2  = opt->m2b;
+  opt->m2b = t;
+}
+
 PetscErrorCode TNOptimizerStep(TNOptimizer opt, const PetscScalar *x, PetscScalar *xnew, const PetscScalar *restrict g)
 {
   const PetscReal lr = opt->rate;
@@ -120,15 +133,7 @@ PetscErrorCode TNOptimizerStep(TNOptimizer opt, const PetscScalar *x, PetscScala
     }
   } break;
   }
-  if (opt->keep) {
-    PetscScalar *t;
-    t        = opt->m1;
-    opt->m1  = opt->m1b;
-    opt->m1b = t;
-    t        = opt->m2;
-    opt->m2  = opt->m2b;
-    opt->m2b = t;
-  }
+  if (opt->keep) MomentsSwap(opt);
   opt->can_revert = opt->keep;
   PetscFunctionReturn(0);
 }
@@ -164,16 +169,9 @@ PetscErrorCode TNOptimizerKeepPrevious(TNOptimizer opt, PetscBool keep)
 
 PetscErrorCode TNOptimizerRevert(TNOptimizer opt)
 {
-  PetscScalar *t;
-
   PetscFunctionBegin;
   PetscCheck(opt->can_revert, opt->comm, PETSC_ERR_ARG_WRONGSTATE, "no optimiser step to revert");
-  t        = opt->m1;
-  opt->m1  = opt->m1b;
-  opt->m1b = t;
-  t        = opt->m2;
-  opt->m2  = opt->m2b;
-  opt->m2b = t;
+  MomentsSwap(opt);
   opt->step--;
   opt->can_revert = PETSC_FALSE;
   PetscFunctionReturn(0);
