@@ -253,3 +253,42 @@ PetscErrorCode TNOutputPathCheck(MPI_Comm comm, const char *option, const char *
   PetscCall(TNH5RootCall(comm, OutputPathJob, &o));
   PetscFunctionReturn(0);
 }
+
+typedef struct {
+  PetscInt n;
+  const char *const *keys;
+  char (*values)[128];
+} ConfigRead;
+
+static PetscErrorCode ConfigReadAttrs(hid_t file, void *ctx)
+{
+  ConfigRead *r = (ConfigRead *)ctx;
+  char path[PETSC_MAX_PATH_LEN];
+  hid_t g;
+
+  PetscFunctionBegin;
+  H5Fget_name(file, path, sizeof path);
+  for (PetscInt k = 0; k < r->n; k++) r->values[k][0] = 0;
+  if (!TNH5LinkExists(file, "/config")) PetscFunctionReturn(0);
+  g = H5Gopen2(file, "config", H5P_DEFAULT);
+  PetscCheck(g >= 0, PETSC_COMM_SELF, TN_ERR_USER, "%s: cannot open /config", path);
+  for (PetscInt k = 0; k < r->n; k++) {
+    PetscBool found;
+    PetscErrorCode ierr = TNH5AttrReadString(g, path, "/config", r->keys[k], r->values[k], sizeof r->values[k], &found);
+    if (ierr) H5Gclose(g);
+    PetscCall(ierr);
+  }
+  H5Gclose(g);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNResultsConfigRead(MPI_Comm comm, const char *path, PetscInt n, const char *const keys[],
+                                   char values[][128])
+{
+  ConfigRead r = {n, keys, values};
+
+  PetscFunctionBegin;
+  PetscCall(TNH5RootRead(comm, path, ConfigReadAttrs, &r));
+  PetscCallMPI(MPI_Bcast(values, (PetscMPIInt)(n * 128), MPI_CHAR, 0, comm));
+  PetscFunctionReturn(0);
+}

@@ -125,6 +125,10 @@ PETSC_EXTERN PetscErrorCode TNResultsWrite(MPI_Comm comm, const char *path, TNMo
                                            const TNTable *history, PetscInt nphases, const char *const phases[],
                                            const PetscReal seconds[], PetscInt nconfig, const TNConfigEntry *config);
 
+/* Collective: the /config attributes named by keys (strings) of a results file, "" where absent
+   (or the file has no /config). */
+PETSC_EXTERN PetscErrorCode TNResultsConfigRead(MPI_Comm comm, const char *path, PetscInt n, const char *const keys[],
+                                                char values[][128]);
 /* Rank 0 writes a file with /predictions [N,m] and root attributes (NULL names end the list);
    when gradient is not NULL also /gradient in the /model layout of model, when robustness is not
    NULL the table as /robustness. */

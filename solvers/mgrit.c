@@ -81,6 +81,16 @@ PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app)
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNMGRITGetParameters(TNMGRIT mg, PetscInt *cfactor, PetscInt *levels, PetscInt *max_it, PetscReal *tol)
+{
+  PetscFunctionBegin;
+  *cfactor = mg->cfactor;
+  *levels  = mg->nlevels;
+  *max_it  = mg->max_it;
+  *tol     = mg->tol;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt levels, PetscInt max_it, PetscReal tol)
 {
   PetscFunctionBegin;

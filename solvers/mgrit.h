@@ -41,6 +41,8 @@ PETSC_EXTERN PetscErrorCode TNMGRITSetApp(TNMGRIT, const TNMGRITApp *);
    level query); max_it and tol may change between solves. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, PetscInt levels, PetscInt max_it,
                                                  PetscReal tol);
+PETSC_EXTERN PetscErrorCode TNMGRITGetParameters(TNMGRIT, PetscInt *cfactor, PetscInt *levels, PetscInt *max_it,
+                                                 PetscReal *tol);
 PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
 PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
 /* Builds the level hierarchy and the ownership: the ranks split the steps evenly and own the

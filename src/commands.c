@@ -290,6 +290,17 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
                         (double)c->theta, (double)c->T, (double)(c->T / c->L), TNActivations[c->act],
                         TNActivations[c->opening_act], c->antisymmetric ? "yes" : "no", (double)c->gamma,
                         TNParamCount(c)));
+  {
+    /* how a results file's model was trained: the depth solver and its MGRIT settings */
+    const char *const keys[] = {"depth_solver",         "depth_ranks",      "data_ranks", "mgrit_cfactor",
+                                "mgrit_levels",         "mgrit_max_it",     "mgrit_tol",  "mgrit_skip",
+                                "mgrit_coarse_weights", "mgrit_coarse_its", "validation", "best_epoch"};
+    char values[sizeof keys / sizeof keys[0]][128];
+    PetscCall(TNResultsConfigRead(comm, path, (PetscInt)(sizeof keys / sizeof keys[0]), keys, values));
+    if (values[0][0]) PetscCall(PetscPrintf(comm, "trained with\n"));
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+      if (values[k][0]) PetscCall(PetscPrintf(comm, "  %s %s\n", keys[k], values[k]));
+  }
   PetscCall(TNModelDestroy(&M));
   PetscFunctionReturn(0);
 }

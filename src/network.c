@@ -324,7 +324,7 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
   *ok             = PETSC_TRUE;
   if (c->antisymmetric)
     for (PetscInt j = M->jlo; j < M->jhi; j++) TNModelBlockOperator(M, j, net->antisym + (j - M->jlo) * c->n * c->n);
-  if (net->depth_solver == TN_DEPTH_MGRIT) {
+  if (net->depth_solver == TN_DEPTH_MGRIT && !net->exact) {
     PetscCall(TNNetworkForwardMGRIT(net, B, X, out, ok));
     net->forward_ok = *ok;
     PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
@@ -347,6 +347,26 @@ PetscErrorCode TNNetworkForward(TNNetwork net, PetscInt B, const PetscReal *X, P
     PetscCall(DepthSend(net, S, LastState(net, S), TAG_STATE, +1, *ok));
   net->forward_ok = *ok;
   PetscCall(PetscLogEventEnd(TN_EVENT_FORWARD, 0, 0, 0, 0));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkSetExactForward(TNNetwork net, PetscBool exact)
+{
+  PetscFunctionBegin;
+  net->exact = exact;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkGetMGRITSettings(TNNetwork net, TNNetworkMGRITSettings *s)
+{
+  PetscFunctionBegin;
+  PetscCall(PetscMemzero(s, sizeof *s));
+  s->coarse_weights = net->coarse_weights;
+  s->coarse_its     = net->coarse_its;
+  if (net->mg_fwd) {
+    PetscCall(TNMGRITGetParameters(net->mg_fwd, &s->cfactor, &s->levels, &s->max_it, &s->tol));
+    PetscCall(TNMGRITGetSkip(net->mg_fwd, &s->skip));
+  }
   PetscFunctionReturn(0);
 }
 

@@ -59,6 +59,17 @@ PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const Petsc
    called by the MGRIT backward pass (its gradients are final together at its end) nor where the
    pass fails. */
 typedef PetscErrorCode (*TNGradientReady)(void *ctx, PetscInt j);
+/* Forward passes propagate layer-serially (the network itself, exactly) even where the depth
+   solver is MGRIT: what validation and evaluation of a depth-parallel training use. */
+PETSC_EXTERN PetscErrorCode TNNetworkSetExactForward(TNNetwork, PetscBool);
+/* The MGRIT settings in force (cfactor .. skip zero when the network has no MGRIT solver). */
+typedef struct {
+  PetscInt cfactor, levels, max_it, coarse_its;
+  PetscReal tol;
+  PetscBool skip;
+  TNCoarseWeight coarse_weights;
+} TNNetworkMGRITSettings;
+PETSC_EXTERN PetscErrorCode TNNetworkGetMGRITSettings(TNNetwork, TNNetworkMGRITSettings *);
 PETSC_EXTERN PetscErrorCode TNNetworkSetGradientReady(TNNetwork, TNGradientReady, void *ctx);
 /* A one-line description of the first failure since the last forward, e.g.
    "block 3 forward solve did not converge: residual 2.1e-03". */

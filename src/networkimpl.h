@@ -41,6 +41,7 @@ struct _n_TNNetwork {
   PetscBool forward_ok;
   char failure[256];
   TNGradientReady ready; /* told as parts of the gradient become final (layer-serial backward) */
+  PetscBool exact;       /* forward passes propagate layer-serially whatever the depth solver */
   void *ready_ctx;
   /* -depth_solver */
   TNDepthSolver depth_solver;

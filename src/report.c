@@ -233,6 +233,18 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   PetscCall(ConfigAdd(&c, "memory", "%s", TNMemoryModes[mode]));
   PetscCall(ConfigAdd(&c, "depth_solver", "%s", TNDepthSolvers[solver]));
   PetscCall(ConfigAdd(&c, "data_layout", "%s", t->sharded ? "sharded" : "replicated"));
+  if (solver == TN_DEPTH_MGRIT) {
+    TNNetworkMGRITSettings m;
+    PetscCall(TNNetworkGetMGRITSettings(t->net, &m));
+    PetscCall(ConfigAdd(&c, "mgrit_cfactor", "%" PetscInt_FMT, m.cfactor));
+    PetscCall(ConfigAdd(&c, "mgrit_levels", "%" PetscInt_FMT, m.levels));
+    PetscCall(ConfigAdd(&c, "mgrit_max_it", "%" PetscInt_FMT, m.max_it));
+    PetscCall(ConfigAdd(&c, "mgrit_tol", "%.17g", (double)m.tol));
+    PetscCall(ConfigAdd(&c, "mgrit_skip", "%s", m.skip ? "true" : "false"));
+    PetscCall(ConfigAdd(&c, "mgrit_coarse_weights", "%s", TNCoarseWeights[m.coarse_weights]));
+    PetscCall(ConfigAdd(&c, "mgrit_coarse_its", "%" PetscInt_FMT, m.coarse_its));
+  }
+  PetscCall(ConfigAdd(&c, "validation", "%s", "exact (layer-serial forward propagation)"));
   PetscCall(ConfigAdd(&c, "lr_schedule", "%s", TNScheduleTypes[t->sched.type]));
   PetscCall(ConfigAdd(&c, "best_epoch", "%" PetscInt_FMT, t->watch.best_epoch));
   PetscCall(ConfigAdd(&c, "rejections", "%" PetscInt_FMT, t->watch.rejections));

@@ -661,8 +661,10 @@ static PetscErrorCode TrainStep(TNTrainer t, PetscInt epoch, PetscInt batch, con
   PetscFunctionReturn(0);
 }
 
-/* The epoch's validation loss and accuracy (NaN without a validation set); its solves do not
-   count as the epoch's. A failed solve rejects the epoch's last update. */
+/* The epoch's validation loss and accuracy (NaN without a validation set), of the network as
+   `evaluate` computes them: propagated layer-serially even when MGRIT trains it, so that what the
+   run reports is what the saved model does. Its solves do not count as the epoch's. A failed solve
+   rejects the epoch's last update. */
 static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEpochReport *r)
 {
   char where[64];
@@ -675,8 +677,11 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
   for (;;) {
     PetscBool failed;
     char failure[512];
+    /* the network itself, propagated layer-serially, whatever solver trains it */
+    PetscCall(TNNetworkSetExactForward(t->net, PETSC_TRUE));
     PetscCall(TNEvaluateDatasetTry(t->net, &t->grid, t->val, chunk, where, &r->val_loss, &r->val_accuracy, &failed,
                                    failure, sizeof failure));
+    PetscCall(TNNetworkSetExactForward(t->net, PETSC_FALSE));
     if (!failed) break;
     /* the epoch's last update made the validation's solves fail: it is rejected like any */
     PetscCall(RejectStep(t, epoch, failure));

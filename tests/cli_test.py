@@ -191,6 +191,37 @@ def case_depth_mgrit(tmp):
     expect_usage_error(["train", "-depth_ranks", "4", "-depth_solver", "mgrit", "-layers", "3", "-output", out], "exceeds -layers 3", ranks=4)
 
 
+def case_exact_validation(tmp):
+    """Validation during MGRIT training (inexact: nested start, one iteration) is that of the
+    network itself: the reported validation loss and accuracy equal `evaluate` of the saved model
+    (1e-10), /config records the MGRIT settings in force, and `info` prints them."""
+    val = os.path.join(tmp, "val.h5")
+    status, so, se = run(["export", "-problem", "spirals", "-val", val])
+    check(status == 0, se)
+    opts = ["-problem", "spirals", "-width", "8", "-layers", "32", "-T", "4", "-epochs", "2", "-batch", "64",
+            "-depth_solver", "mgrit", "-mgrit_cfactor", "4", "-mgrit_max_it", "1", "-mgrit_skip", "-block_atol", "1e-13"]
+    for ranks in (2, 4):
+        out, so = train(tmp, f"mg{ranks}", ranks, opts + ["-depth_ranks", str(ranks)])
+        h = history(out)
+        status, eo, se = run(["evaluate", "-model", out, "-data", val, "-block_atol", "1e-13", "-output",
+                              os.path.join(tmp, f"ev{ranks}.h5")])
+        check(status == 0, se)
+        with h5py.File(os.path.join(tmp, f"ev{ranks}.h5"), "r") as f:
+            loss, acc = f.attrs["loss"], f.attrs["accuracy"]
+        check(abs(h["val_loss"][-1] - loss) <= 1e-10 * abs(loss), f"{ranks} ranks: val_loss {h['val_loss'][-1]} != evaluate {loss}")
+        check(h["val_accuracy"][-1] == acc, f"{ranks} ranks: val_accuracy {h['val_accuracy'][-1]} != evaluate {acc}")
+        check(h["mgrit_res"][-1] > 1e-6, "the training propagation was not inexact: nothing tested")
+        with h5py.File(out, "r") as f:
+            cfg = dict(f["config"].attrs)
+        for key, want in (("depth_solver", "mgrit"), ("mgrit_cfactor", "4"), ("mgrit_max_it", "1"), ("mgrit_skip", "true")):
+            check(cfg.get(key) == want, f"/config {key} = {cfg.get(key)}, expected {want}")
+        print(f"ok: {ranks} depth ranks: reported validation = evaluate ({loss:.12g}, {acc}); MGRIT residual "
+              f"{h['mgrit_res'][-1]:.2e} in training")
+    status, so, se = run(["info", "-model", out])
+    check(status == 0 and "depth_solver mgrit" in so and "mgrit_cfactor 4" in so and "mgrit_skip true" in so, so)
+    print("ok: info prints how the model was trained")
+
+
 def case_sharded(tmp):
     """-data_layout sharded: each rank reads its rows; training runs on 1, 2 and 4 ranks, the
     validation loss it reports is the whole set's (checked with evaluate), and a bad row held
