@@ -33,7 +33,7 @@ struct _n_TNMGRIT {
   PetscBool mirror, setup;
   TNMGRITApp app;
   PetscInt cfactor, nlevels, max_it, maxsize;
-  PetscReal tol;
+  PetscReal tol, rtol; /* stop at residual <= max(tol, rtol * |C-point states|) */
   PetscBool skip;
   Level *lv;
   PetscInt nlv;
@@ -42,10 +42,15 @@ struct _n_TNMGRIT {
   PetscScalar *tmp, *u0;
   PetscReal *hist;
   PetscInt hist_n;
+  PetscBool from_start;      /* TNMGRITSetStartGuess */
+  PetscInt nspan, maxcoarse; /* intervals across ranks: their ends span[2k], span[2k+1] */
+  PetscInt *span;
+  PetscScalar *spanbuf;
   PetscBool view; /* -mgrit_view: print at set-up */
 };
 
-PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out)
+static PetscErrorCode Create(MPI_Comm comm, PetscInt N, PetscBool mirror, PetscBool reversed, const TNMGRITApp *app,
+                             TNMGRIT *out)
 {
   TNMGRIT mg;
 
@@ -57,7 +62,13 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   PetscCheck(N > 0, comm, PETSC_ERR_ARG_OUTOFRANGE, "MGRIT needs at least one step, got %" PetscInt_FMT, N);
   PetscCall(PetscNew(&mg));
   /* a communicator of its own: no message of MGRIT can match one of the application's */
-  PetscCallMPI(MPI_Comm_dup(comm, &mg->comm));
+  if (reversed) {
+    PetscMPIInt rank, size;
+    PetscCallMPI(MPI_Comm_rank(comm, &rank));
+    PetscCallMPI(MPI_Comm_size(comm, &size));
+    PetscCallMPI(MPI_Comm_split(comm, 0, size - 1 - rank, &mg->comm));
+  } else
+    PetscCallMPI(MPI_Comm_dup(comm, &mg->comm));
   PetscCallMPI(MPI_Comm_rank(mg->comm, &mg->rank));
   PetscCallMPI(MPI_Comm_size(mg->comm, &mg->size));
   mg->N       = N;
@@ -67,8 +78,37 @@ PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const 
   mg->nlevels = 2;
   mg->max_it  = 30;
   mg->tol     = 1e-10;
+  mg->rtol    = 0;
   mg->skip    = PETSC_FALSE;
   *out        = mg;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app, TNMGRIT *out)
+{
+  PetscFunctionBegin;
+  PetscCall(Create(comm, N, mirror, PETSC_FALSE, app, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITCreateReversed(MPI_Comm comm, PetscInt N, const TNMGRITApp *app, TNMGRIT *out)
+{
+  PetscFunctionBegin;
+  PetscCall(Create(comm, N, PETSC_TRUE, PETSC_TRUE, app, out));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITAgree(TNMGRIT mg, PetscBool *ok)
+{
+  PetscFunctionBegin;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ok, 1, MPIU_BOOL, MPI_LAND, mg->comm));
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITSetStartGuess(TNMGRIT mg, PetscBool from_start)
+{
+  PetscFunctionBegin;
+  mg->from_start = from_start;
   PetscFunctionReturn(0);
 }
 
@@ -77,6 +117,9 @@ PetscErrorCode TNMGRITSetApp(TNMGRIT mg, const TNMGRITApp *app)
   PetscFunctionBegin;
   PetscCheck(!mg->setup || app->size <= mg->maxsize, mg->comm, PETSC_ERR_ARG_WRONGSTATE,
              "state size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for", app->size, mg->maxsize);
+  PetscCheck(!mg->setup || app->coarse_size <= mg->maxcoarse, mg->comm, PETSC_ERR_ARG_WRONGSTATE,
+             "coarse data size %" PetscInt_FMT " exceeds the %" PetscInt_FMT " set up for", app->coarse_size,
+             mg->maxcoarse);
   mg->app = *app;
   PetscFunctionReturn(0);
 }
@@ -113,6 +156,21 @@ PetscErrorCode TNMGRITSetParameters(TNMGRIT mg, PetscInt cfactor, PetscInt level
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNMGRITSetRelativeTolerance(TNMGRIT mg, PetscReal rtol)
+{
+  PetscFunctionBegin;
+  PetscCheck(rtol >= 0 && rtol < 1, mg->comm, TN_ERR_USER, "-mgrit_rtol must be in [0, 1), got %g", (double)rtol);
+  mg->rtol = rtol;
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNMGRITGetRelativeTolerance(TNMGRIT mg, PetscReal *rtol)
+{
+  PetscFunctionBegin;
+  *rtol = mg->rtol;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNMGRITSetSkip(TNMGRIT mg, PetscBool skip)
 {
   PetscFunctionBegin;
@@ -130,7 +188,7 @@ PetscErrorCode TNMGRITGetSkip(TNMGRIT mg, PetscBool *skip)
 PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
 {
   PetscInt m = mg->cfactor, l = mg->nlevels, it = mg->max_it;
-  PetscReal tol  = mg->tol;
+  PetscReal tol = mg->tol, rtol = mg->rtol;
   PetscBool skip = mg->skip;
 
   PetscFunctionBegin;
@@ -140,6 +198,10 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscCall(
       TNOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
   PetscCall(TNOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
+  PetscCall(TNOptionsReal("-mgrit_rtol",
+                          "Relative tolerance: stop once the C-point residual is at most this times the norm of the "
+                          "C-point states (0: -mgrit_tol alone)",
+                          "", rtol, &rtol, NULL));
   PetscCall(PetscOptionsBool(
       "-mgrit_skip",
       "First iteration: the coarsest level's propagation interpolated by F-relaxation (no relaxation on the way down)",
@@ -147,6 +209,7 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscCall(PetscOptionsName("-mgrit_view", "Print the MGRIT hierarchy once set up", "TNMGRITView", &mg->view));
   PetscOptionsEnd();
   PetscCall(TNMGRITSetParameters(mg, m, l, it, tol));
+  PetscCall(TNMGRITSetRelativeTolerance(mg, rtol));
   mg->skip = skip;
   PetscFunctionReturn(0);
 }
@@ -250,6 +313,53 @@ static PetscErrorCode Hierarchy(TNMGRIT mg)
   PetscFunctionReturn(0);
 }
 
+/* The coarse intervals, on every level, whose fine steps lie on more than one rank. */
+static PetscErrorCode SpanSetUp(TNMGRIT mg)
+{
+  PetscInt cap = 0;
+
+  PetscFunctionBegin;
+  mg->maxcoarse = mg->app.coarse_pack ? mg->app.coarse_size : 0;
+  if (!mg->maxcoarse || mg->size == 1) PetscFunctionReturn(0);
+  for (PetscInt l = 1; l < mg->nlv; l++) cap += mg->lv[l].n;
+  PetscCall(PetscMalloc1(2 * cap, &mg->span));
+  for (PetscInt l = 1; l < mg->nlv; l++) {
+    const Level *C = &mg->lv[l];
+    for (PetscInt P = 1; P <= C->n; P++) {
+      const PetscInt from = C->pos[P - 1], to = C->pos[P];
+      PetscBool seen = PETSC_FALSE;
+      /* steps from .. to-1 lead to points from+1 .. to */
+      if (to - from < 2 || Owner(mg, from + 1) == Owner(mg, to)) continue;
+      for (PetscInt k = 0; k < mg->nspan && !seen; k++) seen = mg->span[2 * k] == from && mg->span[2 * k + 1] == to;
+      if (seen) continue;
+      mg->span[2 * mg->nspan]     = from;
+      mg->span[2 * mg->nspan + 1] = to;
+      mg->nspan++;
+    }
+  }
+  PetscCall(PetscMalloc1(PetscMax(mg->nspan, 1) * mg->maxcoarse, &mg->spanbuf));
+  PetscFunctionReturn(0);
+}
+
+/* The coarse data of the intervals across ranks: every rank's share, summed (one reduction). */
+static PetscErrorCode AssembleCoarse(TNMGRIT mg)
+{
+  const PetscInt cs = mg->app.coarse_size;
+
+  PetscFunctionBegin;
+  if (!mg->nspan || !mg->app.coarse_pack) PetscFunctionReturn(0);
+  PetscCall(PetscArrayzero(mg->spanbuf, mg->nspan * cs));
+  for (PetscInt k = 0; k < mg->nspan; k++) {
+    const PetscInt from = mg->span[2 * k], to = mg->span[2 * k + 1];
+    const PetscInt lo = PetscMax(from, mg->lo), hi = PetscMin(to, mg->hi);
+    if (lo < hi) PetscCall(mg->app.coarse_pack(mg->app.ctx, from, to, lo, hi, mg->spanbuf + k * cs));
+  }
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, mg->spanbuf, (PetscMPIInt)(mg->nspan * cs), MPIU_SCALAR, MPI_SUM, mg->comm));
+  for (PetscInt k = 0; k < mg->nspan; k++)
+    PetscCall(mg->app.coarse_unpack(mg->app.ctx, mg->span[2 * k], mg->span[2 * k + 1], mg->spanbuf + k * cs));
+  PetscFunctionReturn(0);
+}
+
 /* Coarse-level storage for states of up to the current app.size entries (solves may then use
    any smaller size: the last batch of an epoch is smaller). */
 PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
@@ -266,6 +376,7 @@ PetscErrorCode TNMGRITSetUp(TNMGRIT mg)
   }
   PetscCall(PetscMalloc2(mg->maxsize, &mg->tmp, mg->maxsize, &mg->u0));
   PetscCall(PetscMalloc1(mg->max_it, &mg->hist));
+  PetscCall(SpanSetUp(mg));
   mg->setup = PETSC_TRUE;
   if (mg->view) PetscCall(TNMGRITView(mg, PETSC_VIEWER_STDOUT_(mg->comm)));
   PetscFunctionReturn(0);
@@ -278,9 +389,9 @@ PetscErrorCode TNMGRITView(TNMGRIT mg, PetscViewer viewer)
   PetscCall(PetscViewerASCIIPrintf(viewer,
                                    "TNMGRIT%s: %" PetscInt_FMT " steps on %d ranks, cfactor %" PetscInt_FMT
                                    ", %" PetscInt_FMT " levels (%" PetscInt_FMT " asked for), max_it %" PetscInt_FMT
-                                   ", tol %g%s\n",
+                                   ", tol %g, rtol %g%s\n",
                                    mg->mirror ? " (mirrored)" : "", mg->N, mg->size, mg->cfactor, mg->nlv, mg->nlevels,
-                                   mg->max_it, (double)mg->tol, mg->skip ? ", nested start" : ""));
+                                   mg->max_it, (double)mg->tol, (double)mg->rtol, mg->skip ? ", nested start" : ""));
   PetscCall(PetscViewerASCIIPushTab(viewer));
   for (PetscInt l = 0; l < mg->nlv; l++)
     PetscCall(PetscViewerASCIIPrintf(viewer, "level %" PetscInt_FMT ": %" PetscInt_FMT " intervals\n", l, mg->lv[l].n));
@@ -431,7 +542,7 @@ static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, 
   const PetscInt size = mg->app.size;
 
   PetscFunctionBegin;
-  if (ss) *ss = 0;
+  if (ss) ss[0] = ss[1] = 0;
   for (PetscInt P = C->a; P <= C->b; P++) {
     const PetscInt k = L->cidx[P - C->a];
     PetscScalar *phi = STATE(C->g, P - C->a + 1);
@@ -439,7 +550,8 @@ static PetscErrorCode CPointSteps(TNMGRIT mg, PetscInt l, const PetscScalar *u, 
     if (ss)
       for (PetscInt i = 0; i < size; i++) {
         const PetscScalar r = phi[i] - STATE(u, k)[i];
-        *ss += PetscRealPart(r * PetscConj(r));
+        ss[0] += PetscRealPart(r * PetscConj(r));
+        ss[1] += PetscRealPart(phi[i] * PetscConj(phi[i]));
       }
   }
   PetscFunctionReturn(0);
@@ -531,30 +643,35 @@ static PetscErrorCode Nested(TNMGRIT mg, PetscInt l, PetscScalar *u)
 }
 
 /* The final sweep of a fine-level iteration: F-relaxation (unless the nested start just did
-   it) and the C-point residual norm. */
-static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res)
+   it), the C-point residual norm and the tolerance it is held to: -mgrit_tol, or -mgrit_rtol
+   times the norm of the C-point states (the steps into them) when that is larger. */
+static PetscErrorCode FinishIteration(TNMGRIT mg, PetscScalar *u, PetscBool relax, PetscReal *res, PetscReal *tol)
 {
-  PetscReal ss;
+  PetscReal ss[2];
 
   PetscFunctionBegin;
   PetscCall(FinalSweep(mg, PETSC_TRUE));
   if (relax) PetscCall(FRelax(mg, 0, u));
-  PetscCall(CPointSteps(mg, 0, u, &ss));
+  PetscCall(CPointSteps(mg, 0, u, ss));
   PetscCall(FinalSweep(mg, PETSC_FALSE));
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPIU_REAL, MPI_SUM, mg->comm));
-  *res = PetscSqrtReal(ss);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, ss, 2, MPIU_REAL, MPI_SUM, mg->comm));
+  *res = PetscSqrtReal(ss[0]);
+  *tol = PetscMax(mg->tol, mg->rtol * PetscSqrtReal(ss[1]));
   PetscFunctionReturn(0);
 }
 
 PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, PetscInt *its, PetscReal *residual)
 {
-  PetscReal res;
+  PetscReal res, tol;
   PetscInt it = 0;
 
   PetscFunctionBegin;
   PetscCall(TNMGRITSetUp(mg));
   if (!mg->rank) PetscCall(PetscArraycpy(mg->u0, u0, mg->app.size));
   PetscCallMPI(MPI_Bcast(mg->u0, (PetscMPIInt)mg->app.size, MPIU_SCALAR, 0, mg->comm));
+  if (mg->from_start && !mg->skip)
+    for (PetscInt p = 0; p <= mg->hi - mg->lo; p++) PetscCall(PetscArraycpy(STATE(u, p), mg->u0, mg->app.size));
+  PetscCall(AssembleCoarse(mg));
   PetscCall(GhostFromStart(mg, &mg->lv[0], u));
   mg->hist_n = 0;
   if (mg->nlv == 1) {
@@ -569,18 +686,18 @@ PetscErrorCode TNMGRITSolve(TNMGRIT mg, const PetscScalar *u0, PetscScalar *u, P
   if (mg->skip) {
     /* the nested start is the first iteration */
     PetscCall(Nested(mg, 0, u));
-    PetscCall(FinishIteration(mg, u, PETSC_FALSE, &res));
+    PetscCall(FinishIteration(mg, u, PETSC_FALSE, &res, &tol));
     mg->hist[it++] = res;
   } else
-    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
+    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res, &tol));
   PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
-  while (res > mg->tol && it < mg->max_it) {
+  while (res > tol && it < mg->max_it) {
     PetscCall(PetscLogEventBegin(TN_EVENT_MGRIT, 0, 0, 0, 0));
     PetscCall(CRelaxFrom(mg, 0, u));
     PetscCall(FRelax(mg, 0, u));
     PetscCall(CPointSteps(mg, 0, u, NULL));
     PetscCall(Correct(mg, 0, u));
-    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res));
+    PetscCall(FinishIteration(mg, u, PETSC_TRUE, &res, &tol));
     PetscCall(PetscLogEventEnd(TN_EVENT_MGRIT, 0, 0, 0, 0));
     mg->hist[it++] = res;
   }
@@ -614,6 +731,8 @@ PetscErrorCode TNMGRITDestroy(TNMGRIT *mgp)
   PetscCall(PetscFree2(mg->rlo, mg->rhi));
   if (mg->setup) PetscCall(PetscFree2(mg->tmp, mg->u0));
   PetscCall(PetscFree(mg->hist));
+  PetscCall(PetscFree(mg->span));
+  PetscCall(PetscFree(mg->spanbuf));
   PetscCallMPI(MPI_Comm_free(&mg->comm));
   PetscCall(PetscFree(mg));
   *mgp = NULL;

@@ -20,6 +20,14 @@ typedef struct {
   void *ctx;
   PetscErrorCode (*step)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out);
   PetscErrorCode (*final_sweep)(void *ctx, PetscBool on);
+  /* Optional: what a coarse step needs of the fine steps of its interval, for the intervals whose
+     fine steps lie on more than one rank (the others' ranks hold all of it). At the start of each
+     solve, for each such interval [from, to), every rank holding some of its steps, [lo, hi),
+     adds their share to a zeroed buffer of coarse_size entries (coarse_pack); the solver sums
+     the buffers over the ranks and hands every rank the sum (coarse_unpack), before any step. */
+  PetscInt coarse_size;
+  PetscErrorCode (*coarse_pack)(void *ctx, PetscInt from, PetscInt to, PetscInt lo, PetscInt hi, PetscScalar *buf);
+  PetscErrorCode (*coarse_unpack)(void *ctx, PetscInt from, PetscInt to, const PetscScalar *buf);
 } TNMGRITApp;
 
 typedef struct _n_TNMGRIT *TNMGRIT;
@@ -30,6 +38,14 @@ typedef struct _n_TNMGRIT *TNMGRIT;
    ownership, of the forward one. */
 PETSC_EXTERN PetscErrorCode TNMGRITCreate(MPI_Comm comm, PetscInt N, PetscBool mirror, const TNMGRITApp *app,
                                           TNMGRIT *mg);
+/* The mirrored problem on the ranks of comm taken in reverse order (the solver makes that
+   communicator): the adjoint of a forward problem on comm, each rank keeping its steps. */
+PETSC_EXTERN PetscErrorCode TNMGRITCreateReversed(MPI_Comm comm, PetscInt N, const TNMGRITApp *app, TNMGRIT *mg);
+/* Whether every rank of the solver says ok (a logical and over its ranks, e.g. of step failures). */
+PETSC_EXTERN PetscErrorCode TNMGRITAgree(TNMGRIT, PetscBool *ok);
+/* Start guess: with from_start set, every point starts at u_0 of the first rank (not read from u),
+   unless the nested start needs no start values. */
+PETSC_EXTERN PetscErrorCode TNMGRITSetStartGuess(TNMGRIT, PetscBool from_start);
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
    2-norm of the fine C-point residuals), -mgrit_skip (true: the first iteration is the nested
    start, the coarsest level's propagation interpolated by F-relaxation, rather than a cycle
@@ -43,6 +59,11 @@ PETSC_EXTERN PetscErrorCode TNMGRITSetParameters(TNMGRIT, PetscInt cfactor, Pets
                                                  PetscReal tol);
 PETSC_EXTERN PetscErrorCode TNMGRITGetParameters(TNMGRIT, PetscInt *cfactor, PetscInt *levels, PetscInt *max_it,
                                                  PetscReal *tol);
+/* -mgrit_rtol: a solve also stops once the C-point residual is at most rtol times the 2-norm of
+   the C-point states (0, the default: -mgrit_tol alone). A tolerance relative to the states
+   means the same accuracy whatever their scale; it may change between solves. */
+PETSC_EXTERN PetscErrorCode TNMGRITSetRelativeTolerance(TNMGRIT, PetscReal rtol);
+PETSC_EXTERN PetscErrorCode TNMGRITGetRelativeTolerance(TNMGRIT, PetscReal *rtol);
 PETSC_EXTERN PetscErrorCode TNMGRITSetSkip(TNMGRIT, PetscBool skip);
 PETSC_EXTERN PetscErrorCode TNMGRITGetSkip(TNMGRIT, PetscBool *skip);
 /* Builds the level hierarchy and the ownership: the ranks split the steps evenly and own the

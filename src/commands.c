@@ -292,9 +292,10 @@ PetscErrorCode TNCommandInfo(MPI_Comm comm)
                         TNParamCount(c)));
   {
     /* how a results file's model was trained: the depth solver and its MGRIT settings */
-    const char *const keys[] = {"depth_solver",         "depth_ranks",      "data_ranks", "mgrit_cfactor",
-                                "mgrit_levels",         "mgrit_max_it",     "mgrit_tol",  "mgrit_skip",
-                                "mgrit_coarse_weights", "mgrit_coarse_its", "validation", "best_epoch"};
+    const char *const keys[] = {
+        "depth_solver",     "depth_ranks",        "data_ranks", "mgrit_cfactor", "mgrit_levels",
+        "mgrit_max_it",     "mgrit_tol",          "mgrit_rtol", "mgrit_skip",    "mgrit_coarse_weights",
+        "mgrit_coarse_its", "mgrit_exact_epochs", "validation", "best_epoch"};
     char values[sizeof keys / sizeof keys[0]][128];
     PetscCall(TNResultsConfigRead(comm, path, (PetscInt)(sizeof keys / sizeof keys[0]), keys, values));
     if (values[0][0]) PetscCall(PetscPrintf(comm, "trained with\n"));

@@ -150,124 +150,130 @@ static PetscErrorCode MGRITAdjointStep(void *ctx, PetscInt from, PetscInt to, co
   PetscFunctionReturn(0);
 }
 
-/* The coarse intervals of every level whose blocks lie on more than one depth rank. */
+/* Room for the intervals across ranks: at most every coarse point of every level. */
 static PetscErrorCode SpanSetUp(TNNetwork net)
 {
-  TNModel M        = net->model;
-  const PetscInt n = M->cfg.n;
-  PetscInt nlv, cap = 0;
-  PetscMPIInt size;
+  const PetscInt n = net->model->cfg.n;
+  PetscInt nlv;
 
   PetscFunctionBegin;
-  if (M->depth == MPI_COMM_NULL) PetscFunctionReturn(0);
-  PetscCallMPI(MPI_Comm_size(M->depth, &size));
+  net->nspan = net->capspan = 0;
   PetscCall(TNMGRITGetLevels(net->mg_fwd, &nlv));
   for (PetscInt l = 1; l < nlv; l++) {
     PetscInt np;
     const PetscInt *pos;
     PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
-    cap += np;
+    net->capspan += np;
   }
-  PetscCall(PetscMalloc3(2 * cap + 2, &net->span, cap + 1, &net->span_to, cap + 1, &net->span_from));
-  for (PetscInt l = 1; l < nlv; l++) {
-    PetscInt np;
-    const PetscInt *pos;
-    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
-    for (PetscInt P = 1; P <= np; P++) {
-      const PetscInt j0 = pos[P - 1], j1 = pos[P];
-      PetscMPIInt r0 = 0, r1 = 0;
-      PetscInt lo, hi;
-      /* r0 holds block j0, r1 block j1 - 1 (and so the point j1) */
-      for (PetscMPIInt r = 0; r < size; r++) {
-        TNGridSplit(M->cfg.L, size, r, &lo, &hi);
-        if (lo <= j0 && j0 < hi) r0 = r;
-        if (lo < j1 && j1 <= hi) r1 = r;
-      }
-      if (j1 - j0 < 2 || r0 == r1 || SpanIndex(net, j0, j1) >= 0) continue;
-      net->span[2 * net->nspan]     = j0;
-      net->span[2 * net->nspan + 1] = j1;
-      net->span_from[net->nspan]    = r1;
-      net->span_to[net->nspan]      = r0;
-      net->nspan++;
-    }
-  }
-  PetscCall(PetscMalloc3((net->nspan + 1) * (n * n + n), &net->span_op, (net->nspan + 1) * net->Bmax * n,
-                         &net->span_state, 2 * net->nspan + 1, &net->span_req));
+  PetscCall(PetscMalloc3(2 * net->capspan + 2, &net->span, (net->capspan + 1) * (n * n + n), &net->span_op,
+                         (net->capspan + 1) * net->Bmax * n, &net->span_state));
   PetscFunctionReturn(0);
 }
 
-/* The coarse operators of the intervals across ranks: each rank's share of the mean (average)
-   or the first block's (inject), summed over the depth ranks. */
-static PetscErrorCode SpanOperators(TNNetwork net)
+/* The slot of blocks [j0, j1), made on first sight. */
+static PetscErrorCode SpanSlot(TNNetwork net, PetscInt j0, PetscInt j1, PetscInt *k)
 {
-  TNModel M        = net->model;
-  const PetscInt n = M->cfg.n, w = n * n + n;
-
   PetscFunctionBegin;
-  if (!net->nspan) PetscFunctionReturn(0);
-  PetscCall(PetscArrayzero(net->span_op, net->nspan * w));
-  for (PetscInt k = 0; k < net->nspan; k++) {
-    const PetscInt j0 = net->span[2 * k], j1 = net->span[2 * k + 1];
-    const PetscInt a = PetscMax(j0, M->jlo), e = PetscMin(j1, M->jhi);
-    for (PetscInt j = a; j < e; j++) {
-      TNBlockLayer Lj;
-      const PetscReal wt = net->coarse_weights == TN_COARSE_AVERAGE ? 1.0 / (j1 - j0) : (j == j0 ? 1.0 : 0.0);
-      if (wt == 0) continue;
-      TNNetworkBlockLayer(net, j, &Lj);
-      for (PetscInt i = 0; i < n * n; i++) net->span_op[k * w + i] += wt * Lj.A[i];
-      for (PetscInt i = 0; i < n; i++) net->span_op[k * w + n * n + i] += wt * Lj.b[i];
-    }
-  }
-  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, net->span_op, (PetscMPIInt)(net->nspan * w), MPIU_SCALAR, MPI_SUM,
-                             net->model->depth));
+  *k = SpanIndex(net, j0, j1);
+  if (*k >= 0) PetscFunctionReturn(0);
+  PetscCheck(net->nspan < net->capspan, PETSC_COMM_SELF, PETSC_ERR_PLIB,
+             "more coarse intervals across ranks than points");
+  *k                    = net->nspan++;
+  net->span[2 * *k]     = j0;
+  net->span[2 * *k + 1] = j1;
   PetscFunctionReturn(0);
 }
 
-/* After the forward solve: y_j1 of each interval across ranks to the rank holding block j0. */
-static PetscErrorCode SpanStates(TNNetwork net, PetscInt B)
+/* This rank's share of the coarse operator of blocks [j0, j1): its blocks [a, e) of the mean
+   (average) or the first block's weights (inject). */
+static void SpanOperatorShare(TNNetwork net, PetscInt j0, PetscInt j1, PetscInt a, PetscInt e, PetscScalar *op)
 {
-  TNModel M        = net->model;
-  const PetscInt S = B * M->cfg.n;
-  PetscMPIInt rank, nreq = 0;
-  MPI_Request *req = net->span_req;
+  const PetscInt n = net->model->cfg.n;
+
+  for (PetscInt j = a; j < e; j++) {
+    TNBlockLayer Lj;
+    const PetscReal wt = net->coarse_weights == TN_COARSE_AVERAGE ? 1.0 / (j1 - j0) : (j == j0 ? 1.0 : 0.0);
+    if (wt == 0) continue;
+    TNNetworkBlockLayer(net, j, &Lj);
+    for (PetscInt i = 0; i < n * n; i++) op[i] += wt * Lj.A[i];
+    for (PetscInt i = 0; i < n; i++) op[n * n + i] += wt * Lj.b[i];
+  }
+}
+
+/* Forward: the points are the blocks' indices. */
+static PetscErrorCode MGRITForwardPack(void *ctx, PetscInt from, PetscInt to, PetscInt lo, PetscInt hi,
+                                       PetscScalar *buf)
+{
+  PetscFunctionBegin;
+  SpanOperatorShare((TNNetwork)ctx, from, to, lo, hi, buf);
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode MGRITForwardUnpack(void *ctx, PetscInt from, PetscInt to, const PetscScalar *buf)
+{
+  TNNetwork net    = (TNNetwork)ctx;
+  const PetscInt n = net->model->cfg.n;
+  PetscInt k;
 
   PetscFunctionBegin;
-  if (!net->nspan) PetscFunctionReturn(0);
-  PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
-  for (PetscInt k = 0; k < net->nspan; k++) {
-    const PetscInt j1 = net->span[2 * k + 1];
-    if (net->span_to[k] == rank)
-      PetscCallMPI(MPI_Irecv(net->span_state + k * net->Bmax * M->cfg.n, (PetscMPIInt)S, MPIU_SCALAR, net->span_from[k],
-                             40, M->depth, &req[nreq++]));
-    if (net->span_from[k] == rank)
-      PetscCallMPI(MPI_Isend(net->states + (j1 - M->jlo) * S, (PetscMPIInt)S, MPIU_SCALAR, net->span_to[k], 40,
-                             M->depth, &req[nreq++]));
-  }
-  PetscCallMPI(MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE));
+  PetscCall(SpanSlot(net, from, to, &k));
+  PetscCall(PetscArraycpy(net->span_op + k * (n * n + n), buf, n * n + n));
   PetscFunctionReturn(0);
+}
+
+/* Adjoint: mirrored points, blocks [L - to, L - from); the operator, then y_j1 from the rank
+   holding block j1 - 1 (the adjoint's step `from`). */
+static PetscErrorCode MGRITAdjointPack(void *ctx, PetscInt from, PetscInt to, PetscInt lo, PetscInt hi,
+                                       PetscScalar *buf)
+{
+  TNNetwork net    = (TNNetwork)ctx;
+  TNModel M        = net->model;
+  const PetscInt n = M->cfg.n, L = M->cfg.L, j1 = L - from, S = net->mg_batch * n;
+
+  PetscFunctionBegin;
+  SpanOperatorShare(net, L - to, j1, L - hi, L - lo, buf);
+  if (lo == from) PetscCall(PetscArraycpy(buf + n * n + n, net->states + (j1 - M->jlo) * S, S));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode MGRITAdjointUnpack(void *ctx, PetscInt from, PetscInt to, const PetscScalar *buf)
+{
+  TNNetwork net    = (TNNetwork)ctx;
+  const PetscInt n = net->model->cfg.n, L = net->model->cfg.L;
+  PetscInt k;
+
+  PetscFunctionBegin;
+  PetscCall(SpanSlot(net, L - to, L - from, &k));
+  PetscCall(PetscArraycpy(net->span_op + k * (n * n + n), buf, n * n + n));
+  PetscCall(PetscArraycpy(net->span_state + k * net->Bmax * n, buf + n * n + n, net->mg_batch * n));
+  PetscFunctionReturn(0);
+}
+
+static void MGRITApps(TNNetwork net, PetscInt B, TNMGRITApp *fwd, TNMGRITApp *adj)
+{
+  const PetscInt n = net->model->cfg.n;
+
+  *fwd = (TNMGRITApp){B * n, net, MGRITForwardStep, MGRITLastSweep, n * n + n, MGRITForwardPack, MGRITForwardUnpack};
+  *adj = (TNMGRITApp){
+      B * n, net, MGRITAdjointStep, MGRITLastSweep, n * n + n + B * n, MGRITAdjointPack, MGRITAdjointUnpack};
 }
 
 PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
 {
   TNModel M        = net->model;
   const PetscInt n = M->cfg.n, S = net->Bmax * n;
-  TNMGRITApp fwd = {S, net, MGRITForwardStep, MGRITLastSweep}, adj = {S, net, MGRITAdjointStep, MGRITLastSweep};
+  /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
+  const MPI_Comm comm = M->depth == MPI_COMM_NULL ? PETSC_COMM_SELF : M->depth;
+  TNMGRITApp fwd, adj;
   PetscInt lo, hi;
-  PetscMPIInt rank, size;
 
   PetscFunctionBegin;
   PetscCall(TNNetworkMGRITDestroy(net));
-  if (M->depth == MPI_COMM_NULL) {
-    /* one rank: MGRIT still runs, serially (the same iterations, for studies and tests) */
-    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
-    PetscCall(TNMGRITCreate(PETSC_COMM_SELF, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
-  } else {
-    PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
-    PetscCallMPI(MPI_Comm_size(M->depth, &size));
-    PetscCallMPI(MPI_Comm_split(M->depth, 0, size - 1 - rank, &net->reversed));
-    PetscCall(TNMGRITCreate(M->depth, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
-    PetscCall(TNMGRITCreate(net->reversed, M->cfg.L, PETSC_TRUE, &adj, &net->mg_adj));
-  }
+  MGRITApps(net, net->Bmax, &fwd, &adj);
+  PetscCall(TNMGRITCreate(comm, M->cfg.L, PETSC_FALSE, &fwd, &net->mg_fwd));
+  PetscCall(TNMGRITCreateReversed(comm, M->cfg.L, &adj, &net->mg_adj));
+  PetscCall(TNMGRITSetStartGuess(net->mg_fwd, PETSC_TRUE));
+  PetscCall(TNMGRITSetStartGuess(net->mg_adj, PETSC_TRUE));
   PetscCall(TNMGRITSetFromOptions(net->mg_fwd));
   PetscCall(TNMGRITSetFromOptions(net->mg_adj));
   PetscCall(TNMGRITSetUp(net->mg_fwd));
@@ -294,34 +300,25 @@ PetscErrorCode TNNetworkMGRITDestroy(TNNetwork net)
   PetscCall(TNMGRITDestroy(&net->mg_adj));
   PetscCall(PetscFree(net->adjoints));
   PetscCall(PetscFree(net->block_grad));
-  PetscCall(PetscFree3(net->span, net->span_to, net->span_from));
-  PetscCall(PetscFree3(net->span_op, net->span_state, net->span_req));
+  PetscCall(PetscFree3(net->span, net->span_op, net->span_state));
   PetscCall(PetscFree2(net->coarse_A, net->coarse_b));
-  net->nspan = 0;
-  if (net->reversed != MPI_COMM_NULL) PetscCallMPI(MPI_Comm_free(&net->reversed));
+  net->nspan = net->capspan = 0;
   PetscFunctionReturn(0);
 }
 
 /* Every rank's points start from u0 of the first rank (y_0 forward, lambda_L backward), unless
-   the nested start needs no start values. */
-static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, PetscInt B, PetscScalar *u, PetscBool *ok)
+   the nested start needs no start values (TNMGRITSetStartGuess). */
+static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, PetscInt B, PetscScalar *u, PetscBool *ok)
 {
-  const PetscInt S = B * net->model->cfg.n, npts = TNNetworkLocalBlocks(net) + 1;
-  TNMGRITApp app;
+  TNMGRITApp fwd, adj;
   PetscInt its;
   PetscReal res;
-  PetscBool skip;
 
   PetscFunctionBegin;
   net->mg_batch = B;
   net->mg_ok    = PETSC_TRUE;
-  PetscCall(TNMGRITGetSkip(mg, &skip));
-  if (!skip) {
-    if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Bcast(u, (PetscMPIInt)S, MPIU_SCALAR, 0, comm));
-    for (PetscInt p = 1; p < npts; p++) PetscCall(PetscArraycpy(u + p * S, u, S));
-  }
-  app = (TNMGRITApp){S, net, mg == net->mg_fwd ? MGRITForwardStep : MGRITAdjointStep, MGRITLastSweep};
-  PetscCall(TNMGRITSetApp(mg, &app));
+  MGRITApps(net, B, &fwd, &adj);
+  PetscCall(TNMGRITSetApp(mg, mg == net->mg_fwd ? &fwd : &adj));
   PetscCall(TNMGRITSolve(mg, u, u, &its, &res));
   {
     /* the mean reduction of the residual per iteration: (r_last / r_first)^(1/(its-1)) */
@@ -338,7 +335,7 @@ static PetscErrorCode MGRITSolve(TNNetwork net, TNMGRIT mg, MPI_Comm comm, Petsc
   net->mg_counts.mgrit_its += its;
   net->mg_counts.mgrit_solves++;
   net->mg_counts.mgrit_res = PetscMax(net->mg_counts.mgrit_res, res);
-  if (comm != MPI_COMM_NULL) PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &net->mg_ok, 1, MPIU_BOOL, MPI_LAND, comm));
+  PetscCall(TNMGRITAgree(mg, &net->mg_ok));
   *ok = net->mg_ok;
   if (!*ok && !net->failure[0])
     PetscCall(PetscSNPrintf(net->failure, sizeof net->failure, "a block solve within MGRIT did not converge"));
@@ -373,10 +370,8 @@ PetscErrorCode TNNetworkForwardMGRIT(TNNetwork net, PetscInt B, const PetscReal 
 
   PetscFunctionBegin;
   if (M->jlo == 0) TNNetworkOpening(net, B, X, net->states);
-  PetscCall(SpanOperators(net));
-  PetscCall(MGRITSolve(net, net->mg_fwd, M->depth, B, net->states, ok));
+  PetscCall(MGRITSolve(net, net->mg_fwd, B, net->states, ok));
   if (!*ok) PetscFunctionReturn(0);
-  PetscCall(SpanStates(net, B));
   for (PetscInt i = 0; i < nloc; i++) {
     PetscBool cpoint;
     PetscCall(TNMGRITIsCPoint(net->mg_fwd, M->jlo + i + 1, &cpoint));
@@ -409,7 +404,7 @@ PetscErrorCode TNNetworkBackwardMGRIT(TNNetwork net, PetscInt B, const PetscReal
 
   PetscFunctionBegin;
   if (M->jhi == c->L) TNNetworkClosingGradient(net, B, net->states + nloc * S, dout, grad, net->adjoints);
-  PetscCall(MGRITSolve(net, net->mg_adj, net->reversed, B, net->adjoints, ok));
+  PetscCall(MGRITSolve(net, net->mg_adj, B, net->adjoints, ok));
   if (*ok) AddBlockGradients(net, net->block_grad, grad);
   if (*ok && M->jlo == 0) TNNetworkOpeningGradient(net, B, X, net->states, net->adjoints + nloc * S, grad);
   PetscFunctionReturn(0);

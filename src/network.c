@@ -27,7 +27,6 @@ PetscErrorCode TNNetworkCreate(TNModel model, PetscInt max_batch, TNNetwork *out
   net->depth_solver   = TN_DEPTH_SEQUENTIAL;
   net->coarse_weights = TN_COARSE_INJECT;
   net->coarse_its     = TN_MGRIT_COARSE_ITS;
-  net->reversed       = MPI_COMM_NULL;
   PetscCall(TNBlockSolverCreate(c->n, &net->solver));
   if (c->antisymmetric) PetscCall(PetscMalloc1(TNNetworkLocalBlocks(net) * c->n * c->n, &net->antisym));
   PetscCall(PetscMalloc6(S, &net->lambda, S, &net->mu, 2 * S, &net->scaled, c->n * c->n, &net->dA, S, &net->deriv, S,
@@ -365,6 +364,7 @@ PetscErrorCode TNNetworkGetMGRITSettings(TNNetwork net, TNNetworkMGRITSettings *
   s->coarse_its     = net->coarse_its;
   if (net->mg_fwd) {
     PetscCall(TNMGRITGetParameters(net->mg_fwd, &s->cfactor, &s->levels, &s->max_it, &s->tol));
+    PetscCall(TNMGRITGetRelativeTolerance(net->mg_fwd, &s->rtol));
     PetscCall(TNMGRITGetSkip(net->mg_fwd, &s->skip));
   }
   PetscFunctionReturn(0);
@@ -391,7 +391,7 @@ PetscErrorCode TNNetworkBackward(TNNetwork net, PetscInt B, const PetscReal *X, 
   /* across depth a failed forward pass still takes part, to pass the failure on */
   *ok = net->forward_ok;
   if (*ok) net->failure[0] = 0;
-  if (net->depth_solver == TN_DEPTH_MGRIT) {
+  if (net->depth_solver == TN_DEPTH_MGRIT && !net->exact) {
     /* the forward MGRIT solve agreed on failure across depth: nobody is left waiting */
     if (*ok) PetscCall(TNNetworkBackwardMGRIT(net, B, X, dout, grad, ok));
     PetscCall(PetscLogEventEnd(TN_EVENT_BACKWARD, 0, 0, 0, 0));

@@ -59,13 +59,14 @@ PETSC_EXTERN PetscErrorCode TNNetworkBackward(TNNetwork, PetscInt B, const Petsc
    called by the MGRIT backward pass (its gradients are final together at its end) nor where the
    pass fails. */
 typedef PetscErrorCode (*TNGradientReady)(void *ctx, PetscInt j);
-/* Forward passes propagate layer-serially (the network itself, exactly) even where the depth
-   solver is MGRIT: what validation and evaluation of a depth-parallel training use. */
+/* Forward and backward passes propagate layer-serially (the network itself, exactly) even where
+   the depth solver is MGRIT: what validation and evaluation of a depth-parallel training use, and
+   the converged last epochs of -mgrit_exact_epochs. */
 PETSC_EXTERN PetscErrorCode TNNetworkSetExactForward(TNNetwork, PetscBool);
 /* The MGRIT settings in force (cfactor .. skip zero when the network has no MGRIT solver). */
 typedef struct {
   PetscInt cfactor, levels, max_it, coarse_its;
-  PetscReal tol;
+  PetscReal tol, rtol;
   PetscBool skip;
   TNCoarseWeight coarse_weights;
 } TNNetworkMGRITSettings;

@@ -48,22 +48,19 @@ struct _n_TNNetwork {
   TNCoarseWeight coarse_weights;
   PetscInt coarse_its; /* iterations a coarse step's solve may take */
   TNMGRIT mg_fwd, mg_adj;
-  MPI_Comm reversed;                /* the depth ranks in reverse order, for the adjoint solve */
   PetscScalar *adjoints;            /* adjoints at this rank's points: adjoints[q] = lambda_{jhi-q} */
   PetscScalar *coarse_A, *coarse_b; /* a coarse step's averaged operator and bias */
   PetscInt mg_batch;                /* batch size of the MGRIT solve under way */
   PetscBool mg_ok;
   PetscBool mg_last_sweep; /* fine steps now may be the last at their points */
   PetscScalar *block_grad; /* the adjoint solve's block gradients, from each block's last step */
-  /* coarse intervals whose blocks lie on more than one depth rank: their operators are summed
-     over the ranks before each forward solve, and the adjoint's owner of block j0 receives the
-     state y_j1 at the interval's end, where the coarse adjoint step is linearised */
-  PetscInt nspan;
-  PetscInt *span;                   /* span[2k], span[2k+1]: the first block and one past the last */
-  PetscMPIInt *span_to, *span_from; /* the rank holding y_j1 and the one holding block j0 */
-  PetscScalar *span_op;             /* n*n + n each: the coarse operator and bias */
-  PetscScalar *span_state;          /* Bmax*n each: y_j1, where block j0 is held here */
-  MPI_Request *span_req;
+  /* coarse intervals whose blocks lie on more than one depth rank, as the MGRIT solver assembles
+     them (coarse_pack / coarse_unpack): the coarse operator, and for the adjoint the state y_j1 at
+     the interval's end, where the coarse adjoint step is linearised */
+  PetscInt nspan, capspan;
+  PetscInt *span;            /* span[2k], span[2k+1]: the first block and one past the last */
+  PetscScalar *span_op;      /* n*n + n each: the coarse operator and bias */
+  PetscScalar *span_state;   /* Bmax*n each: y_j1 */
   TNNetworkCounts mg_counts; /* the MGRIT part of the counters */
 };
 

@@ -240,9 +240,11 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
     PetscCall(ConfigAdd(&c, "mgrit_levels", "%" PetscInt_FMT, m.levels));
     PetscCall(ConfigAdd(&c, "mgrit_max_it", "%" PetscInt_FMT, m.max_it));
     PetscCall(ConfigAdd(&c, "mgrit_tol", "%.17g", (double)m.tol));
+    PetscCall(ConfigAdd(&c, "mgrit_rtol", "%.17g", (double)m.rtol));
     PetscCall(ConfigAdd(&c, "mgrit_skip", "%s", m.skip ? "true" : "false"));
     PetscCall(ConfigAdd(&c, "mgrit_coarse_weights", "%s", TNCoarseWeights[m.coarse_weights]));
     PetscCall(ConfigAdd(&c, "mgrit_coarse_its", "%" PetscInt_FMT, m.coarse_its));
+    PetscCall(ConfigAdd(&c, "mgrit_exact_epochs", "%" PetscInt_FMT, t->exact_epochs));
   }
   PetscCall(ConfigAdd(&c, "validation", "%s", "exact (layer-serial forward propagation)"));
   PetscCall(ConfigAdd(&c, "lr_schedule", "%s", TNScheduleTypes[t->sched.type]));

@@ -116,6 +116,10 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
                          "Size of the gradient buckets reduced over the data ranks while the backward pass goes on "
                          "(0: one reduction after it)",
                          "", t->bucket_kb, &t->bucket_kb, NULL));
+  PetscCall(TNOptionsInt("-mgrit_exact_epochs",
+                         "Under -depth_solver mgrit, the last this many epochs train with the layer-serial "
+                         "propagation (converged solves: the exact gradient) (0: none)",
+                         "", t->exact_epochs, &t->exact_epochs, NULL));
   PetscCall(TNOptionsInt("-max_rejections",
                          "Rejected steps in a row before a failed block solve ends the run (0: the first one does)", "",
                          t->max_rejections, &t->max_rejections, NULL));
@@ -126,6 +130,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(!(t->have_train && have_problem), t->comm, TN_ERR_USER, "-train and -problem exclude each other");
   PetscCheck(!t->have_val || t->have_train, t->comm, TN_ERR_USER, "-val needs -train");
   PetscCheck(t->epochs > 0, t->comm, TN_ERR_USER, "-epochs must be positive, got %" PetscInt_FMT, t->epochs);
+  PetscCheck(t->exact_epochs >= 0, t->comm, TN_ERR_USER, "-mgrit_exact_epochs must be non-negative, got %" PetscInt_FMT,
+             t->exact_epochs);
   PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
   PetscCheck(t->max_memory >= 0, t->comm, TN_ERR_USER, "-max_memory must be non-negative, got %g",
              (double)t->max_memory);
@@ -681,7 +687,7 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
     PetscCall(TNNetworkSetExactForward(t->net, PETSC_TRUE));
     PetscCall(TNEvaluateDatasetTry(t->net, &t->grid, t->val, chunk, where, &r->val_loss, &r->val_accuracy, &failed,
                                    failure, sizeof failure));
-    PetscCall(TNNetworkSetExactForward(t->net, PETSC_FALSE));
+    PetscCall(TNNetworkSetExactForward(t->net, t->exact));
     if (!failed) break;
     /* the epoch's last update made the validation's solves fail: it is rejected like any */
     PetscCall(RejectStep(t, epoch, failure));
@@ -699,6 +705,12 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
   TNEpochReport r      = {0, NAN, NAN, NAN, 0, 0, 0, 0, 0, 0};
 
   PetscFunctionBegin;
+  {
+    TNDepthSolver solver;
+    PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
+    PetscCheck(!t->exact_epochs || solver == TN_DEPTH_MGRIT, t->comm, TN_ERR_USER,
+               "-mgrit_exact_epochs needs -depth_solver mgrit");
+  }
   PetscCall(TNTrainerReportHeader(t));
   if (t->checkpoint[0]) {
     signal(SIGTERM, OnSignal);
@@ -714,6 +726,8 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscBool stop = PETSC_FALSE, retry, early;
 
     PetscCall(SetRate(t, e, &lr));
+    t->exact = e > t->epochs - t->exact_epochs ? PETSC_TRUE : PETSC_FALSE;
+    PetscCall(TNNetworkSetExactForward(t->net, t->exact));
     EpochPermutation(t, e);
     for (PetscInt k = resumed ? t->resume.batch : 0; k < nb; k++) {
       PetscInt a = 0, B = 0, Bg = 0;

@@ -75,7 +75,9 @@ struct _n_TNTrainer {
   TNRegularization reg;
   TNOptimizer opt;
   PetscInt epochs, batch, depth_ranks, seed;
-  PetscReal max_memory; /* GB a node may use; 0: what it has */
+  PetscInt exact_epochs; /* -mgrit_exact_epochs: the last epochs train layer-serially */
+  PetscBool exact;       /* whether this epoch does */
+  PetscReal max_memory;  /* GB a node may use; 0: what it has */
   char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
   PetscInt checkpoint_every;

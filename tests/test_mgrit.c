@@ -54,7 +54,7 @@ static void ToySetUp(Toy *t, PetscInt N)
 static void Compare(PetscInt N, PetscInt m, PetscInt levels, PetscBool mirror, PetscBool skip)
 {
   Toy toy;
-  TNMGRITApp app = {K, &toy, ToyStep, NULL};
+  TNMGRITApp app = {.size = K, .ctx = &toy, .step = ToyStep};
   TNMGRIT mg;
   PetscScalar ref[(64 + 1) * K], u0[K], *u;
   PetscInt lo, hi, its, nh;
@@ -141,7 +141,7 @@ static void test_multilevel(void **state)
 static void test_inexact(void **state)
 {
   Toy toy;
-  TNMGRITApp app = {K, &toy, ToyStep, NULL};
+  TNMGRITApp app = {.size = K, .ctx = &toy, .step = ToyStep};
   TNMGRIT mg;
   PetscScalar u0[K], *u;
   PetscInt lo, hi, its;
@@ -173,7 +173,7 @@ static void test_closing(void **state)
 {
   const PetscInt N = 45, m = 4;
   Toy toy;
-  TNMGRITApp app = {K, &toy, ToyStep, ToyClosing};
+  TNMGRITApp app = {.size = K, .ctx = &toy, .step = ToyStep, .final_sweep = ToyClosing};
   PetscScalar u0[K], *u, phi[K], coarse[K];
   PetscInt lo, hi, its;
   PetscReal res, err = 0, nested = 0;
