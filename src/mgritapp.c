@@ -7,6 +7,7 @@
 #include "networkimpl.h"
 #include "activation.h"
 #include "rows.h"
+#include "rng.h"
 
 /* The coarse step over blocks [j0, j1): the theta-step of size (j1-j0)h with the weights of the
    interval's first block (inject) or the mean of its blocks' (average). */
@@ -31,6 +32,7 @@ static void CoarseLayer(TNNetwork net, PetscInt j0, PetscInt j1, TNBlockLayer *L
   }
   TNNetworkBlockLayer(net, j0, L);
   L->h *= (PetscReal)(j1 - j0);
+  if (net->mg_break_coarse) L->h += L->h / (PetscReal)(j1 - j0);
   if (net->coarse_weights == TN_COARSE_AVERAGE && j1 - j0 > 1) {
     TNBlockLayer Lj;
     for (PetscInt i = 0; i < n * n; i++) net->coarse_A[i] = 0;
@@ -76,23 +78,39 @@ static PetscErrorCode MGRITLastSweep(void *ctx, PetscBool on)
   PetscFunctionReturn(0);
 }
 
+/* The theta-step from point from to point to: the fine step of block `from` (fine), else the
+   coarse step over [from, to) (a rough solve when rough). */
+static PetscErrorCode Propagate(TNNetwork net, PetscInt from, PetscInt to, PetscBool fine, PetscBool rough,
+                                const PetscScalar *u, PetscScalar *out, PetscBool *ok)
+{
+  const PetscInt S = net->mg_batch * net->model->cfg.n, i = from - net->model->jlo;
+  const PetscBool keep = net->mg_last_sweep && fine;
+  TNBlockLayer L;
+
+  PetscFunctionBegin;
+  if (fine)
+    TNNetworkBlockLayer(net, from, &L);
+  else
+    CoarseLayer(net, from, to, &L);
+  if (rough) PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
+  PetscCall(TNNetworkThetaSolve(net, from, fine ? "forward" : "coarse forward", &L, net->mg_batch, u, out,
+                                keep ? net->Fyj + i * S : net->scaled,
+                                keep && net->Fyj1 ? net->Fyj1 + i * S : net->scaled + S, ok));
+  PetscCall(TNBlockSolverSetRough(net->solver, 0));
+  PetscFunctionReturn(0);
+}
+
 /* Forward propagator between points from < to: block `from`, or the coarse step. A fine step
    of the last sweep leaves F_j(y_j) and F_j(y_{j+1}) where the backward pass reads them. */
 static PetscErrorCode MGRITForwardStep(void *ctx, PetscInt from, PetscInt to, const PetscScalar *u, PetscScalar *out)
 {
-  TNNetwork net    = (TNNetwork)ctx;
-  const PetscInt S = net->mg_batch * net->model->cfg.n, i = from - net->model->jlo;
-  const PetscBool keep = net->mg_last_sweep && to == from + 1;
-  TNBlockLayer L;
+  TNNetwork net        = (TNNetwork)ctx;
+  const PetscInt S     = net->mg_batch * net->model->cfg.n;
+  const PetscBool fine = to == from + 1 ? PETSC_TRUE : PETSC_FALSE;
   PetscBool ok;
 
   PetscFunctionBegin;
-  CoarseLayer(net, from, to, &L);
-  if (to > from + 1) PetscCall(TNBlockSolverSetRough(net->solver, net->coarse_its));
-  PetscCall(TNNetworkThetaSolve(net, from, to == from + 1 ? "forward" : "coarse forward", &L, net->mg_batch, u, out,
-                                keep ? net->Fyj + i * S : net->scaled,
-                                keep && net->Fyj1 ? net->Fyj1 + i * S : net->scaled + S, &ok));
-  PetscCall(TNBlockSolverSetRough(net->solver, 0));
+  PetscCall(Propagate(net, from, to, fine, fine ? PETSC_FALSE : PETSC_TRUE, u, out, &ok));
   if (!ok) PetscCall(CoarseFailure(net, from, to, S, u, out));
   PetscFunctionReturn(0);
 }
@@ -428,5 +446,170 @@ PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork net, PetscInt B, PetscScal
   }
   PetscCheck(ok, PETSC_COMM_SELF, TN_ERR_RUNTIME, "%s", net->failure);
   AddBlockGradients(net, net->block_grad, grad);
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITBreakCoarseStep(TNNetwork net, PetscBool broken)
+{
+  PetscFunctionBegin;
+  net->mg_break_coarse = broken;
+  PetscFunctionReturn(0);
+}
+
+static PetscReal Dot(PetscInt N, const PetscScalar *a, const PetscScalar *b)
+{
+  PetscReal s = 0;
+  for (PetscInt i = 0; i < N; i++) s += PetscRealPart(a[i] * PetscConj(b[i]));
+  return s;
+}
+
+static PetscReal RelativeError(PetscInt N, const PetscScalar *a, const PetscScalar *ref)
+{
+  PetscReal d = 0, r = 0;
+  for (PetscInt i = 0; i < N; i++) {
+    d += PetscRealPart((a[i] - ref[i]) * PetscConj(a[i] - ref[i]));
+    r += PetscRealPart(ref[i] * PetscConj(ref[i]));
+  }
+  return r > 0 ? PetscSqrtReal(d / r) : PetscSqrtReal(d);
+}
+
+/* w = J v, the theta-step of block j linearised at (y0, y1): (I - h theta D1 A) w = v + h(1-theta)
+   D0 A v, D = s'(A y + b), by fixed-point iteration (a fine step's h theta |D1 A| < 1). */
+static PetscErrorCode Tangent(TNNetwork net, PetscInt j, PetscInt B, const PetscScalar *y0, const PetscScalar *y1,
+                              const PetscScalar *v, PetscScalar *w, PetscScalar *work, PetscBool *converged)
+{
+  const PetscInt n = net->model->cfg.n, N = B * n;
+  PetscScalar *D0 = work, *D1 = work + N, *rhs = work + 2 * N, *Aw = work + 3 * N, *zero = work + 4 * N;
+  TNBlockLayer L;
+
+  PetscFunctionBegin;
+  TNNetworkBlockLayer(net, j, &L);
+  PetscCall(PetscArrayzero(zero, n));
+  TNRowsApply(B, n, n, y0, L.A, L.b, D0);
+  TNActivate(L.act, N, D0, D0);
+  TNActivationDerivative(L.act, N, D0, D0);
+  TNRowsApply(B, n, n, y1, L.A, L.b, D1);
+  TNActivate(L.act, N, D1, D1);
+  TNActivationDerivative(L.act, N, D1, D1);
+  TNRowsApply(B, n, n, v, L.A, zero, Aw);
+  for (PetscInt i = 0; i < N; i++) rhs[i] = v[i] + L.h * (1 - L.theta) * D0[i] * Aw[i];
+  PetscCall(PetscArraycpy(w, rhs, N));
+  *converged = L.theta == 0 ? PETSC_TRUE : PETSC_FALSE;
+  for (PetscInt it = 0; it < 500 && !*converged; it++) {
+    PetscReal change = 0, size = 0;
+    TNRowsApply(B, n, n, w, L.A, zero, Aw);
+    for (PetscInt i = 0; i < N; i++) {
+      const PetscScalar next = rhs[i] + L.h * L.theta * D1[i] * Aw[i];
+      change += PetscRealPart((next - w[i]) * PetscConj(next - w[i]));
+      size += PetscRealPart(next * PetscConj(next));
+      w[i] = next;
+    }
+    *converged = change <= 1e-30 * size ? PETSC_TRUE : PETSC_FALSE;
+  }
+  PetscFunctionReturn(0);
+}
+
+PetscErrorCode TNNetworkMGRITSelfTest(TNNetwork net, PetscInt B, const PetscReal *X, TNMGRITTestResult *r,
+                                      PetscBool *passed)
+{
+  TNModel M              = net->model;
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt n = c->n, S = B * n, nloc = TNNetworkLocalBlocks(net), w = n * n + n, L = c->L;
+  const MPI_Comm comm = M->depth == MPI_COMM_NULL ? PETSC_COMM_SELF : M->depth;
+  PetscScalar *a, *b, *v, *lam, *work, *buf, *out;
+  PetscReal errs[3];
+  PetscInt counts[3], nlv;
+  PetscBool ok = PETSC_TRUE, exact = net->exact;
+
+  PetscFunctionBegin;
+  PetscCheck(net->depth_solver == TN_DEPTH_MGRIT, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE,
+             "the network does not use -depth_solver mgrit");
+  PetscCall(PetscMemzero(r, sizeof *r));
+  /* the states of the network itself, layer-serially */
+  PetscCall(PetscMalloc1(B * c->m, &out));
+  net->exact = PETSC_TRUE;
+  PetscCall(TNNetworkForward(net, B, X, out, &ok));
+  net->exact = exact;
+  PetscCall(PetscFree(out));
+  PetscCall(TNMGRITAgree(net->mg_fwd, &ok));
+  PetscCheck(ok, comm, TN_ERR_RUNTIME, "MGRIT self-test: the forward propagation failed: %s", net->failure);
+  PetscCall(PetscMalloc6(S, &a, S, &b, S, &v, S, &lam, 5 * S, &work, w + S, &buf));
+  net->mg_batch      = B;
+  net->mg_last_sweep = PETSC_FALSE;
+  for (PetscInt i = 0; i < S; i++) {
+    v[i]   = 2 * TNUniform(77, 1, (uint64_t)i) - 1;
+    lam[i] = 2 * TNUniform(77, 2, (uint64_t)i) - 1;
+  }
+  /* (1) the coarse step of stride 1 against the fine step */
+  for (PetscInt i = 0; i < nloc; i++) {
+    const PetscInt j = M->jlo + i;
+    PetscBool okf, okc;
+    PetscCall(Propagate(net, j, j + 1, PETSC_TRUE, PETSC_FALSE, net->states + i * S, a, &okf));
+    PetscCall(Propagate(net, j, j + 1, PETSC_FALSE, PETSC_FALSE, net->states + i * S, b, &okc));
+    r->stride1 = PetscMax(r->stride1, okf && okc ? RelativeError(S, b, a) : PETSC_INFINITY);
+    r->nstride1++;
+  }
+  /* (2) pack and unpack of each coarse interval held here, against the coarse step's own data */
+  PetscCall(TNMGRITGetLevels(net->mg_fwd, &nlv));
+  for (PetscInt l = 1; l < nlv; l++) {
+    PetscInt np;
+    const PetscInt *pos;
+    PetscCall(TNMGRITGetLevelPoints(net->mg_fwd, l, &np, &pos));
+    for (PetscInt P = 1; P <= np; P++) {
+      const PetscInt j0 = pos[P - 1], j1 = pos[P], before = net->nspan;
+      TNBlockLayer direct, packed;
+      PetscInt k;
+      if (j1 - j0 < 2 || j0 < M->jlo || j1 > M->jhi || SpanIndex(net, j0, j1) >= 0) continue;
+      CoarseLayer(net, j0, j1, &direct);
+      PetscCall(PetscArraycpy(a, direct.A, n * n));
+      PetscCall(PetscArraycpy(a + n * n, direct.b, n));
+      PetscCall(PetscArrayzero(buf, w + S));
+      PetscCall(MGRITAdjointPack(net, L - j1, L - j0, L - j1, L - j0, buf));
+      PetscCall(MGRITAdjointUnpack(net, L - j1, L - j0, buf));
+      k = SpanIndex(net, j0, j1);
+      CoarseLayer(net, j0, j1, &packed);
+      PetscCall(PetscArraycpy(b, packed.A, n * n));
+      PetscCall(PetscArraycpy(b + n * n, packed.b, n));
+      r->pack = PetscMax(r->pack, RelativeError(w, b, a));
+      r->pack =
+          PetscMax(r->pack, RelativeError(S, net->span_state + k * net->Bmax * n, net->states + (j1 - M->jlo) * S));
+      r->pack = PetscMax(r->pack, PetscAbsReal(packed.h - direct.h) / direct.h);
+      r->npack++;
+      net->nspan = before; /* the slot was the test's */
+    }
+  }
+  /* (3) each block's adjoint step against its linearised step: <lambda, J v> = <J^T lambda, v> */
+  for (PetscInt i = 0; i < nloc; i++) {
+    const PetscInt j = M->jlo + i;
+    PetscBool conv;
+    PetscReal lhs, rhs;
+    PetscCall(Tangent(net, j, B, net->states + i * S, net->states + (i + 1) * S, v, a, work, &conv));
+    net->mg_ok = PETSC_TRUE;
+    PetscCall(MGRITAdjointStep(net, L - j - 1, L - j, lam, b));
+    lhs = Dot(S, lam, a);
+    rhs = Dot(S, b, v);
+    r->transpose =
+        PetscMax(r->transpose, conv && net->mg_ok ? PetscAbsReal(lhs - rhs) / PetscMax(PetscAbsReal(lhs), PETSC_SMALL)
+                                                  : PETSC_INFINITY);
+    r->ntranspose++;
+  }
+  PetscCall(PetscFree6(a, b, v, lam, work, buf));
+  errs[0]   = r->stride1;
+  errs[1]   = r->pack;
+  errs[2]   = r->transpose;
+  counts[0] = r->nstride1;
+  counts[1] = r->npack;
+  counts[2] = r->ntranspose;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, errs, 3, MPIU_REAL, MPI_MAX, comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, counts, 3, MPIU_INT, MPI_SUM, comm));
+  r->stride1    = errs[0];
+  r->pack       = errs[1];
+  r->transpose  = errs[2];
+  r->nstride1   = counts[0];
+  r->npack      = counts[1];
+  r->ntranspose = counts[2];
+  *passed = r->stride1 <= 1e-8 && r->pack <= 1e-8 && r->transpose <= 1e-4 && r->nstride1 == L && r->ntranspose == L
+                ? PETSC_TRUE
+                : PETSC_FALSE;
   PetscFunctionReturn(0);
 }

@@ -116,6 +116,23 @@ PETSC_EXTERN PetscErrorCode TNNetworkResetCounts(TNNetwork);
    forward and backward solves returned, added to grad: block by block, as DESIGN.md §2 defines
    them. (The solves take them from their last sweeps; this is the reference to check that.) */
 PETSC_EXTERN PetscErrorCode TNNetworkMGRITBlockGradients(TNNetwork, PetscInt B, PetscScalar *grad);
+/* Self-test of the MGRIT callbacks (in the spirit of XBraid's braid_TestAll) at the states of the
+   B inputs X, on every depth rank: (1) the coarse step of stride 1 equals the fine step, block by
+   block; (2) packing an interval's coarse data and unpacking it gives the operator (and, for the
+   adjoint, the end state) the coarse step computes itself, for each coarse interval held here;
+   (3) each block's adjoint step is the transpose of its linearised forward step (dot-product
+   test; the tangent solved by fixed-point iteration); errors are relative, the largest over the ranks. passed: every
+   error below 1e-8, but 1e-4 for the dot-product test, which sees the block and adjoint solves'
+   tolerances (a wrong transpose is off by O(1)). */
+typedef struct {
+  PetscReal stride1, pack, transpose;   /* largest relative errors */
+  PetscInt nstride1, npack, ntranspose; /* checks made, over all ranks */
+} TNMGRITTestResult;
+PETSC_EXTERN PetscErrorCode TNNetworkMGRITSelfTest(TNNetwork, PetscInt B, const PetscReal *X, TNMGRITTestResult *,
+                                                   PetscBool *passed);
+/* Test hook (for the tests of the self-test only): every coarse step takes a wrong step size,
+   (m+1)h for m blocks. */
+PETSC_EXTERN PetscErrorCode TNNetworkMGRITBreakCoarseStep(TNNetwork, PetscBool);
 
 /* Loss of B outputs: returns the summed loss (over samples, and outputs for regression), the
    number of correctly classified samples, and when dout != NULL, scale * dloss/dout. */

@@ -52,8 +52,9 @@ struct _n_TNNetwork {
   PetscScalar *coarse_A, *coarse_b; /* a coarse step's averaged operator and bias */
   PetscInt mg_batch;                /* batch size of the MGRIT solve under way */
   PetscBool mg_ok;
-  PetscBool mg_last_sweep; /* fine steps now may be the last at their points */
-  PetscScalar *block_grad; /* the adjoint solve's block gradients, from each block's last step */
+  PetscBool mg_last_sweep;   /* fine steps now may be the last at their points */
+  PetscBool mg_break_coarse; /* test hook: coarse steps take a wrong step size */
+  PetscScalar *block_grad;   /* the adjoint solve's block gradients, from each block's last step */
   /* coarse intervals whose blocks lie on more than one depth rank, as the MGRIT solver assembles
      them (coarse_pack / coarse_unpack): the coarse operator, and for the adjoint the state y_j1 at
      the interval's end, where the coarse adjoint step is linearised */

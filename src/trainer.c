@@ -120,6 +120,9 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
                          "Under -depth_solver mgrit, the last this many epochs train with the layer-serial "
                          "propagation (converged solves: the exact gradient) (0: none)",
                          "", t->exact_epochs, &t->exact_epochs, NULL));
+  PetscCall(PetscOptionsBool(
+      "-mgrit_test", "Run the self-test of the MGRIT callbacks on the first training rows and stop (no training)", "",
+      t->mgrit_test, &t->mgrit_test, NULL));
   PetscCall(TNOptionsInt("-max_rejections",
                          "Rejected steps in a row before a failed block solve ends the run (0: the first one does)", "",
                          t->max_rejections, &t->max_rejections, NULL));
@@ -710,6 +713,28 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(TNNetworkGetDepthSolver(t->net, &solver));
     PetscCheck(!t->exact_epochs || solver == TN_DEPTH_MGRIT, t->comm, TN_ERR_USER,
                "-mgrit_exact_epochs needs -depth_solver mgrit");
+    PetscCheck(!t->mgrit_test || solver == TN_DEPTH_MGRIT, t->comm, TN_ERR_USER,
+               "-mgrit_test needs -depth_solver mgrit");
+  }
+  if (t->mgrit_test) {
+    TNMGRITTestResult res;
+    PetscBool passed;
+    const PetscInt B = PetscMin(chunk, t->train_info.Nlocal);
+    for (PetscInt i = 0; i < B; i++) t->perm[i] = i;
+    PetscCall(TNDatasetGetRows(t->train, B, t->perm, t->Xb, t->Lb, t->Yb));
+    PetscCall(TNNetworkMGRITSelfTest(t->net, B, t->Xb, &res, &passed));
+    PetscCall(PetscPrintf(
+        t->comm,
+        "mgrit_test coarse step of stride 1 against the fine step: %" PetscInt_FMT
+        " blocks, largest relative difference %.2e\n"
+        "mgrit_test pack and unpack of the coarse data: %" PetscInt_FMT " intervals, largest relative difference %.2e\n"
+        "mgrit_test adjoint step against the transposed linearised step (dot products): %" PetscInt_FMT
+        " blocks, largest relative difference %.2e\n"
+        "mgrit_test %s\n",
+        res.nstride1, (double)res.stride1, res.npack, (double)res.pack, res.ntranspose, (double)res.transpose,
+        passed ? "passed" : "FAILED"));
+    PetscCheck(passed, t->comm, TN_ERR_RUNTIME, "the MGRIT self-test failed");
+    PetscFunctionReturn(0);
   }
   PetscCall(TNTrainerReportHeader(t));
   if (t->checkpoint[0]) {

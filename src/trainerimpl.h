@@ -77,6 +77,7 @@ struct _n_TNTrainer {
   PetscInt epochs, batch, depth_ranks, seed;
   PetscInt exact_epochs; /* -mgrit_exact_epochs: the last epochs train layer-serially */
   PetscBool exact;       /* whether this epoch does */
+  PetscBool mgrit_test;  /* -mgrit_test: the MGRIT self-test instead of training */
   PetscReal max_memory;  /* GB a node may use; 0: what it has */
   char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];

@@ -194,7 +194,8 @@ def case_depth_mgrit(tmp):
 def case_exact_validation(tmp):
     """Validation during MGRIT training (inexact: nested start, one iteration) is that of the
     network itself: the reported validation loss and accuracy equal `evaluate` of the saved model
-    (1e-10), /config records the MGRIT settings in force, and `info` prints them."""
+    (1e-10), /config records the MGRIT settings in force, and `info` prints them; `train -mgrit_test`
+    runs the self-test of the MGRIT callbacks and writes nothing."""
     val = os.path.join(tmp, "val.h5")
     status, so, se = run(["export", "-problem", "spirals", "-val", val])
     check(status == 0, se)
@@ -220,6 +221,16 @@ def case_exact_validation(tmp):
     status, so, se = run(["info", "-model", out])
     check(status == 0 and "depth_solver mgrit" in so and "mgrit_cfactor 4" in so and "mgrit_skip true" in so, so)
     print("ok: info prints how the model was trained")
+    # the self-test of the MGRIT callbacks, on 2 depth ranks, with intervals across the ranks
+    for theta in ("0", "0.5", "1"):
+        res = os.path.join(tmp, f"selftest{theta}.h5")
+        status, so, se = run(["train", "-problem", "spirals", "-layers", "24", "-width", "6", "-theta", theta,
+                              "-depth_ranks", "2", "-depth_solver", "mgrit", "-mgrit_cfactor", "8", "-mgrit_test",
+                              "-output", res], ranks=2)
+        check(status == 0 and "mgrit_test passed" in so and so.count("mgrit_test ") == 4, so + se)
+        check(not os.path.exists(res), "-mgrit_test wrote a results file")
+        print(f"ok: train -mgrit_test, theta {theta}: " + " | ".join(l for l in so.splitlines() if l.startswith("mgrit_test")))
+    expect_usage_error(["train", "-mgrit_test", "-output", os.path.join(tmp, "y.h5")], "-mgrit_test needs -depth_solver mgrit")
 
 
 def case_sharded(tmp):

@@ -214,10 +214,71 @@ static void test_failure_agreed(void **state)
   CHECK(TNGridDestroy(&grid));
 }
 
+/* The MGRIT callbacks' self-test passes for theta 0, 0.5, 1, dense and antisymmetric blocks, with
+   tight solves to the dot-product test's rounding; a wrong coarse step makes it fail. */
+static void test_mgrit_selftest(void **state)
+{
+  const PetscInt B = 9;
+  PetscReal X[18];
+  PetscMPIInt size;
+
+  (void)state;
+  CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
+  for (PetscInt i = 0; i < B * 2; i++) X[i] = 2 * TNUniform(5, 4, (uint64_t)i) - 1;
+  CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-14"));
+  CHECK(PetscOptionsSetValue(NULL, "-adjoint_ksp_rtol", "1e-14"));
+  for (int theta = 0; theta <= 2; theta++)
+    for (int anti = 0; anti <= 1; anti++)
+      for (int broken = 0; broken <= 1; broken++) {
+        TNModelConfig cfg = {.d             = 2,
+                             .n             = 6,
+                             .L             = 30,
+                             .m             = 2,
+                             .theta         = 0.5 * theta,
+                             .T             = 3.0,
+                             .act           = TN_ACT_TANH,
+                             .task          = TN_TASK_CLASSIFICATION,
+                             .antisymmetric = anti ? PETSC_TRUE : PETSC_FALSE,
+                             .gamma         = anti ? 0.1 : 0};
+        TNModel M;
+        TNNetwork net;
+        TNMGRITTestResult r;
+        PetscInt jlo, jhi;
+        PetscBool passed;
+        CHECK(TNNetworkDepthOwnership(PETSC_COMM_WORLD, cfg.L, &jlo, &jhi));
+        CHECK(TNModelCreateLocal(&cfg, size > 1 ? PETSC_COMM_WORLD : MPI_COMM_NULL, jlo, jhi, &M));
+        CHECK(TNModelInitialize(M, 6));
+        CHECK(TNNetworkCreate(M, B, &net));
+        CHECK(TNNetworkSetFromOptions(net));
+        CHECK(TNNetworkSetDepthSolver(net, TN_DEPTH_MGRIT));
+        CHECK(TNNetworkMGRITBreakCoarseStep(net, broken ? PETSC_TRUE : PETSC_FALSE));
+        CHECK(TNNetworkMGRITSelfTest(net, B, X, &r, &passed));
+        print_message("%d ranks, theta %.1f, %s%s: stride 1 %.1e (%d), pack %.1e (%d), transpose %.1e (%d): %s\n", size,
+                      (double)cfg.theta, anti ? "antisymmetric" : "dense", broken ? ", wrong coarse step" : "",
+                      (double)r.stride1, (int)r.nstride1, (double)r.pack, (int)r.npack, (double)r.transpose,
+                      (int)r.ntranspose, passed ? "passed" : "failed");
+        assert_int_equal(r.nstride1, cfg.L);
+        assert_int_equal(r.ntranspose, cfg.L);
+        assert_true(r.npack > 0);
+        if (broken) {
+          assert_false(passed);
+          assert_true(r.stride1 > 1e-3);
+        } else {
+          assert_true(passed);
+          assert_true(r.stride1 <= 1e-14 && r.pack <= 1e-14 && r.transpose <= 1e-10);
+        }
+        CHECK(TNNetworkDestroy(&net));
+        CHECK(TNModelDestroy(&M));
+      }
+  CHECK(PetscOptionsClearValue(NULL, "-block_atol"));
+  CHECK(PetscOptionsClearValue(NULL, "-adjoint_ksp_rtol"));
+}
+
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_split_model), cmocka_unit_test(test_mgrit_residual),
-                                     cmocka_unit_test(test_mgrit_gradient), cmocka_unit_test(test_failure_agreed)};
+                                     cmocka_unit_test(test_mgrit_gradient), cmocka_unit_test(test_failure_agreed),
+                                     cmocka_unit_test(test_mgrit_selftest)};
 
   return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], NULL);
 }

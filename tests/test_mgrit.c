@@ -165,6 +165,50 @@ static void test_inexact(void **state)
   assert_true(r2 < r1);
 }
 
+/* Parameters changed after the set-up: more iterations than the residual history was first
+   sized for are run and recorded (AddressSanitizer watches the history under THETANET_SANITIZE);
+   a new coarsening is refused. */
+static void test_parameters_after_setup(void **state)
+{
+  Toy toy;
+  TNMGRITApp app = {.size = K, .ctx = &toy, .step = ToyStep};
+  TNMGRIT mg;
+  PetscScalar u0[K], *u;
+  PetscInt lo, hi, its, nh, m, l, max_it;
+  PetscReal res, tol;
+  const PetscReal *hist;
+  PetscErrorCode ierr;
+
+  (void)state;
+  ToySetUp(&toy, 64);
+  for (PetscInt i = 0; i < K; i++) u0[i] = 0.25;
+  CHECK(TNMGRITCreate(PETSC_COMM_WORLD, 64, PETSC_FALSE, &app, &mg));
+  CHECK(TNMGRITSetParameters(mg, 2, 2, 1, 0));
+  CHECK(TNMGRITSetUp(mg));
+  CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
+  CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
+  for (PetscInt run = 0; run < 2; run++) {
+    const PetscInt want = run ? 3 : 8;
+    CHECK(TNMGRITSetParameters(mg, 2, 2, want, 0));
+    for (PetscInt p = 0; p <= (hi - lo) * K; p++) u[p] = 0.25;
+    CHECK(TNMGRITSolve(mg, u0, u, &its, &res));
+    CHECK(TNMGRITGetResidualHistory(mg, &nh, &hist));
+    print_message("max_it %d after set-up: %d iterations, history of %d, last %.1e\n", (int)want, (int)its, (int)nh,
+                  (double)(nh ? hist[nh - 1] : 0));
+    assert_int_equal(its, want);
+    assert_int_equal(nh, want);
+    assert_true(hist[nh - 1] == res);
+  }
+  CHECK(TNMGRITGetParameters(mg, &m, &l, &max_it, &tol));
+  assert_int_equal(max_it, 3);
+  CHECK(PetscPushErrorHandler(PetscReturnErrorHandler, NULL));
+  ierr = TNMGRITSetParameters(mg, 4, 2, 3, 0);
+  CHECK(PetscPopErrorHandler());
+  assert_int_equal(ierr, PETSC_ERR_ARG_WRONGSTATE);
+  CHECK(PetscFree(u));
+  CHECK(TNMGRITDestroy(&mg));
+}
+
 /* The final sweep: when a solve returns, the last closing fine step into each F-point gave
    its value, and into each C-point it was the step from the final state before it (the
    residual's); every point had one. With the nested start and one iteration the C-points are
@@ -235,8 +279,8 @@ static void test_closing(void **state)
 int main(int argc, char **argv)
 {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_level), cmocka_unit_test(test_multilevel),
-                                     cmocka_unit_test(test_spanning), cmocka_unit_test(test_inexact),
-                                     cmocka_unit_test(test_closing)};
+                                     cmocka_unit_test(test_spanning),  cmocka_unit_test(test_inexact),
+                                     cmocka_unit_test(test_closing),   cmocka_unit_test(test_parameters_after_setup)};
 
   return TestRun(argc, argv, tests, sizeof tests / sizeof tests[0], NULL);
 }
