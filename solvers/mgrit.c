@@ -195,8 +195,10 @@ PetscErrorCode TNMGRITSetFromOptions(TNMGRIT mg)
   PetscOptionsBegin(mg->comm, NULL, "MGRIT solver", "thetanet");
   PetscCall(TNOptionsInt("-mgrit_cfactor", "Coarsening factor m: C-points every m blocks", "", m, &m, NULL));
   PetscCall(TNOptionsInt("-mgrit_levels", "Levels of the MGRIT hierarchy (2: two-level)", "", l, &l, NULL));
-  PetscCall(
-      TNOptionsInt("-mgrit_max_it", "Most MGRIT iterations per solve (1 or 2: inexact, faster)", "", it, &it, NULL));
+  PetscCall(TNOptionsInt("-mgrit_max_it",
+                         "Most MGRIT iterations per solve (1 or 2: an inexact propagation, which does not train the "
+                         "network to layer-serial accuracy)",
+                         "", it, &it, NULL));
   PetscCall(TNOptionsReal("-mgrit_tol", "Tolerance on the 2-norm of the C-point residuals", "", tol, &tol, NULL));
   PetscCall(TNOptionsReal("-mgrit_rtol",
                           "Relative tolerance: stop once the C-point residual is at most this times the norm of the "

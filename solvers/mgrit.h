@@ -47,7 +47,8 @@ PETSC_EXTERN PetscErrorCode TNMGRITAgree(TNMGRIT, PetscBool *ok);
    unless the nested start needs no start values. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetStartGuess(TNMGRIT, PetscBool from_start);
 /* -mgrit_cfactor m (default 4), -mgrit_levels (2), -mgrit_max_it (30), -mgrit_tol (1e-10, on the
-   2-norm of the fine C-point residuals), -mgrit_skip (true: the first iteration is the nested
+   2-norm of the fine C-point residuals), -mgrit_rtol (relative to the C-point states; default
+   that of TNMGRITSetRelativeTolerance), -mgrit_skip (true: the first iteration is the nested
    start, the coarsest level's propagation interpolated by F-relaxation, rather than a cycle
    from the initial values), -mgrit_view. */
 PETSC_EXTERN PetscErrorCode TNMGRITSetFromOptions(TNMGRIT);

@@ -292,6 +292,9 @@ PetscErrorCode TNNetworkMGRITSetUp(TNNetwork net)
   PetscCall(TNMGRITCreateReversed(comm, M->cfg.L, &adj, &net->mg_adj));
   PetscCall(TNMGRITSetStartGuess(net->mg_fwd, PETSC_TRUE));
   PetscCall(TNMGRITSetStartGuess(net->mg_adj, PETSC_TRUE));
+  /* training needs the states to a relative accuracy, whatever their scale (README: depth) */
+  PetscCall(TNMGRITSetRelativeTolerance(net->mg_fwd, TN_MGRIT_RTOL));
+  PetscCall(TNMGRITSetRelativeTolerance(net->mg_adj, TN_MGRIT_RTOL));
   PetscCall(TNMGRITSetFromOptions(net->mg_fwd));
   PetscCall(TNMGRITSetFromOptions(net->mg_adj));
   PetscCall(TNMGRITSetUp(net->mg_fwd));

@@ -93,6 +93,8 @@ PETSC_INTERN PetscErrorCode TNNetworkReconstructionCheck(TNNetwork, PetscInt S, 
 
 /* mgritapp.c: set-up and teardown of the MGRIT solvers, and the MGRIT forward and backward
    passes (in place of the layer-serial ones). */
+/* The default -mgrit_rtol of training: the states and adjoints to 1e-4 of their norm. */
+#define TN_MGRIT_RTOL 1e-4
 PETSC_INTERN PetscErrorCode TNNetworkMGRITSetUp(TNNetwork);
 PETSC_INTERN PetscErrorCode TNNetworkMGRITDestroy(TNNetwork);
 PETSC_INTERN PetscErrorCode TNNetworkForwardMGRIT(TNNetwork, PetscInt B, const PetscReal *X, PetscReal *out,

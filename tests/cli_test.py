@@ -158,7 +158,7 @@ def case_depth_mgrit(tmp):
     for ranks, depth, extra in ((1, 1, []), (2, 2, []), (4, 4, ["-mgrit_levels", "3", "-mgrit_cfactor", "2"]),
                                 (4, 2, ["-mgrit_coarse_weights", "average"]), (4, 4, ["-mgrit_cfactor", "8", "-mgrit_skip"])):
         out, so = train(tmp, f"mg{ranks}_{depth}", ranks, base + ["-depth_ranks", str(depth), "-depth_solver", "mgrit",
-                                                                  "-mgrit_tol", "1e-12", "-mgrit_max_it", "60"] + extra)
+                                                                  "-mgrit_tol", "1e-12", "-mgrit_rtol", "0", "-mgrit_max_it", "60"] + extra)
         h, r = history(out), history(ref)
         d = max(rel_diff(h[k], r[k]) for k in ("train_loss", "val_loss"))
         with h5py.File(out, "r") as f, h5py.File(ref, "r") as g:
@@ -363,7 +363,7 @@ def case_commands(tmp):
     check(status == 0, "train -help")
     for opt in ("-width", "-layers", "-theta", "-T", "-act", "-epochs", "-batch", "-lr", "-optimizer", "-weight_decay",
                 "-smooth", "-seed", "-depth_ranks", "-block_method", "-block_snes_type", "-adjoint_ksp_type", "-depth_solver",
-                "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_coarse_weights", "-mgrit_coarse_its", "-mgrit_skip",
+                "-mgrit_cfactor", "-mgrit_levels", "-mgrit_max_it", "-mgrit_tol", "-mgrit_rtol", "-mgrit_exact_epochs", "-mgrit_test", "-mgrit_coarse_weights", "-mgrit_coarse_its", "-mgrit_skip",
                 "-memory", "-memory_stride",
                 "-checkpoint", "-checkpoint_every", "-restart", "-data_layout", "-progress",
                 "-lr_schedule", "-lr_step", "-lr_gamma", "-lr_min", "-lr_plateau", "-lr_warmup", "-lr_backoff",

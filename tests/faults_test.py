@@ -266,7 +266,7 @@ def case_mgrit_factor(tmp):
     p = lambda n: os.path.join(tmp, n)
     run(["export", "-problem", "spirals", "-train", p("t.h5"), "-val", p("v.h5")])
     base = ["train", "-train", p("t.h5"), "-epochs", "2", "-width", "8", "-layers", "32", "-depth_solver", "mgrit", "-mgrit_max_it", "3",
-            "-mgrit_tol", "0"]
+            "-mgrit_tol", "0", "-mgrit_rtol", "0"]
     def summary(args):
         line = [l for l in run(args).stdout.splitlines() if l.startswith("summary ")][-1].split()[1:]
         return dict(zip(line[::2], line[1::2]))

@@ -60,6 +60,7 @@ static void test_mgrit_residual(void **state)
   CHECK(MPI_Comm_size(PETSC_COMM_WORLD, &size));
   for (PetscInt i = 0; i < B * cfg.d; i++) X[i] = 2 * TNUniform(3, 4, (uint64_t)i) - 1;
   CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
+  CHECK(PetscOptionsSetValue(NULL, "-mgrit_rtol", "0"));
   CHECK(PetscOptionsSetValue(NULL, "-block_atol", "1e-12"));
   for (int its = 1; its <= 5; its++) {
     char v[8];
@@ -94,6 +95,7 @@ static void test_mgrit_residual(void **state)
   }
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_max_it"));
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_rtol"));
 }
 
 /* Inexact MGRIT (one or two iterations, with and without the nested start): the block
@@ -113,6 +115,7 @@ static void test_mgrit_gradient(void **state)
     dout[i] = 2 * TNUniform(3, 5, (uint64_t)i) - 1;
   }
   CHECK(PetscOptionsSetValue(NULL, "-mgrit_tol", "0"));
+  CHECK(PetscOptionsSetValue(NULL, "-mgrit_rtol", "0"));
   for (int theta = 0; theta <= 2; theta++) {
     TNModelConfig cfg = {.d     = 2,
                          .n     = 5,
@@ -166,6 +169,7 @@ static void test_mgrit_gradient(void **state)
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_max_it"));
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_skip"));
   CHECK(PetscOptionsClearValue(NULL, "-mgrit_tol"));
+  CHECK(PetscOptionsClearValue(NULL, "-mgrit_rtol"));
 }
 
 /* A block solve that fails on the last depth rank only, in the first chunk of a data set: every
