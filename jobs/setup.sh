@@ -7,6 +7,9 @@ THETANET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 THETANET_BUILD=${THETANET_BUILD:-$THETANET_ROOT/build}
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev petsc-dev libhdf5-openmpi-dev
           libcmocka-dev libopenblas-dev python3 python3-h5py python3-numpy python3-matplotlib)
+# more, for the scripts that need them (jobs/scaling/simulate: libsimgrid-dev)
+read -r -a extra <<< "${THETANET_EXTRA_PACKAGES:-}"
+packages+=("${extra[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

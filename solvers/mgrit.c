@@ -69,6 +69,7 @@ static PetscErrorCode Create(MPI_Comm comm, PetscInt N, PetscBool mirror, PetscB
     PetscCallMPI(MPI_Comm_split(comm, 0, size - 1 - rank, &mg->comm));
   } else
     PetscCallMPI(MPI_Comm_dup(comm, &mg->comm));
+  PetscCallMPI(MPI_Comm_set_name(mg->comm, reversed ? "thetanet mgrit adjoint" : "thetanet mgrit"));
   PetscCallMPI(MPI_Comm_rank(mg->comm, &mg->rank));
   PetscCallMPI(MPI_Comm_size(mg->comm, &mg->size));
   mg->N       = N;

@@ -17,6 +17,9 @@ PetscErrorCode TNGridCreate(MPI_Comm world, PetscInt depth_ranks, PetscInt layer
              depth_ranks, layers);
   PetscCallMPI(MPI_Comm_split(world, g->rank % (PetscMPIInt)depth_ranks, g->rank, &g->data));
   PetscCallMPI(MPI_Comm_split(world, g->rank / (PetscMPIInt)depth_ranks, g->rank, &g->depth));
+  /* names that keep their messages apart in a trace (-trace) */
+  PetscCallMPI(MPI_Comm_set_name(g->data, "thetanet data"));
+  PetscCallMPI(MPI_Comm_set_name(g->depth, "thetanet depth"));
   PetscCallMPI(MPI_Comm_size(g->data, &g->data_size));
   PetscCallMPI(MPI_Comm_rank(g->data, &g->data_rank));
   PetscCallMPI(MPI_Comm_size(g->depth, &g->depth_size));

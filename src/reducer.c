@@ -36,6 +36,7 @@ PetscErrorCode TNReducerCreate(MPI_Comm comm, PetscScalar *buf, PetscInt nbucket
   PetscFunctionBegin;
   PetscCall(PetscNew(&R));
   PetscCallMPI(MPI_Comm_dup(comm, &R->comm));
+  PetscCallMPI(MPI_Comm_set_name(R->comm, "thetanet reducer"));
   PetscCallMPI(MPI_Comm_rank(comm, &rank));
   PetscCallMPI(MPI_Comm_size(comm, &size));
   PetscCheck(nbuckets >= 1 && nbuckets <= (32767 - TAG_BASE) / 64, comm, PETSC_ERR_ARG_OUTOFRANGE,

@@ -3,6 +3,10 @@
    batch across the data ranks, and reduce in one MPI_Allreduce a buffer holding the whole
    gradient, the loss statistics and the failure and signal flags, so a rank whose block solve
    failed, or that caught a signal, never leaves the others waiting. */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include "trace.h"
 #include "trainerimpl.h"
 #include "errors.h"
 #include "resources.h"
@@ -30,6 +34,7 @@ PetscErrorCode TNTrainerCreate(MPI_Comm comm, TNTrainer *out)
   t->cfg.opening_act   = TN_ACT_NONE;
   t->cfg.antisymmetric = PETSC_FALSE;
   t->epochs            = 200;
+  t->trace_speed       = 1e9;
   t->batch             = 64;
   t->seed              = 1;
   t->depth_ranks       = 1;
@@ -53,7 +58,7 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
 {
   const char *const layouts[] = {"replicated", "sharded", "TNDataLayout", "TN_DATA_", NULL};
   PetscEnum layout            = (PetscEnum)t->sharded;
-  PetscBool have_problem;
+  PetscBool have_problem, have_trace_epochs;
 
   PetscFunctionBegin;
   TNErrorReadingOptions(PETSC_TRUE);
@@ -123,6 +128,16 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCall(PetscOptionsBool(
       "-mgrit_test", "Run the self-test of the MGRIT callbacks on the first training rows and stop (no training)", "",
       t->mgrit_test, &t->mgrit_test, NULL));
+  t->ntrace_epochs = (PetscInt)(sizeof t->trace_epochs / sizeof t->trace_epochs[0]);
+  PetscCall(TNOptionsString("-trace",
+                            "Directory for a time-independent trace of each rank (SimGrid replay: rankR.trace, "
+                            "ranks.list)",
+                            "", t->trace, t->trace, sizeof t->trace, NULL));
+  PetscCall(PetscOptionsIntArray("-trace_epochs", "Epochs the trace records (default: all)", "", t->trace_epochs,
+                                 &t->ntrace_epochs, &have_trace_epochs));
+  if (!have_trace_epochs) t->ntrace_epochs = 0;
+  PetscCall(TNOptionsReal("-trace_speed", "Flops a trace counts per CPU second of compute (the replay host's speed)",
+                          "", t->trace_speed, &t->trace_speed, NULL));
   PetscCall(TNOptionsInt("-max_rejections",
                          "Rejected steps in a row before a failed block solve ends the run (0: the first one does)", "",
                          t->max_rejections, &t->max_rejections, NULL));
@@ -700,6 +715,44 @@ static PetscErrorCode Validate(TNTrainer t, PetscInt epoch, PetscInt chunk, TNEp
   PetscFunctionReturn(0);
 }
 
+/* -trace: the directory (made by rank 0), then every rank's file. */
+static PetscErrorCode TraceOpen(TNTrainer t)
+{
+  PetscBool ok = PETSC_TRUE;
+
+  PetscFunctionBegin;
+  if (!t->grid.rank && mkdir(t->trace, 0777) && errno != EEXIST) ok = PETSC_FALSE;
+  PetscCallMPI(MPI_Bcast(&ok, 1, MPIU_BOOL, 0, t->comm));
+  PetscCheck(ok, t->comm, TN_ERR_USER, "-trace %s: cannot make the directory: %s", t->trace, strerror(errno));
+  ok = TNTraceOpen(t->trace, (double)t->trace_speed) ? PETSC_FALSE : PETSC_TRUE;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPIU_BOOL, MPI_LAND, t->comm));
+  PetscCheck(ok, t->comm, TN_ERR_USER, "-trace %s: cannot write the trace files", t->trace);
+  PetscFunctionReturn(0);
+}
+
+static PetscBool TraceEpoch(TNTrainer t, PetscInt e)
+{
+  if (!t->ntrace_epochs) return PETSC_TRUE;
+  for (PetscInt i = 0; i < t->ntrace_epochs; i++)
+    if (t->trace_epochs[i] == e) return PETSC_TRUE;
+  return PETSC_FALSE;
+}
+
+static PetscErrorCode TraceClose(TNTrainer t)
+{
+  long lines = 0;
+  PetscBool ok;
+
+  PetscFunctionBegin;
+  ok = TNTraceClose(&lines) ? PETSC_FALSE : PETSC_TRUE;
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPIU_BOOL, MPI_LAND, t->comm));
+  PetscCheck(ok, t->comm, TN_ERR_RUNTIME, "-trace %s: a trace file could not be written", t->trace);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &lines, 1, MPI_LONG, MPI_SUM, t->comm));
+  PetscCall(PetscPrintf(t->comm, "trace: %ld lines in %s/rank*.trace, replay list %s/ranks.list\n", lines, t->trace,
+                        t->trace));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNTrainerTrain(TNTrainer t)
 {
   const PetscInt N = t->train_info.N, nb = (N + t->batch - 1) / t->batch;
@@ -744,6 +797,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     signal(SIGPIPE, SIG_IGN);
   }
   PetscCall(TNNetworkResetCounts(t->net));
+  if (t->trace[0]) PetscCall(TraceOpen(t));
   for (PetscInt e = t->resume.epoch + 1; e <= t->epochs; e++) {
     const PetscBool resumed = e == t->resume.epoch + 1 ? PETSC_TRUE : PETSC_FALSE;
     PetscReal e0            = MPI_Wtime(), tp, now;
@@ -751,6 +805,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscBool stop = PETSC_FALSE, retry, early;
 
     PetscCall(SetRate(t, e, &lr));
+    if (t->trace[0]) TNTraceRecord(TraceEpoch(t, e));
     t->exact = e > t->epochs - t->exact_epochs ? PETSC_TRUE : PETSC_FALSE;
     PetscCall(TNNetworkSetExactForward(t->net, t->exact));
     EpochPermutation(t, e);
@@ -797,6 +852,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     if (early) break;
   }
   t->phase[PH_TOTAL] = MPI_Wtime() - start;
+  if (t->trace[0]) PetscCall(TraceClose(t));
   PetscCall(TNTrainerReportSummary(t, &r));
   if (t->output[0]) PetscCall(TNTrainerWriteResults(t));
   PetscFunctionReturn(0);

@@ -75,10 +75,13 @@ struct _n_TNTrainer {
   TNRegularization reg;
   TNOptimizer opt;
   PetscInt epochs, batch, depth_ranks, seed;
-  PetscInt exact_epochs; /* -mgrit_exact_epochs: the last epochs train layer-serially */
-  PetscBool exact;       /* whether this epoch does */
-  PetscBool mgrit_test;  /* -mgrit_test: the MGRIT self-test instead of training */
-  PetscReal max_memory;  /* GB a node may use; 0: what it has */
+  PetscInt exact_epochs;                    /* -mgrit_exact_epochs: the last epochs train layer-serially */
+  PetscBool exact;                          /* whether this epoch does */
+  PetscBool mgrit_test;                     /* -mgrit_test: the MGRIT self-test instead of training */
+  char trace[PETSC_MAX_PATH_LEN];           /* -trace DIR: SimGrid traces of the run */
+  PetscInt trace_epochs[64], ntrace_epochs; /* -trace_epochs: those recorded (none given: all) */
+  PetscReal trace_speed;                    /* -trace_speed: flops per CPU second */
+  PetscReal max_memory;                     /* GB a node may use; 0: what it has */
   char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];
   PetscInt checkpoint_every;

@@ -162,6 +162,36 @@ def case_study(tmp):
     check_png(png)
 
 
+def case_simulate(tmp):
+    """jobs/scaling/simulate --ranks 1,2 (data and depth axes, MGRIT on depth): the study's rows
+    plus the replayed epoch time of each traced run (SimGrid replay ran on the traces and printed a
+    positive simulated time), the measured one, their ratio; traces and replay logs kept; then
+    plot_scaling.py draws measured and predicted curves."""
+    sim = os.path.join(ROOT, "jobs", "scaling", "simulate")
+    for axis, extra in (("data", []), ("depth", ["-depth_solver", "mgrit"])):
+        out = os.path.join(tmp, f"sim_{axis}.h5")
+        status, so, se = script(sim, "--ranks", "1,2", "--axis", axis, "--out", out, "--thetanet", ARGS.thetanet,
+                                "--mpiexec", ARGS.mpiexec, "--cores-per-node", "2", "--", "-problem", "spirals",
+                                *TINY, *extra)
+        print(so)
+        with h5py.File(out, "r") as f:
+            runs = f["runs"]
+            for key in SUMMARY_KEYS + ["speedup", "measured_epoch_s", "predicted_epoch_s", "replay_error",
+                                       "predicted_speedup", "nodes", "trace"]:
+                check(key in runs and runs[key].shape == (2,), f"simulate file lacks column {key}")
+            pred, meas = runs["predicted_epoch_s"][()], runs["measured_epoch_s"][()]
+            check(np.all(pred > 0) and np.all(meas > 0), f"epoch times {pred} {meas}")
+            check(np.allclose(runs["replay_error"][()], pred / meas - 1), "replay_error = predicted / measured - 1")
+            check(list(runs["nodes"][()]) == [1, 1], "2 ranks on one node of 2 cores")
+            check(f.attrs["simulated"] == 1 and f.attrs["bandwidth"] == "100Gbps", "platform attributes")
+            for t in runs["trace"].asstr()[()]:
+                log = open(os.path.join(t, "replay.log")).read()
+                check("Simulation time" in log, f"{t}/replay.log: {log[-500:]}")
+        png = os.path.join(tmp, f"sim_{axis}.png")
+        script(os.path.join(ANALYSIS, "plot_scaling.py"), out, "-o", png)
+        check_png(png)
+
+
 def case_study_depth(tmp):
     """study --axis depth passes -depth_ranks P: on 1 rank it runs; on 2 it either runs (depth
     parallelism built) or stops with thetanet's own message and exit status 2."""

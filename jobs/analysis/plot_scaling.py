@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed-up and parallel efficiency of one or several scaling studies (jobs/scaling/study),
 against the number of ranks, with the ideal line. A grid study draws one line per number of
-depth ranks.
+depth ranks. A simulated study (jobs/scaling/simulate) adds the predicted curves, dashed.
 
 usage: plot_scaling.py STUDY.h5 [STUDY.h5 ...] -o FILE.png [--labels A,B,...] [--title T]
 """
@@ -35,8 +35,14 @@ def plot(paths, out, labels=None, title=None):
         for d in groups:
             sel = np.ones(len(ranks), bool) if d is None else depth == d
             label = name if d is None else f"{name}, depth ranks {d}"
-            ax_s.plot(ranks[sel], runs["speedup"][sel], "o-", label=label)
-            ax_e.plot(ranks[sel], runs["efficiency"][sel], "o-", label=label)
+            line = ax_s.plot(ranks[sel], runs["speedup"][sel], "o-", label=label)[0]
+            ax_e.plot(ranks[sel], runs["efficiency"][sel], "o-", label=label, color=line.get_color())
+            if "predicted_speedup" in runs:
+                # jobs/scaling/simulate: the SimGrid replay of the same runs
+                ax_s.plot(ranks[sel], runs["predicted_speedup"][sel], "x--", color=line.get_color(),
+                          label=label + ", predicted (SimGrid)")
+                ax_e.plot(ranks[sel], runs["predicted_efficiency"][sel], "x--", color=line.get_color(),
+                          label=label + ", predicted (SimGrid)")
         all_ranks |= set(int(r) for r in ranks)
         for r, g, t, s, e in zip(ranks, runs["grid"], runs["epoch_s"], runs["speedup"], runs["efficiency"]):
             print(f"{name}: P {r} grid {g} epoch_s {t:.4g} speed-up {s:.2f} efficiency {e:.2f}")
