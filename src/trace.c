@@ -13,8 +13,6 @@
 #include <time.h>
 #include "trace.h"
 
-#define TN_TRACE_REQUESTS 4096
-
 typedef struct {
   MPI_Request req;
   int src, dst, tag; /* world ranks and the trace tag */
@@ -29,8 +27,8 @@ static struct {
   double pending; /* compute seconds not yet written */
   int keyval;
   MPI_Group world;
-  Pending req[TN_TRACE_REQUESTS];
-  int nreq;
+  Pending *req; /* requests started while recording, not yet waited for */
+  int nreq, capreq;
   long lines;
 } T = {.keyval = MPI_KEYVAL_INVALID};
 
@@ -156,7 +154,11 @@ static void Line(const char *fmt, ...)
 
 static void Remember(MPI_Request req, int src, int dst, int tag)
 {
-  if (T.nreq < TN_TRACE_REQUESTS) T.req[T.nreq++] = (Pending){req, src, dst, tag};
+  if (T.nreq == T.capreq) {
+    T.capreq = T.capreq ? 2 * T.capreq : 256;
+    T.req    = (Pending *)realloc(T.req, sizeof(Pending) * (size_t)T.capreq);
+  }
+  T.req[T.nreq++] = (Pending){req, src, dst, tag};
 }
 
 /* The wait line of a request this trace started (none for others). */
@@ -276,6 +278,9 @@ int TNTraceClose(long *lines)
   err    = fclose(T.f) != 0;
   T.f    = NULL;
   T.open = 0;
+  free(T.req);
+  T.req    = NULL;
+  T.capreq = 0;
   PMPI_Group_free(&T.world);
   return err;
 }
@@ -348,13 +353,15 @@ int MPI_Wait(MPI_Request *req, MPI_Status *status)
 
 int MPI_Waitall(int n, MPI_Request reqs[], MPI_Status statuses[])
 {
-  MPI_Request copy[64];
+  MPI_Request *copy;
   int rc;
-  if (!T.recording || !T.nreq || n > 64) return PMPI_Waitall(n, reqs, statuses);
+  if (!T.recording || !T.nreq || n < 1) return PMPI_Waitall(n, reqs, statuses);
   Enter();
+  copy = (MPI_Request *)malloc(sizeof(MPI_Request) * (size_t)n);
   memcpy(copy, reqs, sizeof(MPI_Request) * (size_t)n);
   rc = PMPI_Waitall(n, reqs, statuses);
   for (int i = 0; i < n; i++) Forget(copy[i]);
+  free(copy);
   Leave();
   return rc;
 }
@@ -362,9 +369,10 @@ int MPI_Waitall(int n, MPI_Request reqs[], MPI_Status statuses[])
 /* Polling is part of the compute around it; a request it completes is waited for there. */
 int MPI_Testall(int n, MPI_Request reqs[], int *flag, MPI_Status statuses[])
 {
-  MPI_Request copy[64];
+  MPI_Request *copy;
   int rc;
-  if (!T.recording || !T.nreq || n > 64) return PMPI_Testall(n, reqs, flag, statuses);
+  if (!T.recording || !T.nreq || n < 1) return PMPI_Testall(n, reqs, flag, statuses);
+  copy = (MPI_Request *)malloc(sizeof(MPI_Request) * (size_t)n);
   memcpy(copy, reqs, sizeof(MPI_Request) * (size_t)n);
   rc = PMPI_Testall(n, reqs, flag, statuses);
   if (*flag) {
@@ -372,6 +380,7 @@ int MPI_Testall(int n, MPI_Request reqs[], int *flag, MPI_Status statuses[])
     for (int i = 0; i < n; i++) Forget(copy[i]);
     Leave();
   }
+  free(copy);
   return rc;
 }
 

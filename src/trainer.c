@@ -847,6 +847,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(Watch(t, &r, &early));
     if (t->checkpoint[0] && (e == t->epochs || early || (t->checkpoint_every && e % t->checkpoint_every == 0))) {
       const TNResume st = {e, 0, t->seed, 0, 0, t->resume.wall_time + MPI_Wtime() - start};
+      if (t->trace[0]) TNTraceRecord(0); /* the trace is of training, not of the file system */
       PetscCall(TNTrainerCheckpointWrite(t, &st));
     }
     if (early) break;
