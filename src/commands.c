@@ -1,5 +1,6 @@
 /* Command drivers: option reading, input checks that span files (a data set against a model),
    and what each command prints and writes: train, evaluate, predict, info, export. */
+#include <string.h>
 #include "commands.h"
 #include "errors.h"
 #include "evaluate.h"
@@ -182,6 +183,13 @@ PetscErrorCode TNCommandEvaluate(MPI_Comm comm, PetscBool predict)
   PetscOptionsEnd();
   if (!predict) PetscCall(TNRegularizationSetFromOptions(comm, &reg));
   TNDataFormatDefault(&format);
+  if (model_path[0] && !access(model_path, R_OK)) {
+    /* uint8 inputs are read as the model was trained on them, unless -scale_uint8 says otherwise */
+    const char *const keys[] = {"scale_uint8"};
+    char values[1][128];
+    PetscCall(TNResultsConfigRead(comm, model_path, 1, keys, values));
+    format.scale_uint8 = !strcmp(values[0], "true") ? PETSC_TRUE : PETSC_FALSE;
+  }
   PetscCall(TNDataFormatSetFromOptions(comm, &format));
   format.targets_optional = predict;
   TNErrorReadingOptions(PETSC_FALSE);

@@ -233,6 +233,8 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   PetscCall(ConfigAdd(&c, "memory", "%s", TNMemoryModes[mode]));
   PetscCall(ConfigAdd(&c, "depth_solver", "%s", TNDepthSolvers[solver]));
   PetscCall(ConfigAdd(&c, "data_layout", "%s", t->sharded ? "sharded" : "replicated"));
+  /* how inputs were read: evaluate and predict read them the same way by default */
+  PetscCall(ConfigAdd(&c, "scale_uint8", "%s", t->format.scale_uint8 ? "true" : "false"));
   if (solver == TN_DEPTH_MGRIT) {
     TNNetworkMGRITSettings m;
     PetscCall(TNNetworkGetMGRITSettings(t->net, &m));

@@ -410,7 +410,8 @@ def write_idx(path, array):
 
 def case_data_formats(tmp):
     """Data sets as people store them: IDX images converted to uint8 inputs, read as x/255 with
-    -scale_uint8 (the same training as float64 inputs x/255); other array names; float one-hot
+    -scale_uint8 (the same training as float64 inputs x/255), which evaluate applies by default to a
+    model trained so; other array names; float one-hot
     labels without task refused; predict on a file without labels."""
     p = lambda n: os.path.join(tmp, n)
     rng = np.random.default_rng(3)
@@ -433,6 +434,16 @@ def case_data_formats(tmp):
     b = history(train(tmp, "r_f64", 1, ["-train", p("f64.h5")] + opts)[0])
     check(np.array_equal(a["train_loss"], b["train_loss"]), f"uint8/255 {a['train_loss']} != float64 {b['train_loss']}")
     print("ok: uint8 inputs with -scale_uint8 train as float64 x/255")
+    # evaluate reads uint8 inputs as the model was trained on them; -scale_uint8 false reads them raw
+    def evaluated(data, *extra):
+        ev = p("ev.h5")
+        status, so, se = run(["evaluate", "-model", model, "-data", data, "-output", ev, *extra])
+        check(status == 0, se)
+        with h5py.File(ev, "r") as f:
+            return float(f.attrs["loss"])
+    same, f64, raw = evaluated(p("u8.h5")), evaluated(p("f64.h5")), evaluated(p("u8.h5"), "-scale_uint8", "false")
+    check(same == f64 and raw != same, f"evaluate: uint8 {same}, float64 x/255 {f64}, raw {raw}")
+    print(f"ok: evaluate reads uint8 inputs as in training ({same:.6g} = float64 x/255 {f64:.6g}; raw {raw:.6g})")
     # other names: /data/images, /data/classes
     with h5py.File(p("named.h5"), "w") as f:
         f["data/images"] = images.reshape(60, 20).astype(float) * (1.0 / 255)

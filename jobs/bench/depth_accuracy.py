@@ -113,7 +113,7 @@ def table(problem, rows, ranks, seeds):
             else:
                 ok = mean <= 1.1 * rmean
             verdict = "met" if ok else "NOT met"
-        print(f"{mode:16s} {mean:10.4f} {' '.join(f'{v:.4g}' for v in vals):>26s} {np.mean(r['wall_s']):8.1f}  {verdict}")
+        print(f"{mode:16s} {mean:10.4g} {' '.join(f'{v:.4g}' for v in vals):>26s} {np.mean(r['wall_s']):8.1f}  {verdict}")
 
 
 def summarize(path):
@@ -164,7 +164,10 @@ def main():
             t0 = time.time()
             run(cmd, os.path.join(a.work, tag + ".log"))
             wall.append(time.time() - t0)
-            run([EXE, "evaluate", "-model", out, "-data", val, "-output", ev], os.path.join(a.work, tag + "_eval.log"))
+            # uint8 images are read as the model was trained on them (x/255)
+            scale = ["-scale_uint8"] if a.problem == "fashion_mnist" else []
+            run([EXE, "evaluate", "-model", out, "-data", val, "-output", ev] + scale,
+                os.path.join(a.work, tag + "_eval.log"))
             with h5py.File(ev, "r") as f:
                 loss.append(float(f.attrs["loss"]))
                 acc.append(float(f.attrs["accuracy"]) if "accuracy" in f.attrs else float("nan"))
