@@ -53,11 +53,13 @@ for name in ("serial1", "data2", "seq2", "mgrit2"):
         rows.setdefault(name, []).append((epoch_s, t, acc[-1]))
         print(f"{name:8s} {s:4d} {epoch_s:8.3f} {t:12.1f} {hit[0] + 1 if len(hit) else '-':>6} {acc[-1]:9.4f} "
               f"{h['mgrit_its'].mean():9.2f}")
-mean = {k: (np.mean([r[0] for r in v]), np.mean([r[1] for r in v]), np.mean([r[2] for r in v]),
-            sum(np.isfinite(r[1]) for r in v)) for k, v in rows.items()}
-print(f"\nmeans over {seeds} seeds (target validation accuracy {target}; time to target counts only runs that reach it"
-      " and is inf if one does not):")
-for k, (e, t, a, n) in mean.items():
+def reached(v):
+    t = [r[1] for r in v if np.isfinite(r[1])]
+    return (np.mean(t) if t else np.inf), len(t)
+mean = {k: (np.mean([r[0] for r in v]), *reached(v), np.mean([r[2] for r in v])) for k, v in rows.items()}
+print(f"\nmeans over {seeds} seeds (target validation accuracy {target}; the time to target is the mean over the "
+      "runs that reach it):")
+for k, (e, t, n, a) in mean.items():
     print(f"{k:8s} epoch {e:.3f} s, to target {t:.1f} s ({n}/{seeds} reach it), final accuracy {a:.4f}")
 for k in ("data2", "seq2", "mgrit2"):
     print(f"speed-up of {k} over serial1: per epoch {mean['serial1'][0] / mean[k][0]:.2f}x, "

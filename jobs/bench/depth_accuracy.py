@@ -80,10 +80,11 @@ def run(cmd, log):
 
 def data_files(problem, work, fm_rows):
     """(training options, validation file) for a problem."""
-    if problem in ("spirals", "sine"):
-        val = os.path.join(work, f"{problem}_val.h5")
+    if problem != "fashion_mnist":
+        name = PROBLEMS[problem][PROBLEMS[problem].index("-problem") + 1]
+        val = os.path.join(work, f"{name}_val.h5")
         if not os.path.exists(val):
-            run([EXE, "export", "-problem", problem, "-val", val], val + ".log")
+            run([EXE, "export", "-problem", name, "-val", val], val + ".log")
         return [], val
     src = os.path.join(ROOT, "data", "fashion_mnist")
     if not os.path.exists(os.path.join(src, "train.h5")):
