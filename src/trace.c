@@ -290,7 +290,7 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
 {
   CommInfo *c = Traced(comm);
   int rc;
-  if (!c) return PMPI_Send(buf, count, type, dest, tag, comm);
+  if (!c || dest == MPI_PROC_NULL) return PMPI_Send(buf, count, type, dest, tag, comm);
   Enter();
   Line("send %d %d %ld", c->world[dest], Tag(c, tag), Bytes(count, type));
   rc = PMPI_Send(buf, count, type, dest, tag, comm);
@@ -303,7 +303,7 @@ int MPI_Recv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_C
   CommInfo *c = Traced(comm);
   MPI_Status st;
   int rc, n = 0;
-  if (!c) return PMPI_Recv(buf, count, type, source, tag, comm, status);
+  if (!c || source == MPI_PROC_NULL) return PMPI_Recv(buf, count, type, source, tag, comm, status);
   Enter();
   rc = PMPI_Recv(buf, count, type, source, tag, comm, status == MPI_STATUS_IGNORE ? &st : status);
   if (status == MPI_STATUS_IGNORE) status = &st;
@@ -317,7 +317,7 @@ int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, 
 {
   CommInfo *c = Traced(comm);
   int rc;
-  if (!c) return PMPI_Isend(buf, count, type, dest, tag, comm, req);
+  if (!c || dest == MPI_PROC_NULL) return PMPI_Isend(buf, count, type, dest, tag, comm, req);
   Enter();
   rc = PMPI_Isend(buf, count, type, dest, tag, comm, req);
   Line("isend %d %d %ld", c->world[dest], Tag(c, tag), Bytes(count, type));
@@ -330,7 +330,8 @@ int MPI_Irecv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_
 {
   CommInfo *c = Traced(comm);
   int rc;
-  if (!c) return PMPI_Irecv(buf, count, type, source, tag, comm, req);
+  if (!c || source == MPI_PROC_NULL || source == MPI_ANY_SOURCE)
+    return PMPI_Irecv(buf, count, type, source, tag, comm, req);
   Enter();
   rc = PMPI_Irecv(buf, count, type, source, tag, comm, req);
   Line("irecv %d %d %ld", c->world[source], Tag(c, tag), Bytes(count, type));
