@@ -148,6 +148,8 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   PetscCheck(!(t->have_train && have_problem), t->comm, TN_ERR_USER, "-train and -problem exclude each other");
   PetscCheck(!t->have_val || t->have_train, t->comm, TN_ERR_USER, "-val needs -train");
   PetscCheck(t->epochs > 0, t->comm, TN_ERR_USER, "-epochs must be positive, got %" PetscInt_FMT, t->epochs);
+  PetscCheck(t->trace_speed > 0 && PetscIsNormalReal(t->trace_speed), t->comm, TN_ERR_USER,
+             "-trace_speed must be a positive number of flops per second, got %g", (double)t->trace_speed);
   PetscCheck(t->exact_epochs >= 0, t->comm, TN_ERR_USER, "-mgrit_exact_epochs must be non-negative, got %" PetscInt_FMT,
              t->exact_epochs);
   PetscCheck(t->batch > 0, t->comm, TN_ERR_USER, "-batch must be positive, got %" PetscInt_FMT, t->batch);
