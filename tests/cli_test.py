@@ -495,6 +495,37 @@ def read_traces(tdir, P):
     return lines
 
 
+def balanced_traces(lines, what):
+    """Every message sent is received with its tag and bytes, every request waited for; returns
+    the number of messages."""
+    sends, recvs = {}, {}
+    for r, rows in enumerate(lines):
+        pending = {}
+        for w in rows:
+            act = w[1]
+            if act in ("send", "isend"):
+                key = (r, int(w[2]), int(w[3]))
+                sends.setdefault(key, []).append(int(w[4]))
+                if act == "isend":
+                    pending[key] = pending.get(key, 0) + 1
+            elif act in ("recv", "irecv"):
+                key = (int(w[2]), r, int(w[3]))
+                recvs.setdefault(key, []).append(int(w[4]))
+                if act == "irecv":
+                    pending[key] = pending.get(key, 0) + 1
+            elif act == "wait":
+                key = (int(w[2]), int(w[3]), int(w[4]))
+                check(pending.get(key, 0) > 0, f"rank {r}: wait {key} without a request")
+                pending[key] -= 1
+            elif act == "compute":
+                check(float(w[2]) > 0, f"rank {r}: compute {w[2]}")
+            else:
+                check(act in ("init", "finalize", "allreduce", "bcast", "barrier"), f"rank {r}: action {act}")
+        check(not any(pending.values()), f"rank {r}: requests never waited for: {pending}")
+    check(sends == recvs, f"{what}: messages sent and received differ")
+    return sum(len(v) for v in sends.values())
+
+
 def case_trace(tmp):
     """-trace: the results do not change (the model bit for bit, every loss); each rank's trace is
     well formed (init, finalize, newline); every message sent is received with the same tag and
@@ -512,31 +543,7 @@ def case_trace(tmp):
             for k in ("train_loss", "val_loss", "val_accuracy"):
                 check(np.array_equal(f["history"][k][()], g["history"][k][()]), f"-trace changes /history/{k}")
         lines = read_traces(tdir, ranks)
-        sends, recvs = {}, {}
-        for r, rows in enumerate(lines):
-            pending = {}
-            for w in rows:
-                act = w[1]
-                if act in ("send", "isend"):
-                    key = (r, int(w[2]), int(w[3]))
-                    sends.setdefault(key, []).append(int(w[4]))
-                    if act == "isend":
-                        pending[key] = pending.get(key, 0) + 1
-                elif act in ("recv", "irecv"):
-                    key = (int(w[2]), r, int(w[3]))
-                    recvs.setdefault(key, []).append(int(w[4]))
-                    if act == "irecv":
-                        pending[key] = pending.get(key, 0) + 1
-                elif act == "wait":
-                    key = (int(w[2]), int(w[3]), int(w[4]))
-                    check(pending.get(key, 0) > 0, f"rank {r}: wait {key} without a request")
-                    pending[key] -= 1
-                elif act == "compute":
-                    check(float(w[2]) > 0, f"rank {r}: compute {w[2]}")
-                else:
-                    check(act in ("init", "finalize", "allreduce", "bcast", "barrier"), f"rank {r}: action {act}")
-            check(not any(pending.values()), f"rank {r}: requests never waited for: {pending}")
-        check(sends == recvs, f"{ranks} ranks {extra}: messages sent and received differ")
+        nmsg = balanced_traces(lines, f"{ranks} ranks {extra}")
         colls = [[w[1:] for w in rows if w[1] in ("allreduce", "bcast", "barrier")] for rows in lines]
         check(all(c == colls[0] for c in colls), f"{ranks} ranks {extra}: world collectives differ between ranks")
         one = os.path.join(tmp, "one_epoch")
@@ -544,7 +551,15 @@ def case_trace(tmp):
         n1, n2 = sum(len(r) for r in read_traces(one, ranks)), sum(len(r) for r in lines)
         check(n1 < n2, f"-trace_epochs 2 wrote {n1} lines, epochs 2 and 3 {n2}")
         print(f"ok: {ranks} ranks {' '.join(extra)}: results unchanged; {n2} trace lines, "
-              f"{sum(len(v) for v in sends.values())} messages matched; one epoch {n1} lines")
+              f"{nmsg} messages matched; one epoch {n1} lines")
+    # THETANET_TRACE_P2P=1: world collectives written as point-to-point exchanges, still balanced
+    tdir = os.path.join(tmp, "p2p")
+    status, so, se = run(["train", "-problem", "spirals", "-epochs", "2", "-width", "8", "-layers", "16", "-trace", tdir,
+                          "-output", os.path.join(tmp, "p2p.h5")], 4, env={"THETANET_TRACE_P2P": "1"})
+    check(status == 0, se)
+    lines = read_traces(tdir, 4)
+    check(not any(w[1] in ("allreduce", "bcast", "barrier") for rows in lines for w in rows), "a collective line under P2P")
+    print(f"ok: 4 ranks, collectives as point-to-point: {balanced_traces(lines, 'P2P')} messages matched")
     expect_usage_error(["train", "-problem", "spirals", "-epochs", "1", "-trace", "/proc/none/x",
                         "-output", os.path.join(tmp, "t.h5")], "-trace /proc/none/x")
 
