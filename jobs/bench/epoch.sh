@@ -26,11 +26,14 @@ run 2 0.5 r2_t05 "$@"
 run 2 0 r2_t0_one -allreduce_bucket_kb 0 "$@"
 gemm=$("$THETANET_BUILD/tn_dgemm_rate" -n $n -B $B -L $L | awk '{print $NF}')
 gemm2=$("$THETANET_BUILD/tn_dgemm_rate" -n $n -B $((B / 2)) -L $L | awk '{print $NF}')
-"$THETANET_PYTHON" - "$work" "$gemm" "$gemm2" $n $L 32 8 $epochs <<'PY'
+# the same half-batch GEMMs on two processes at once: what two ranks' GEMMs reach together here
+pair=$( ("$THETANET_BUILD/tn_dgemm_rate" -n $n -B $((B / 2)) -L $L & "$THETANET_BUILD/tn_dgemm_rate" -n $n -B $((B / 2)) -L $L; wait) |
+  awk '{s += $NF} END {print s}')
+"$THETANET_PYTHON" - "$work" "$gemm" "$gemm2" "$pair" $n $L 32 8 $epochs <<'PY'
 import sys
 import h5py
-work, gemm, gemm2 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-n, L, d, m, epochs = map(int, sys.argv[4:])
+work, gemm, gemm2, pair = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+n, L, d, m, epochs = map(int, sys.argv[5:])
 def get(name):
     with h5py.File(f"{work}/{name}.h5", "r") as f:
         return {k: f["timing"][k][()] for k in f["timing"]}
@@ -48,6 +51,10 @@ print(f"theta 0, 1 rank: {g:.2f} GFLOP/s = {g / gemm:.2f} of the epoch's GEMMs a
 print(f"theta 0.5 / theta 0 cost, 1 rank: {s['r1_t0'] / s['r1_t05']:.2f}x  (target <= 3)")
 print(f"theta 0.5 / theta 0 cost, 2 ranks: {s['r2_t0'] / s['r2_t05']:.2f}x  (target <= 3)")
 print(f"2 ranks / 1 rank, theta 0: {s['r2_t0'] / s['r1_t0']:.2f}x  (target >= 1.85), theta 0.5: {s['r2_t05'] / s['r1_t05']:.2f}x")
+print(f"  ceiling of the GEMMs alone: two processes of B {256 // 2} together {pair:.2f} GFLOP/s = {pair / gemm:.2f}x one of B 256")
+for name in ("r1_t0", "r2_t0", "r1_t05", "r2_t05"):
+    t = get(name)
+    print(f"  {name} s/epoch (rank mean): " + ", ".join(f"{k} {t[k].mean() / epochs:.3f}" for k in ("forward", "backward", "allreduce", "update")))
 one, buckets = get("r2_t0_one"), get("r2_t0")
 e1, eb = one["allreduce"].mean() / epochs, buckets["allreduce"].mean() / epochs
 print(f"2 ranks, theta 0: allreduce not hidden {e1:.3f} s/epoch in one bucket after the backward pass, "
