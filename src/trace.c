@@ -30,6 +30,8 @@ static struct {
   Pending *req; /* requests started while recording, not yet waited for */
   int nreq, capreq;
   long lines;
+  double own;  /* wall seconds spent in the tracer's own code (the PMPI calls excluded) */
+  double mark; /* wall time at which the current stretch of it began */
 } T = {.keyval = MPI_KEYVAL_INVALID};
 
 typedef struct {
@@ -116,6 +118,25 @@ static int Tag(const CommInfo *c, int tag)
   return 100000 * c->kind + (tag < 0 ? 99999 : tag % 100000);
 }
 
+/* The tracer's cost is timed as it runs: each wrapper marks when its own work starts (Mark) and
+   adds the time since the mark when it hands over to the PMPI call or returns (Own). */
+static double Wall(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void Mark(void)
+{
+  T.mark = Wall();
+}
+
+static void Own(void)
+{
+  T.own += Wall() - T.mark;
+}
+
 /* Entering a traced call: the compute burst since the last one. */
 static void Enter(void)
 {
@@ -132,6 +153,7 @@ static void Enter(void)
 static void Leave(void)
 {
   T.last = CPUTime();
+  Own();
 }
 
 /* A call worth a line: recording, on a communicator of more than one rank. */
@@ -139,6 +161,7 @@ static CommInfo *Traced(MPI_Comm comm)
 {
   CommInfo *c;
   if (!T.recording) return NULL;
+  Mark();
   c = Info(comm);
   return c && c->size > 1 ? c : NULL;
 }
@@ -249,6 +272,7 @@ int TNTraceOpen(const char *dir, double speed)
   T.pending = 0;
   T.nreq    = 0;
   T.lines   = 0;
+  T.own     = 0;
   Line("init");
   if (T.rank == 0) {
     FILE *list;
@@ -271,13 +295,14 @@ void TNTraceRecord(int on)
   T.recording = on;
 }
 
-int TNTraceClose(long *lines)
+int TNTraceClose(long *lines, double *own)
 {
   int err;
   if (!T.open) return 0;
   TNTraceRecord(0);
   Line("finalize");
   *lines = T.lines;
+  *own   = T.own;
   err    = fclose(T.f) != 0;
   T.f    = NULL;
   T.open = 0;
@@ -296,7 +321,9 @@ int MPI_Send(const void *buf, int count, MPI_Datatype type, int dest, int tag, M
   if (!c || dest == MPI_PROC_NULL) return PMPI_Send(buf, count, type, dest, tag, comm);
   Enter();
   Line("send %d %d %ld", c->world[dest], Tag(c, tag), Bytes(count, type));
+  Own();
   rc = PMPI_Send(buf, count, type, dest, tag, comm);
+  Mark();
   Leave();
   return rc;
 }
@@ -308,7 +335,9 @@ int MPI_Recv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_C
   int rc, n = 0;
   if (!c || source == MPI_PROC_NULL) return PMPI_Recv(buf, count, type, source, tag, comm, status);
   Enter();
+  Own();
   rc = PMPI_Recv(buf, count, type, source, tag, comm, status == MPI_STATUS_IGNORE ? &st : status);
+  Mark();
   if (status == MPI_STATUS_IGNORE) status = &st;
   PMPI_Get_count(status, type, &n);
   Line("recv %d %d %ld", c->world[status->MPI_SOURCE], Tag(c, status->MPI_TAG), Bytes(n, type));
@@ -322,7 +351,9 @@ int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag, 
   int rc;
   if (!c || dest == MPI_PROC_NULL) return PMPI_Isend(buf, count, type, dest, tag, comm, req);
   Enter();
+  Own();
   rc = PMPI_Isend(buf, count, type, dest, tag, comm, req);
+  Mark();
   Line("isend %d %d %ld", c->world[dest], Tag(c, tag), Bytes(count, type));
   Remember(*req, T.rank, c->world[dest], Tag(c, tag));
   Leave();
@@ -336,7 +367,9 @@ int MPI_Irecv(void *buf, int count, MPI_Datatype type, int source, int tag, MPI_
   if (!c || source == MPI_PROC_NULL || source == MPI_ANY_SOURCE)
     return PMPI_Irecv(buf, count, type, source, tag, comm, req);
   Enter();
+  Own();
   rc = PMPI_Irecv(buf, count, type, source, tag, comm, req);
+  Mark();
   Line("irecv %d %d %ld", c->world[source], Tag(c, tag), Bytes(count, type));
   Remember(*req, c->world[source], T.rank, Tag(c, tag));
   Leave();
@@ -348,8 +381,11 @@ int MPI_Wait(MPI_Request *req, MPI_Status *status)
   const MPI_Request r = *req;
   int rc;
   if (!T.recording || !T.nreq) return PMPI_Wait(req, status);
+  Mark();
   Enter();
+  Own();
   rc = PMPI_Wait(req, status);
+  Mark();
   Forget(r);
   Leave();
   return rc;
@@ -360,10 +396,13 @@ int MPI_Waitall(int n, MPI_Request reqs[], MPI_Status statuses[])
   MPI_Request *copy;
   int rc;
   if (!T.recording || !T.nreq || n < 1) return PMPI_Waitall(n, reqs, statuses);
+  Mark();
   Enter();
   copy = (MPI_Request *)malloc(sizeof(MPI_Request) * (size_t)n);
   memcpy(copy, reqs, sizeof(MPI_Request) * (size_t)n);
+  Own();
   rc = PMPI_Waitall(n, reqs, statuses);
+  Mark();
   for (int i = 0; i < n; i++) Forget(copy[i]);
   free(copy);
   Leave();
@@ -376,15 +415,19 @@ int MPI_Testall(int n, MPI_Request reqs[], int *flag, MPI_Status statuses[])
   MPI_Request *copy;
   int rc;
   if (!T.recording || !T.nreq || n < 1) return PMPI_Testall(n, reqs, flag, statuses);
+  Mark();
   copy = (MPI_Request *)malloc(sizeof(MPI_Request) * (size_t)n);
   memcpy(copy, reqs, sizeof(MPI_Request) * (size_t)n);
+  Own();
   rc = PMPI_Testall(n, reqs, flag, statuses);
+  Mark();
   if (*flag) {
     Enter();
     for (int i = 0; i < n; i++) Forget(copy[i]);
-    Leave();
+    T.last = CPUTime();
   }
   free(copy);
+  Own();
   return rc;
 }
 
@@ -398,7 +441,9 @@ int MPI_Allreduce(const void *send, void *recv, int count, MPI_Datatype type, MP
     Line("allreduce %ld %d", Bytes(count, type), count);
   else
     AllreduceP2P(c, Bytes(count, type), COLLECTIVE_TAG(c));
+  Own();
   rc = PMPI_Allreduce(send, recv, count, type, op, comm);
+  Mark();
   Leave();
   return rc;
 }
@@ -413,7 +458,9 @@ int MPI_Bcast(void *buf, int count, MPI_Datatype type, int root, MPI_Comm comm)
     Line("bcast %ld %d", Bytes(count, type), root);
   else
     BcastP2P(c, Bytes(count, type), root, COLLECTIVE_TAG(c) + 1);
+  Own();
   rc = PMPI_Bcast(buf, count, type, root, comm);
+  Mark();
   Leave();
   return rc;
 }
@@ -428,7 +475,9 @@ int MPI_Barrier(MPI_Comm comm)
     Line("barrier");
   else
     AllreduceP2P(c, 0, COLLECTIVE_TAG(c) + 2);
+  Own();
   rc = PMPI_Barrier(comm);
+  Mark();
   Leave();
   return rc;
 }
@@ -445,7 +494,9 @@ int MPI_Gather(const void *send, int scount, MPI_Datatype stype, void *recv, int
       if (r != root) Line("recv %d %d %ld", c->world[r], COLLECTIVE_TAG(c) + 3, Bytes(rcount, rtype));
   } else
     Line("send %d %d %ld", c->world[root], COLLECTIVE_TAG(c) + 3, Bytes(scount, stype));
+  Own();
   rc = PMPI_Gather(send, scount, stype, recv, rcount, rtype, root, comm);
+  Mark();
   Leave();
   return rc;
 }
@@ -463,7 +514,9 @@ int MPI_Allgatherv(const void *send, int scount, MPI_Datatype stype, void *recv,
     Line("recv %d %d %ld", c->world[from], COLLECTIVE_TAG(c) + 4, Bytes(rcounts[from], rtype));
     Line("wait %d %d %d", T.rank, c->world[to], COLLECTIVE_TAG(c) + 4);
   }
+  Own();
   rc = PMPI_Allgatherv(send, scount, stype, recv, rcounts, displs, rtype, comm);
+  Mark();
   Leave();
   return rc;
 }

@@ -743,15 +743,22 @@ static PetscBool TraceEpoch(TNTrainer t, PetscInt e)
 static PetscErrorCode TraceClose(TNTrainer t)
 {
   long lines = 0;
+  double own = 0, share;
   PetscBool ok;
 
   PetscFunctionBegin;
-  ok = TNTraceClose(&lines) ? PETSC_FALSE : PETSC_TRUE;
+  ok = TNTraceClose(&lines, &own) ? PETSC_FALSE : PETSC_TRUE;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPIU_BOOL, MPI_LAND, t->comm));
   PetscCheck(ok, t->comm, TN_ERR_RUNTIME, "-trace %s: a trace file could not be written", t->trace);
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &lines, 1, MPI_LONG, MPI_SUM, t->comm));
-  PetscCall(PetscPrintf(t->comm, "trace: %ld lines in %s/rank*.trace, replay list %s/ranks.list\n", lines, t->trace,
-                        t->trace));
+  /* the tracer's cost: its own time against the recorded epochs', on the rank where it is largest */
+  share = own / PetscMax(t->trace_wall, 1e-9);
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &own, 1, MPI_DOUBLE, MPI_MAX, t->comm));
+  PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &share, 1, MPI_DOUBLE, MPI_MAX, t->comm));
+  PetscCall(PetscPrintf(t->comm,
+                        "trace: %ld lines in %s/rank*.trace, replay list %s/ranks.list; tracer_s %.4f of the recorded "
+                        "epochs' %.3f s: tracer_share %.5f\n",
+                        lines, t->trace, t->trace, own, (double)t->trace_wall, share));
   PetscFunctionReturn(0);
 }
 
@@ -838,6 +845,7 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(Validate(t, e, chunk, &r));
     now       = MPI_Wtime();
     r.seconds = now - e0;
+    if (t->trace[0] && TraceEpoch(t, e)) t->trace_wall += r.seconds;
     PetscCall(TNTrainerReportEpoch(t, &r, (now - start) / (e - t->resume.epoch) * (t->epochs - e)));
     {
       PetscCall(TNOptimizerGetRate(t->opt, &lr));
