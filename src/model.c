@@ -229,6 +229,52 @@ PetscErrorCode TNModelNorm(TNModel M, const PetscScalar *v, PetscReal *norm)
   PetscFunctionReturn(0);
 }
 
+/* One piece of the whole buffer from every depth rank to the first: count entries at local from
+   this rank, placed offset entries into the piece, which starts at piece on the first rank. */
+static PetscErrorCode GatherPiece(MPI_Comm comm, PetscMPIInt rank, PetscMPIInt size, const PetscScalar *local,
+                                  PetscInt count, PetscInt offset, PetscScalar *piece)
+{
+  PetscMPIInt mine[2] = {(PetscMPIInt)count, (PetscMPIInt)offset}, *all = NULL, *counts = NULL, *displs = NULL;
+
+  PetscFunctionBegin;
+  if (!rank) PetscCall(PetscMalloc3(2 * size, &all, size, &counts, size, &displs));
+  PetscCallMPI(MPI_Gather(mine, 2, MPI_INT, all, 2, MPI_INT, 0, comm));
+  for (PetscMPIInt r = 0; !rank && r < size; r++) {
+    counts[r] = all[2 * r];
+    displs[r] = all[2 * r + 1];
+  }
+  PetscCallMPI(MPI_Gatherv(local, mine[0], MPIU_SCALAR, piece, counts, displs, MPIU_SCALAR, 0, comm));
+  if (!rank) PetscCall(PetscFree3(all, counts, displs));
+  PetscFunctionReturn(0);
+}
+
+/* Each part of the network comes from its one owner: the opening layer (K kb) from the rank
+   holding block 0, the blocks' W and b from theirs, the closing layer (C c) from the last. */
+PetscErrorCode TNModelGather(TNModel M, const PetscScalar *local, PetscScalar *full)
+{
+  const TNModelConfig *c = &M->cfg;
+  const PetscInt nn = c->n * c->n, nb = M->jhi - M->jlo;
+  PetscMPIInt rank = 0, size = 1;
+  TNParams f = {0}, l;
+
+  PetscFunctionBegin;
+  if (M->depth != MPI_COMM_NULL) {
+    PetscCallMPI(MPI_Comm_rank(M->depth, &rank));
+    PetscCallMPI(MPI_Comm_size(M->depth, &size));
+  }
+  if (size == 1) {
+    PetscCall(PetscArraycpy(full, local, TNParamCount(c)));
+    PetscFunctionReturn(0);
+  }
+  TNModelParams(M, (PetscScalar *)local, &l);
+  if (!rank) TNParamsSet(c, full, &f);
+  PetscCall(GatherPiece(M->depth, rank, size, l.K, M->jlo == 0 ? c->n * c->d + c->n : 0, 0, f.K));
+  PetscCall(GatherPiece(M->depth, rank, size, l.W, nb * nn, M->jlo * nn, f.W));
+  PetscCall(GatherPiece(M->depth, rank, size, l.b, nb * c->n, M->jlo * c->n, f.b));
+  PetscCall(GatherPiece(M->depth, rank, size, l.C, M->jhi == c->L ? c->m * c->n + c->m : 0, 0, f.C));
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNModelDestroy(TNModel *model)
 {
   PetscFunctionBegin;

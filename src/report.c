@@ -252,7 +252,9 @@ PetscErrorCode TNTrainerWriteResults(TNTrainer t)
   PetscCall(ConfigAdd(&c, "lr_schedule", "%s", TNScheduleTypes[t->sched.type]));
   PetscCall(ConfigAdd(&c, "best_epoch", "%" PetscInt_FMT, t->watch.best_epoch));
   PetscCall(ConfigAdd(&c, "rejections", "%" PetscInt_FMT, t->watch.rejections));
-  PetscCall(ConfigAdd(&c, "model", "%s", best ? "best epoch (-keep_best; /model_last: last epoch)" : "last epoch"));
+  PetscCall(
+      ConfigAdd(&c, "model", "%s",
+                t->best && t->watch.best_epoch ? "best epoch (-keep_best; /model_last: last epoch)" : "last epoch"));
   TNHistoryTable(&t->history, &history);
   PetscCall(
       TNResultsWrite(t->comm, t->output, whole, best, &history, PH_COUNT, TNTrainerPhases, t->phase, c.n, c.entry));

@@ -117,16 +117,20 @@ PetscErrorCode TNTrainerWholeModel(TNTrainer t, TNModel *whole, TNOptimizerRecor
     *whole = t->model;
     PetscFunctionReturn(0);
   }
-  /* the blocks are split across depth ranks: gather whole copies for the time of a write */
-  PetscCall(TNModelCreate(&t->cfg, whole));
-  PetscCall(TNModelAllgather(t->model, t->model->params, (*whole)->params));
+  /* the blocks are split across depth ranks: whole copies on the writer (rank 0, the first depth
+     rank of the first data slice) for the time of a write; the other ranks of that slice send
+     their parts, the other slices hold replicas of them and take no part */
+  *whole = NULL;
   for (PetscInt k = 0; k < rec->nhyper; k++) hyper[k] = local.hyper[k];
   rec->hyper = hyper;
+  for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) rec->moment[k] = NULL;
+  if (t->grid.data_rank) PetscFunctionReturn(0);
+  if (!t->grid.rank) PetscCall(TNModelCreate(&t->cfg, whole));
+  PetscCall(TNModelGather(t->model, t->model->params, *whole ? (*whole)->params : NULL));
   for (int k = 0; k < TN_OPTIMIZER_MOMENTS; k++) {
-    rec->moment[k] = NULL;
     if (!local.moment[k]) continue;
-    PetscCall(PetscMalloc1((*whole)->nparams, &rec->moment[k]));
-    PetscCall(TNModelAllgather(t->model, local.moment[k], rec->moment[k]));
+    if (!t->grid.rank) PetscCall(PetscMalloc1(TNParamCount(&t->cfg), &rec->moment[k]));
+    PetscCall(TNModelGather(t->model, local.moment[k], rec->moment[k]));
   }
   PetscFunctionReturn(0);
 }
@@ -149,8 +153,9 @@ PetscErrorCode TNTrainerWholeBest(TNTrainer t, PetscScalar **best)
     *best = t->best;
     PetscFunctionReturn(0);
   }
-  PetscCall(PetscMalloc1(TNParamCount(&t->cfg), best));
-  PetscCall(TNModelAllgather(t->model, t->best, *best));
+  if (t->grid.data_rank) PetscFunctionReturn(0);
+  if (!t->grid.rank) PetscCall(PetscMalloc1(TNParamCount(&t->cfg), best));
+  PetscCall(TNModelGather(t->model, t->best, *best));
   PetscFunctionReturn(0);
 }
 
@@ -178,7 +183,7 @@ PetscErrorCode TNTrainerCheckpointWrite(TNTrainer t, const TNResume *st)
   StateAttributes(t, st, state);
   PetscCall(DataIdentity(t, state));
   PetscCall(TNTrainerWholeBest(t, &best));
-  /* every rank now holds a replica: the first one writes */
+  /* the first rank holds the whole network and writes */
   PetscCall(TNCheckpointWrite(t->comm, t->checkpoint, whole, &rec, &history, ST_COUNT, state, best));
   PetscCall(TNTrainerWholeBestDestroy(t, &best));
   PetscCall(TNTrainerWholeDestroy(t, &whole, &rec));

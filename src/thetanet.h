@@ -75,6 +75,9 @@ PETSC_EXTERN void TNModelParams(TNModel, PetscScalar *buf, TNParams *);
 /* Collective on the model's depth ranks: the whole-network buffer full (every rank) from each
    rank's local buffer, and the local share of a whole-network buffer. */
 PETSC_EXTERN PetscErrorCode TNModelAllgather(TNModel, const PetscScalar *local, PetscScalar *full);
+/* Collective on the model's depth ranks: the whole-network buffer full on the first depth rank
+   alone (full is not used elsewhere and may be NULL), for a write that one rank makes. */
+PETSC_EXTERN PetscErrorCode TNModelGather(TNModel, const PetscScalar *local, PetscScalar *full);
 PETSC_EXTERN void TNModelExtract(TNModel, const PetscScalar *full, PetscScalar *local);
 /* Exchange the parameter buffer with *other (of the same size): an update written elsewhere
    comes into force, and the old values stay in *other, without a copy. */

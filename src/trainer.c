@@ -252,7 +252,8 @@ static PetscErrorCode LoadData(TNTrainer t)
 
 /* Memory of this rank outside the network: the parameters, the gradient and the optimiser's
    moments, their copies to undo a step (-max_rejections) and the best model (-keep_best), whole
-   copies too while a depth-split model is gathered for a write, and the data sets. */
+   copies too while a depth-split model is gathered for a write (on the writer, rank 0) or read
+   from a checkpoint (on every rank), and the data sets. */
 static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
 {
   const TNModelConfig *c = &t->cfg;
@@ -269,8 +270,11 @@ static PetscErrorCode StateMemory(TNTrainer t, PetscReal *bytes)
   if (t->val) PetscCall(TNDatasetGetInfo(t->val, &v));
   data   = ((PetscReal)t->train_info.Nlocal + v.Nlocal) * (t->cfg.d + t->cfg.m);
   copies = (t->max_rejections ? 2 + moments : 0) + (t->keep_best ? 1 : 0);
-  *bytes = sizeof(PetscScalar) * (local * (2 + moments + copies) +
-                                  (t->grid.depth_size > 1 ? whole * (1 + moments + (t->keep_best ? 1 : 0)) : 0) + data);
+  *bytes = sizeof(PetscScalar) *
+           (local * (2 + moments + copies) +
+            (t->grid.depth_size > 1 && (!t->grid.rank || t->restart[0]) ? whole * (1 + moments + (t->keep_best ? 1 : 0))
+                                                                        : 0) +
+            data);
   PetscFunctionReturn(0);
 }
 

@@ -190,6 +190,23 @@ def case_simulate(tmp):
         png = os.path.join(tmp, f"sim_{axis}.png")
         script(os.path.join(ANALYSIS, "plot_scaling.py"), out, "-o", png)
         check_png(png)
+    # simulate_study: one call per set of rank counts, the table of every file in the directory
+    study_dir = os.path.join(tmp, "study")
+    net = ["--layers", "4", "--width", "4", "--batch", "32", "--samples", "64", "--cores-per-node", "2",
+           "--thetanet", ARGS.thetanet, "--mpiexec", ARGS.mpiexec, "--epochs", "1", "--grid", ""]
+    sim_study = os.path.join(ROOT, "jobs", "scaling", "simulate_study")
+    script(sim_study, "--ranks", "1", "--modes", "data,sequential", "--out", study_dir, *net)
+    status, so, se = script(sim_study, "--ranks", "2", "--modes", "data", "--out", study_dir, *net)
+    print(so)
+    check(sorted(os.listdir(study_dir)) == sorted(["data_1.h5", "data_1.runs", "data_2.h5", "data_2.runs",
+                                                   "sequential_1.h5", "sequential_1.runs", "study.png",
+                                                   "synth.h5"]), f"study files {os.listdir(study_dir)}")
+    rows = {int(l.split()[0]): l.split() for l in so.splitlines() if l.split() and l.split()[0] in ("1", "2")}
+    check(sorted(rows) == [1, 2], f"table rows for P 1 and 2 from both calls:\n{so}")
+    # cells: data, layer-serial depth, MGRIT depth, best grid ('-' where not run)
+    check(rows[1].count("-") == 2 and rows[2].count("-") == 3,
+          f"P 1 has data and layer-serial depth, P 2 data only:\n{so}")
+    check_png(os.path.join(study_dir, "study.png"))
 
 
 def case_study_depth(tmp):

@@ -30,6 +30,12 @@ static void test_split_model(void **state)
   CHECK(TNModelAllgather(part, part->params, gathered));
   for (PetscInt i = 0; i < full->nparams; i++) err = PetscMax(err, PetscAbsScalar(gathered[i] - full->params[i]));
   assert_true(TestAll(err == 0));
+  /* the whole network on the first rank alone (the writer's): every entry from its owner */
+  CHECK(PetscArrayzero(gathered, full->nparams));
+  CHECK(TNModelGather(part, part->params, rank ? NULL : gathered));
+  for (PetscInt i = 0; !rank && i < full->nparams; i++)
+    err = PetscMax(err, PetscAbsScalar(gathered[i] - full->params[i]));
+  assert_true(TestAll(err == 0));
 
   CHECK(TNModelRegularizer(full, 0.3, 0.7, &Rfull, gfull));
   CHECK(TNModelRegularizer(part, 0.3, 0.7, &Rpart, gpart));
