@@ -122,7 +122,9 @@ def case_data_parallel_implicit(tmp):
 def case_depth_sequential(tmp):
     """Blocks split across depth ranks (-depth_solver sequential), alone and with data ranks:
     the histories and the final model of 1 rank, to 1e-12, in every memory mode; and a
-    checkpoint written with 2 depth ranks continues on 1 rank, and the reverse."""
+    checkpoint written with 2 depth ranks continues on 1 rank, and the reverse, and one written on
+    a 2 x 2 grid (the first data slice's depth ranks send rank 0 the network and its moments)
+    continues on 2 data ranks."""
     base = ["-problem", "spirals", "-epochs", "3", "-width", "6", "-layers", "7", "-batch", "64", "-block_atol", "1e-13",
             "-adjoint_ksp_rtol", "1e-14", "-weight_decay", "1e-3", "-smooth", "1e-2"]
     for memory in ("store", "reversible", "checkpoint"):
@@ -139,7 +141,7 @@ def case_depth_sequential(tmp):
             check(d < 1e-12 and w < 1e-11, f"{memory} on {ranks} ranks with depth {depth}: history {d:.1e}, model {w:.1e}")
     ck = os.path.join(tmp, "ck.h5")
     full, _ = train(tmp, "full", 1, base[:2] + ["-epochs", "4"] + base[4:])
-    for first, second in (((2, 2), (1, 1)), ((1, 1), (4, 4))):
+    for first, second in (((2, 2), (1, 1)), ((1, 1), (4, 4)), ((4, 2), (2, 1))):
         train(tmp, "part", first[0], base[:2] + ["-epochs", "2"] + base[4:] + ["-depth_ranks", str(first[1]), "-checkpoint", ck])
         out, _ = train(tmp, "cont", second[0], base[:2] + ["-epochs", "4"] + base[4:] + ["-depth_ranks", str(second[1]), "-restart", ck])
         d = max(rel_diff(history(out)[k], history(full)[k]) for k in ("train_loss", "val_loss"))
