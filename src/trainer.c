@@ -131,7 +131,7 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
   t->ntrace_epochs = (PetscInt)(sizeof t->trace_epochs / sizeof t->trace_epochs[0]);
   PetscCall(TNOptionsString("-trace",
                             "Directory for a time-independent trace of each rank (SimGrid replay: rankR.trace, "
-                            "ranks.list)",
+                            "ranks.list); the closing trace: line gives the tracer's own time (tracer_s, tracer_share)",
                             "", t->trace, t->trace, sizeof t->trace, NULL));
   PetscCall(PetscOptionsIntArray("-trace_epochs", "Epochs the trace records (default: all)", "", t->trace_epochs,
                                  &t->ntrace_epochs, &have_trace_epochs));
