@@ -30,8 +30,10 @@ static struct {
   Pending *req; /* requests started while recording, not yet waited for */
   int nreq, capreq;
   long lines;
-  double own;  /* wall seconds spent in the tracer's own code (the PMPI calls excluded) */
-  double mark; /* wall time at which the current stretch of it began */
+  double own;      /* CPU seconds spent in the tracer's own code (the PMPI calls excluded) */
+  double mark;     /* CPU time at which the current stretch of it began */
+  double recorded; /* CPU seconds of the thread while recording */
+  double since;    /* CPU time at which recording last began */
 } T = {.keyval = MPI_KEYVAL_INVALID};
 
 typedef struct {
@@ -118,23 +120,18 @@ static int Tag(const CommInfo *c, int tag)
   return 100000 * c->kind + (tag < 0 ? 99999 : tag % 100000);
 }
 
-/* The tracer's cost is timed as it runs: each wrapper marks when its own work starts (Mark) and
-   adds the time since the mark when it hands over to the PMPI call or returns (Own). */
-static double Wall(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
+/* The tracer's cost is timed as it runs, in thread CPU time (a process waiting for a core, as
+   oversubscribed ranks do, is not charged for the wait): each wrapper marks when its own work
+   starts (Mark) and adds the time since the mark when it hands over to the PMPI call or returns
+   (Own). */
 static void Mark(void)
 {
-  T.mark = Wall();
+  T.mark = CPUTime();
 }
 
 static void Own(void)
 {
-  T.own += Wall() - T.mark;
+  T.own += CPUTime() - T.mark;
 }
 
 /* Entering a traced call: the compute burst since the last one. */
@@ -267,12 +264,13 @@ int TNTraceOpen(const char *dir, double speed)
   if (!T.f) return 1;
   if (T.keyval == MPI_KEYVAL_INVALID) PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, DeleteInfo, &T.keyval, NULL);
   PMPI_Comm_group(MPI_COMM_WORLD, &T.world);
-  T.speed   = speed;
-  T.open    = 1;
-  T.pending = 0;
-  T.nreq    = 0;
-  T.lines   = 0;
-  T.own     = 0;
+  T.speed    = speed;
+  T.open     = 1;
+  T.pending  = 0;
+  T.nreq     = 0;
+  T.lines    = 0;
+  T.own      = 0;
+  T.recorded = 0;
   Line("init");
   if (T.rank == 0) {
     FILE *list;
@@ -288,24 +286,28 @@ int TNTraceOpen(const char *dir, double speed)
 void TNTraceRecord(int on)
 {
   if (!T.open || on == T.recording) return;
-  if (on)
-    T.last = CPUTime();
-  else
+  if (on) {
+    T.last  = CPUTime();
+    T.since = T.last;
+  } else {
     Enter();
+    T.recorded += T.last - T.since;
+  }
   T.recording = on;
 }
 
-int TNTraceClose(long *lines, double *own)
+int TNTraceClose(long *lines, double *own, double *recorded)
 {
   int err;
   if (!T.open) return 0;
   TNTraceRecord(0);
   Line("finalize");
-  *lines = T.lines;
-  *own   = T.own;
-  err    = fclose(T.f) != 0;
-  T.f    = NULL;
-  T.open = 0;
+  *lines    = T.lines;
+  *own      = T.own;
+  *recorded = T.recorded;
+  err       = fclose(T.f) != 0;
+  T.f       = NULL;
+  T.open    = 0;
   free(T.req);
   T.req    = NULL;
   T.capreq = 0;

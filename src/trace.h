@@ -11,8 +11,9 @@
 int TNTraceOpen(const char *dir, double speed);
 /* Starts (on) or pauses (off) recording: only what runs while recording is in the trace. */
 void TNTraceRecord(int on);
-/* Writes the last line and closes the trace; lines: how many it has; own: the wall seconds the
-   tracer's own code took while recording (its cost to the run, the MPI calls themselves excluded). */
-int TNTraceClose(long *lines, double *own);
+/* Writes the last line and closes the trace; lines: how many it has; own: the CPU seconds the
+   tracer's own code took while recording (its cost to the run, the MPI calls themselves
+   excluded); recorded: the CPU seconds of the thread while recording. */
+int TNTraceClose(long *lines, double *own, double *recorded);
 
 #endif

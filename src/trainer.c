@@ -129,10 +129,11 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
       "-mgrit_test", "Run the self-test of the MGRIT callbacks on the first training rows and stop (no training)", "",
       t->mgrit_test, &t->mgrit_test, NULL));
   t->ntrace_epochs = (PetscInt)(sizeof t->trace_epochs / sizeof t->trace_epochs[0]);
-  PetscCall(TNOptionsString("-trace",
-                            "Directory for a time-independent trace of each rank (SimGrid replay: rankR.trace, "
-                            "ranks.list); the closing trace: line gives the tracer's own time (tracer_s, tracer_share)",
-                            "", t->trace, t->trace, sizeof t->trace, NULL));
+  PetscCall(
+      TNOptionsString("-trace",
+                      "Directory for a time-independent trace of each rank (SimGrid replay: rankR.trace, "
+                      "ranks.list); the closing trace: line gives the tracer's own CPU time (tracer_s, tracer_share)",
+                      "", t->trace, t->trace, sizeof t->trace, NULL));
   PetscCall(PetscOptionsIntArray("-trace_epochs", "Epochs the trace records (default: all)", "", t->trace_epochs,
                                  &t->ntrace_epochs, &have_trace_epochs));
   if (!have_trace_epochs) t->ntrace_epochs = 0;
@@ -747,22 +748,22 @@ static PetscBool TraceEpoch(TNTrainer t, PetscInt e)
 static PetscErrorCode TraceClose(TNTrainer t)
 {
   long lines = 0;
-  double own = 0, share;
+  double own = 0, recorded = 0, share;
   PetscBool ok;
 
   PetscFunctionBegin;
-  ok = TNTraceClose(&lines, &own) ? PETSC_FALSE : PETSC_TRUE;
+  ok = TNTraceClose(&lines, &own, &recorded) ? PETSC_FALSE : PETSC_TRUE;
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPIU_BOOL, MPI_LAND, t->comm));
   PetscCheck(ok, t->comm, TN_ERR_RUNTIME, "-trace %s: a trace file could not be written", t->trace);
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &lines, 1, MPI_LONG, MPI_SUM, t->comm));
-  /* the tracer's cost: its own time against the recorded epochs', on the rank where it is largest */
-  share = own / PetscMax(t->trace_wall, 1e-9);
+  /* the tracer's cost: its own CPU time against the rank's while recording, where it is largest */
+  share = own / PetscMax(recorded, 1e-9);
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &own, 1, MPI_DOUBLE, MPI_MAX, t->comm));
   PetscCallMPI(MPI_Allreduce(MPI_IN_PLACE, &share, 1, MPI_DOUBLE, MPI_MAX, t->comm));
   PetscCall(PetscPrintf(t->comm,
-                        "trace: %ld lines in %s/rank*.trace, replay list %s/ranks.list; tracer_s %.4f of the recorded "
-                        "epochs' %.3f s: tracer_share %.5f\n",
-                        lines, t->trace, t->trace, own, (double)t->trace_wall, share));
+                        "trace: %ld lines in %s/rank*.trace, replay list %s/ranks.list; tracer_s %.4f CPU seconds: "
+                        "tracer_share %.5f of a rank's CPU time while recording\n",
+                        lines, t->trace, t->trace, own, share));
   PetscFunctionReturn(0);
 }
 
@@ -849,7 +850,6 @@ PetscErrorCode TNTrainerTrain(TNTrainer t)
     PetscCall(Validate(t, e, chunk, &r));
     now       = MPI_Wtime();
     r.seconds = now - e0;
-    if (t->trace[0] && TraceEpoch(t, e)) t->trace_wall += r.seconds;
     PetscCall(TNTrainerReportEpoch(t, &r, (now - start) / (e - t->resume.epoch) * (t->epochs - e)));
     {
       PetscCall(TNOptimizerGetRate(t->opt, &lr));

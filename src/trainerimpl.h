@@ -81,7 +81,6 @@ struct _n_TNTrainer {
   char trace[PETSC_MAX_PATH_LEN];           /* -trace DIR: SimGrid traces of the run */
   PetscInt trace_epochs[64], ntrace_epochs; /* -trace_epochs: those recorded (none given: all) */
   PetscReal trace_speed;                    /* -trace_speed: flops per CPU second */
-  PetscReal trace_wall;                     /* wall seconds of the epochs recorded */
   PetscReal max_memory;                     /* GB a node may use; 0: what it has */
   char train_path[PETSC_MAX_PATH_LEN], val_path[PETSC_MAX_PATH_LEN], output[PETSC_MAX_PATH_LEN];
   char checkpoint[PETSC_MAX_PATH_LEN], restart[PETSC_MAX_PATH_LEN];

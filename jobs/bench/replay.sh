@@ -10,7 +10,8 @@
 # alternating, and the overhead of tracing from the fastest runs and from the medians (target:
 # under 5%; the machine is shared, and the fastest run is the least disturbed), and the tracer's
 # own time as each traced run timed it (its code between the MPI calls; free of the machine's
-# noise, as it does not compare two runs).
+# noise, as it does not compare two runs; thread CPU time, against the rank's CPU time while it
+# records).
 # usage: jobs/bench/replay.sh [extra thetanet train options]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
@@ -60,10 +61,10 @@ for r in (1, 2):
     for k in range(1, 6):
         for line in open(f"{work}/traced_{r}_{k}.log"):
             if line.startswith("trace: "):
-                own.append(float(line.split("tracer_share ")[1]))
+                own.append(float(line.split("tracer_share ")[1].split()[0]))
     print(f"{r} rank(s): training {min(plain):.3f} s plain, {min(traced):.3f} s traced (every epoch), fastest of 5: "
           f"tracing costs {min(traced) / min(plain) - 1:+.1%} (target: under 5%); medians {np.median(plain):.3f} s, "
           f"{np.median(traced):.3f} s: {np.median(traced) / np.median(plain) - 1:+.1%}")
-    print(f"{r} rank(s): the tracer's own time (timed in the run, largest rank): {np.median(own):.2%} of the traced "
-          f"epochs (median of 5), at most {max(own):.2%} (target: under 5%)")
+    print(f"{r} rank(s): the tracer's own CPU time (timed in the run, largest rank): {np.median(own):.2%} of a rank's "
+          f"CPU time while recording (median of 5), at most {max(own):.2%} (target: under 5%)")
 PY
