@@ -203,8 +203,9 @@ def case_simulate(tmp):
                                                    "synth.h5"]), f"study files {os.listdir(study_dir)}")
     rows = {int(l.split()[0]): l.split() for l in so.splitlines() if l.split() and l.split()[0] in ("1", "2")}
     check(sorted(rows) == [1, 2], f"table rows for P 1 and 2 from both calls:\n{so}")
-    # cells: data, layer-serial depth, MGRIT depth, best grid ('-' where not run)
-    check(rows[1].count("-") == 2 and rows[2].count("-") == 3,
+    # cells: data, layer-serial depth, MGRIT depth, best grid ('-' where not run), and vs data
+    # ('-' without a depth or grid run)
+    check(rows[1].count("-") == 2 and rows[2].count("-") == 4,
           f"P 1 has data and layer-serial depth, P 2 data only:\n{so}")
     check_png(os.path.join(study_dir, "study.png"))
 
