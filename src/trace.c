@@ -134,10 +134,11 @@ static void Own(void)
   T.own += CPUTime() - T.mark;
 }
 
-/* Entering a traced call: the compute burst since the last one. */
+/* Entering a traced call, just after its Mark: the compute burst since the last one, which
+   ended at the mark. */
 static void Enter(void)
 {
-  const double now = CPUTime();
+  const double now = T.mark;
   T.pending += now - T.last;
   T.last = now;
   if (T.pending * T.speed >= 1) {
@@ -147,10 +148,11 @@ static void Enter(void)
   }
 }
 
+/* Leaving it: the compute burst starts, the tracer's stretch ends. */
 static void Leave(void)
 {
   T.last = CPUTime();
-  Own();
+  T.own += T.last - T.mark;
 }
 
 /* A call worth a line: recording, on a communicator of more than one rank. */
@@ -290,6 +292,7 @@ void TNTraceRecord(int on)
     T.last  = CPUTime();
     T.since = T.last;
   } else {
+    Mark();
     Enter();
     T.recorded += T.last - T.since;
   }
