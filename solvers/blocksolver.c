@@ -3,12 +3,14 @@
 #include "blocksolver.h"
 #include "activation.h"
 #include "rows.h"
+#include <float.h>
 #include <petscsnes.h>
 #include <string.h>
 
-const char *const TNBlockMethods[] = {"auto",   "newton",        "newton_assembled", "anderson",
-                                      "picard", "TNBlockMethod", "TN_BLOCK_",        NULL};
-const char *const TNBlockGuesses[] = {"explicit", "linearized", "TNBlockGuess", "TN_GUESS_", NULL};
+const char *const TNBlockMethods[]    = {"auto",   "newton",        "newton_assembled", "anderson",
+                                         "picard", "TNBlockMethod", "TN_BLOCK_",        NULL};
+const char *const TNBlockGuesses[]    = {"explicit", "linearized", "TNBlockGuess", "TN_GUESS_", NULL};
+const char *const TNBlockPrecisions[] = {"mixed", "double", "TNBlockPrecision", "TN_PRECISION_", NULL};
 
 /* -block_method auto (measured with jobs/bench/block_methods.sh): up to this width Newton with
    the assembled Jacobian and exact n x n block solves is fastest; wider layers use Picard
@@ -17,6 +19,11 @@ const char *const TNBlockGuesses[] = {"explicit", "linearized", "TNBlockGuess", 
 /* Default tolerances: per-sample forward residual, relative adjoint residual. */
 #define TN_BLOCK_ATOL 1e-6
 #define TN_ADJOINT_RTOL 1e-6
+/* -block_precision mixed: the share of -block_atol that the rounding of single-precision
+   increments may take of a forward residual (the convergence test adds it to the residual). */
+#define TN_MIXED_SHARE 0.1
+/* most terms of one application of the Neumann-series preconditioner */
+#define TN_NEUMANN_MAX_TERMS 50
 
 /* Solvers for one batch size; the last batch of an epoch and evaluation may differ in size,
    so a small cache of them is kept and each is created once. */
@@ -28,7 +35,10 @@ typedef struct {
   SNES snes, snes_fb;                     /* block_, and the Newton fallback of -block_method auto */
   KSP ksp, ksp_fb;                        /* adjoint_, and its GMRES fallback */
   PetscScalar *Z, *Fx, *D, *work, *xlast; /* Fx = F(xlast), Z = A xlast + b */
-  PetscScalar *guess;                     /* the initial guess, kept for a fallback solve */
+  PetscScalar *Fxown, *Down;              /* Fx and D when they are not the caller's Fn and D */
+  PetscScalar *guess;                     /* a linearised initial guess, kept for a fallback solve */
+  float *sx, *sz;                         /* single-precision operand and product of a correction */
+  PetscReal *errz, *errnew;               /* per sample: bound on |Z - (A xlast + b)|_2 */
   PetscInt64 last_use;
 } BatchSolver;
 
@@ -42,6 +52,7 @@ struct _n_TNBlockSolver {
   PetscBool view;          /* -block_view: print the solver at its next set-up */
   PetscInt rough_its;      /* > 0: iterations a rough solve (an MGRIT coarse step) may take, no fallback */
   TNBlockGuess guess;
+  TNBlockPrecision precision;
   PetscReal atol;
   BatchSolver cache[TN_BATCH_CACHE];
   PetscInt64 use_clock;
@@ -49,47 +60,169 @@ struct _n_TNBlockSolver {
   const TNBlockLayer *layer;
   BatchSolver *cur;
   const PetscScalar *r;
-  PetscReal last_maxres; /* largest per-sample residual of the last evaluation */
-  PetscBool have_last;   /* xlast holds a point of this solve */
+  PetscReal last_maxres;      /* largest per-sample residual of the last evaluation, with its bound */
+  PetscReal last_maxcomputed; /* the same without the bound */
+  PetscBool have_last;        /* xlast holds a point of this solve */
+  PetscBool exact;            /* double-precision evaluations only (finite differences of the self-test) */
+  float *Af;                  /* the layer's A rounded to single precision, n x n */
+  PetscReal Anorm;            /* |A|_F */
+  PetscReal pc_rtol;          /* relative tolerance of the solve the Neumann preconditioner serves */
+  PetscReal pc_target;        /* its terms stop below this norm; < 0: set by the solve's first v */
   PetscInt64 newton, krylov, solves;
+  PetscInt64 single, dbl; /* layer products (GEMMs over the batch) in each precision */
 };
 
-/* F = s(A y + b) for the rows of y, keeping Z = A y + b. */
-static void LayerEval(const TNBlockLayer *L, PetscInt B, const PetscScalar *y, PetscScalar *Z, PetscScalar *F)
+/* |h theta| Lip(s): how far an error in Z moves the residual G */
+static PetscReal ResidualSlack(TNBlockSolver bs)
 {
-  TNRowsApply(B, L->n, L->n, y, L->A, L->b, Z);
-  TNActivate(L->act, B * L->n, Z, F);
+  return PetscAbsReal(bs->layer->h * bs->layer->theta) * TNActivationLipschitz(bs->layer->act);
+}
+
+/* How an evaluation at x goes: nothing to do (x is the last point), the product A x into Z
+   (bias and activation to follow), or the increment A (x - xlast) into sz (added to Z). */
+typedef enum { LAYER_SAME, LAYER_FULL, LAYER_INCREMENT } LayerUpdate;
+
+/* Mixed precision: Z moved from xlast to x by A (x - xlast) in single precision, when every
+   sample's bound on the error of Z, (n + 2) u |A|_F |x - xlast|_2 added to the bound so far, keeps
+   its effect on the residual within TN_MIXED_SHARE of atol. An iteration's late increments are
+   small, so their products need few digits; a tight atol leaves every evaluation in double.
+   Copies x to xlast on the way; PETSC_FALSE when the bound does not allow it. */
+static PetscBool LayerIncrement(TNBlockSolver bs, const PetscScalar *xa, LayerUpdate *how)
+{
+  BatchSolver *c        = bs->cur;
+  const PetscInt n      = bs->n;
+  const PetscReal gA    = TNRowsSingleError(n) * bs->Anorm;
+  const PetscReal limit = TN_MIXED_SHARE * bs->atol / ResidualSlack(bs);
+  /* local pointers: through c the compiler must assume a store may move them (and gathers) */
+  PetscScalar *xlast = c->xlast;
+  float *sx          = c->sx;
+  PetscReal *swap, moved = 0;
+
+  for (PetscInt s = 0; s < c->B; s++) {
+    PetscReal ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (PetscInt i = s * n; i < (s + 1) * n; i++) {
+      const PetscScalar d = xa[i] - xlast[i];
+      sx[i]               = (float)d;
+      xlast[i]            = xa[i];
+      ss += d * d;
+    }
+    c->errnew[s] = c->errz[s] + gA * PetscSqrtReal(ss);
+    if (!(c->errnew[s] <= limit)) return PETSC_FALSE;
+    moved += ss;
+  }
+  *how = LAYER_SAME;
+  if (moved > 0) {
+    TNRowsApplySingle(c->B, n, n, c->sx, bs->Af, c->sz);
+    bs->single++;
+    swap      = c->errz;
+    c->errz   = c->errnew;
+    c->errnew = swap;
+    *how      = LAYER_INCREMENT;
+  }
+  return PETSC_TRUE;
+}
+
+/* The product of an evaluation at x in double precision. */
+static LayerUpdate LayerProductDouble(TNBlockSolver bs, const PetscScalar *xa)
+{
+  BatchSolver *c = bs->cur;
+  size_t bytes   = (size_t)(c->B * bs->n) * sizeof(PetscScalar);
+
+  TNRowsApply(c->B, bs->n, bs->n, xa, bs->layer->A, NULL, c->Z);
+  bs->dbl++;
+  memset(c->errz, 0, (size_t)c->B * sizeof(*c->errz));
+  memcpy(c->xlast, xa, bytes);
+  bs->have_last = PETSC_TRUE;
+  return LAYER_FULL;
+}
+
+/* The product of an evaluation at x, unless the last evaluation was at x (the solvers evaluate
+   G at the point they accept, so F(y_{j+1}) comes free); errz bounds per sample how far Z is
+   from its double-precision value. */
+static LayerUpdate LayerProduct(TNBlockSolver bs, const PetscScalar *xa)
+{
+  BatchSolver *c = bs->cur;
+  LayerUpdate how;
+
+  if (bs->have_last) {
+    if (bs->precision == TN_PRECISION_MIXED && !bs->exact) {
+      if (LayerIncrement(bs, xa, &how)) return how;
+    } else if (!memcmp(xa, c->xlast, (size_t)(c->B * bs->n) * sizeof(PetscScalar)))
+      return LAYER_SAME;
+  }
+  return LayerProductDouble(bs, xa);
+}
+
+/* Z = A x + b and Fx = F(x) from the product, row by row (a row stays in cache from Z to F);
+   with g also the residual G(x) = x - r - h theta F(x), and the largest over samples of |G|_2 plus
+   the bound of its rounding: a sample counts as converged only when its exact residual is
+   within atol. */
+static void LayerRows(TNBlockSolver bs, LayerUpdate how, const PetscScalar *xa, PetscScalar *ga)
+{
+  BatchSolver *c        = bs->cur;
+  const TNBlockLayer *L = bs->layer;
+  const PetscInt n      = bs->n;
+  const PetscReal ht = L->h * L->theta, slack = ResidualSlack(bs);
+  const PetscScalar *bias = L->b;
+  PetscReal maxres = 0, maxcomputed = 0;
+
+  for (PetscInt s = 0; s < c->B; s++) {
+    PetscScalar *z = c->Z + s * n, *F = c->Fx + s * n;
+    if (how == LAYER_FULL) {
+#pragma omp simd
+      for (PetscInt i = 0; i < n; i++) z[i] += bias[i];
+      TNActivate(L->act, n, z, F);
+    } else if (how == LAYER_INCREMENT) {
+      const float *dz = c->sz + s * n;
+#pragma omp simd
+      for (PetscInt i = 0; i < n; i++) z[i] += dz[i];
+      if (!TNActivateStep(L->act, n, dz, F)) TNActivate(L->act, n, z, F);
+    }
+    if (ga) {
+      const PetscScalar *x = xa + s * n, *r = bs->r + s * n;
+      PetscScalar *g = ga + s * n;
+      PetscReal ss   = 0, res;
+#pragma omp simd reduction(+ : ss)
+      for (PetscInt i = 0; i < n; i++) {
+        g[i] = x[i] - r[i] - ht * F[i];
+        ss += g[i] * g[i];
+      }
+      res = PetscSqrtReal(ss) + slack * c->errz[s];
+      /* NaN must not compare as converged */
+      if (!(res <= maxres)) maxres = res;
+      if (!(ss <= maxcomputed)) maxcomputed = ss;
+    }
+  }
+  if (ga) {
+    bs->last_maxres      = maxres;
+    bs->last_maxcomputed = PetscSqrtReal(maxcomputed);
+  }
+}
+
+/* Z = A x + b and Fx = F(x) at x */
+static void LayerAt(TNBlockSolver bs, const PetscScalar *xa)
+{
+  LayerUpdate how = LayerProduct(bs, xa);
+  if (how != LAYER_SAME) LayerRows(bs, how, xa, NULL);
 }
 
 static PetscErrorCode FormResidual(SNES snes, Vec x, Vec g, void *ctx)
 {
-  TNBlockSolver bs      = (TNBlockSolver)ctx;
-  BatchSolver *c        = bs->cur;
-  const TNBlockLayer *L = bs->layer;
-  const PetscReal ht    = L->h * L->theta;
+  TNBlockSolver bs = (TNBlockSolver)ctx;
   const PetscScalar *xa;
   PetscScalar *ga;
-  PetscReal maxres = 0;
 
   PetscFunctionBegin;
   (void)snes;
   PetscCall(VecGetArrayRead(x, &xa));
   PetscCall(VecGetArrayWrite(g, &ga));
-  LayerEval(L, c->B, xa, c->Z, c->Fx);
-  for (PetscInt s = 0; s < c->B; s++) {
-    PetscReal ss = 0;
-    for (PetscInt i = s * L->n; i < (s + 1) * L->n; i++) {
-      ga[i] = xa[i] - bs->r[i] - ht * c->Fx[i];
-      ss += ga[i] * ga[i];
-    }
-    /* NaN must not compare as converged */
-    if (!(ss <= maxres)) maxres = ss;
-  }
+  LayerRows(bs, LayerProduct(bs, xa), xa, ga);
+  /* converged but for the rounding bound: the product again in double settles it, rather than
+     more iterations to leave room for the bound */
+  if (bs->last_maxres > bs->atol && bs->last_maxcomputed <= bs->atol) LayerRows(bs, LayerProductDouble(bs, xa), xa, ga);
   PetscCall(VecRestoreArrayWrite(g, &ga));
-  PetscCall(PetscArraycpy(c->xlast, xa, c->B * L->n));
   PetscCall(VecRestoreArrayRead(x, &xa));
-  bs->have_last   = PETSC_TRUE;
-  bs->last_maxres = PetscSqrtReal(maxres);
   PetscFunctionReturn(0);
 }
 
@@ -113,19 +246,6 @@ static PetscErrorCode ConvergedPerSample(SNES snes, PetscInt it, PetscReal xnorm
   else if (it >= maxit)
     *reason = SNES_DIVERGED_MAX_IT;
   PetscFunctionReturn(0);
-}
-
-/* Make Fx = F(x), reusing the last residual evaluation when it was at the same point (the
-   solvers evaluate G at the point they then accept, so this saves a GEMM per solve). */
-static void LayerAt(TNBlockSolver bs, const PetscScalar *xa)
-{
-  BatchSolver *c = bs->cur;
-  size_t bytes   = (size_t)(c->B * bs->n) * sizeof(PetscScalar);
-
-  if (bs->have_last && !memcmp(xa, c->xlast, bytes)) return;
-  LayerEval(bs->layer, c->B, xa, c->Z, c->Fx);
-  memcpy(c->xlast, xa, bytes);
-  bs->have_last = PETSC_TRUE;
 }
 
 /* D = s'(A x + b) at the current iterate */
@@ -180,26 +300,33 @@ static PetscErrorCode JacobianApply(Mat J, Vec v, Vec out, PetscBool transpose)
   TNBlockSolver bs;
   BatchSolver *c;
   const TNBlockLayer *L;
-  const PetscScalar *va;
-  PetscScalar *oa;
+  const PetscScalar *va, *D;
+  PetscScalar *oa, *work;
   PetscReal ht;
+  PetscInt N;
 
   PetscFunctionBegin;
   PetscCall(MatShellGetContext(J, &bs));
-  c  = bs->cur;
-  L  = bs->layer;
-  ht = L->h * L->theta;
+  c    = bs->cur;
+  L    = bs->layer;
+  ht   = L->h * L->theta;
+  N    = c->B * L->n;
+  D    = c->D;
+  work = c->work;
+  bs->dbl++;
   PetscCall(VecGetArrayRead(v, &va));
   PetscCall(VecGetArrayWrite(out, &oa));
   if (!transpose) {
     TNRowsApply(c->B, L->n, L->n, va, L->A, NULL, oa);
-    for (PetscInt i = 0; i < c->B * L->n; i++) oa[i] = va[i] - ht * c->D[i] * oa[i];
+#pragma omp simd
+    for (PetscInt i = 0; i < N; i++) oa[i] = va[i] - ht * D[i] * oa[i];
   } else {
-    for (PetscInt i = 0; i < c->B * L->n; i++) {
-      c->work[i] = c->D[i] * va[i];
-      oa[i]      = va[i];
+#pragma omp simd
+    for (PetscInt i = 0; i < N; i++) {
+      work[i] = D[i] * va[i];
+      oa[i]   = va[i];
     }
-    TNRowsApplyTranspose(c->B, L->n, L->n, -ht, c->work, L->A, 1.0, oa);
+    TNRowsApplyTranspose(c->B, L->n, L->n, -ht, work, L->A, 1.0, oa);
   }
   PetscCall(VecRestoreArrayWrite(out, &oa));
   PetscCall(VecRestoreArrayRead(v, &va));
@@ -217,6 +344,106 @@ static PetscErrorCode JacobianMultTranspose(Mat J, Vec v, Vec out)
 {
   PetscFunctionBegin;
   PetscCall(JacobianApply(J, v, out, PETSC_TRUE));
+  PetscFunctionReturn(0);
+}
+
+/* Neumann-series preconditioner in single precision: P v = sum_{i<m} M^i v ~ (I - M)^{-1} v with
+   M = h theta diag(D) A, the Jacobian J = I - M (for J^T: M^T = h theta A^T diag(D)). The terms
+   shrink by the contraction of the fixed-point iteration; they stop when the next one would be
+   below half the relative tolerance pc_rtol of the right-hand side (the first v a solve applies
+   this to), or at what single precision resolves of the first correction. The Richardson
+   iteration around it computes the residual in double, so the rounding here decides only how
+   many outer iterations run (one at the default tolerance), never the accuracy of the solution. */
+static PetscErrorCode NeumannApply(PC pc, Vec v, Vec out, PetscBool transpose)
+{
+  TNBlockSolver bs;
+  BatchSolver *c;
+  const PetscScalar *va;
+  PetscScalar *oa;
+  const PetscScalar *D;
+  float *sx, *sz;
+  PetscReal ht, ss = 0, prev, target;
+  PetscInt n, N;
+
+  PetscFunctionBegin;
+  PetscCall(PCShellGetContext(pc, &bs));
+  c  = bs->cur;
+  n  = bs->n;
+  N  = c->B * n;
+  ht = bs->layer->h * bs->layer->theta;
+  D  = c->D;
+  sx = c->sx;
+  sz = c->sz;
+  PetscCall(VecGetArrayRead(v, &va));
+  PetscCall(VecGetArrayWrite(out, &oa));
+  /* out = v, and the operand of the first product: M v = D.(A v), M^T v = A^T (D.v) */
+#pragma omp simd reduction(+ : ss)
+  for (PetscInt i = 0; i < N; i++) {
+    oa[i] = va[i];
+    sx[i] = (float)(transpose ? ht * D[i] * va[i] : va[i]);
+    ss += va[i] * va[i];
+  }
+  prev = PetscSqrtReal(ss);
+  if (bs->pc_target < 0) bs->pc_target = 0.5 * bs->pc_rtol * prev;
+  target = bs->pc_target;
+  for (PetscInt k = 1; k < TN_NEUMANN_MAX_TERMS && prev > 0; k++) {
+    PetscReal tnorm, ratio;
+    if (transpose)
+      TNRowsApplyTransposeSingle(c->B, n, n, sx, bs->Af, sz);
+    else
+      TNRowsApplySingle(c->B, n, n, sx, bs->Af, sz);
+    bs->single++;
+    /* the term t = M^k v: added to out, and the operand of the next product */
+    ss = 0;
+#pragma omp simd reduction(+ : ss)
+    for (PetscInt i = 0; i < N; i++) {
+      const PetscScalar t = transpose ? (PetscScalar)sz[i] : ht * D[i] * sz[i];
+      oa[i] += t;
+      sx[i] = (float)(transpose ? ht * D[i] * t : t);
+      ss += t * t;
+    }
+    tnorm = PetscSqrtReal(ss);
+    ratio = tnorm / prev;
+    /* v itself is exact; the rounding of the sum is that of the first correction's terms */
+    if (k == 1) target = PetscMax(target, 16 * FLT_EPSILON * tnorm);
+    /* a series that does not shrink leaves the outer iteration to fail (and fall back) */
+    if (!(ratio < 1) || tnorm * ratio <= target) break;
+    prev = tnorm;
+  }
+  PetscCall(VecRestoreArrayWrite(out, &oa));
+  PetscCall(VecRestoreArrayRead(v, &va));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode NeumannMult(PC pc, Vec v, Vec out)
+{
+  PetscFunctionBegin;
+  PetscCall(NeumannApply(pc, v, out, PETSC_FALSE));
+  PetscFunctionReturn(0);
+}
+
+static PetscErrorCode NeumannMultTranspose(PC pc, Vec v, Vec out)
+{
+  PetscFunctionBegin;
+  PetscCall(NeumannApply(pc, v, out, PETSC_TRUE));
+  PetscFunctionReturn(0);
+}
+
+/* The Picard step x <- x - G(x), in place: the basic line search's full step without its trial
+   vector, the copy back and a global norm (the convergence test is per sample). */
+static PetscErrorCode PicardStep(SNESLineSearch ls, void *ctx)
+{
+  TNBlockSolver bs = (TNBlockSolver)ctx;
+  SNES snes;
+  Vec X, F, Y;
+
+  PetscFunctionBegin;
+  PetscCall(SNESLineSearchGetSNES(ls, &snes));
+  PetscCall(SNESLineSearchGetVecs(ls, &X, &F, &Y, NULL, NULL));
+  PetscCall(VecAXPY(X, -1.0, Y));
+  PetscCall(SNESComputeFunction(snes, X, F));
+  PetscCall(SNESLineSearchSetNorms(ls, 0.0, bs->last_maxres, 0.0));
+  PetscCall(SNESLineSearchSetReason(ls, SNES_LINESEARCH_SUCCEEDED));
   PetscFunctionReturn(0);
 }
 
@@ -263,7 +490,8 @@ static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBl
     PetscCall(SNESSetType(snes, SNESNRICHARDSON));
     PetscCall(PCSetType(pc, PCNONE));
     PetscCall(SNESGetLineSearch(snes, &ls));
-    PetscCall(SNESLineSearchSetComputeNorms(ls, PETSC_FALSE));
+    PetscCall(SNESLineSearchSetType(ls, SNESLINESEARCHSHELL));
+    PetscCall(SNESLineSearchShellSetUserFunc(ls, PicardStep, bs));
     break;
   }
   PetscCall(SNESSetFromOptions(snes));
@@ -272,9 +500,11 @@ static PetscErrorCode ForwardSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBl
 }
 
 /* Adjoint solver: Richardson pairs with Picard (both converge when the spectral radius of
-   h theta diag(D) A is below one, the same for the operator and its transpose), GMRES with
-   the Newton and Anderson solves, an exact pbjacobi block solve with the assembled Jacobian. */
-static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, const char *prefix, KSP *out)
+   h theta diag(D) A is below one, the same for the operator and its transpose), preconditioned
+   by the single-precision Neumann series with -block_precision mixed; GMRES with the Newton and
+   Anderson solves, an exact pbjacobi block solve with the assembled Jacobian. */
+static PetscErrorCode AdjointSolverCreate(TNBlockSolver bs, BatchSolver *c, TNBlockMethod method, const char *prefix,
+                                          KSP *out)
 {
   KSP ksp;
   PC pc;
@@ -290,8 +520,17 @@ static PetscErrorCode AdjointSolverCreate(BatchSolver *c, TNBlockMethod method, 
     PetscCall(PCSetType(pc, PCPBJACOBI));
   } else if (method == TN_BLOCK_PICARD) {
     PetscCall(KSPSetType(ksp, KSPRICHARDSON));
-    PetscCall(PCSetType(pc, PCNONE));
     PetscCall(KSPSetTolerances(ksp, TN_ADJOINT_RTOL, 1e-50, 1e3, 100));
+    if (bs->precision == TN_PRECISION_MIXED) {
+      PetscCall(PCSetType(pc, PCSHELL));
+      PetscCall(PCShellSetContext(pc, bs));
+      PetscCall(PCShellSetApply(pc, NeumannMult));
+      PetscCall(PCShellSetApplyTranspose(pc, NeumannMultTranspose));
+      PetscCall(PCShellSetName(pc, "Neumann series of the Jacobian in single precision"));
+      /* the test on the true residual, and no extra preconditioner application for its norm */
+      PetscCall(KSPSetNormType(ksp, KSP_NORM_UNPRECONDITIONED));
+    } else
+      PetscCall(PCSetType(pc, PCNONE));
   } else {
     PetscCall(KSPSetType(ksp, KSPGMRES));
     PetscCall(PCSetType(pc, PCNONE));
@@ -312,7 +551,11 @@ static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscIn
   PetscCall(VecDuplicate(c->x, &c->rhs));
   PetscCall(VecDuplicate(c->x, &c->lam));
   PetscCall(VecDuplicate(c->x, &c->mu));
-  PetscCall(PetscMalloc6(N, &c->Z, N, &c->Fx, N, &c->D, PetscMax(N, n * n), &c->work, N, &c->xlast, N, &c->guess));
+  PetscCall(
+      PetscMalloc6(N, &c->Z, N, &c->Fxown, N, &c->Down, PetscMax(N, n * n), &c->work, N, &c->xlast, N, &c->guess));
+  c->Fx = c->Fxown;
+  c->D  = c->Down;
+  PetscCall(PetscMalloc4(N, &c->sx, N, &c->sz, B, &c->errz, B, &c->errnew));
   PetscCall(MatCreateShell(PETSC_COMM_SELF, N, N, N, N, bs, &c->J));
   PetscCall(MatShellSetOperation(c->J, MATOP_MULT, (void (*)(void))JacobianMult));
   PetscCall(MatShellSetOperation(c->J, MATOP_MULT_TRANSPOSE, (void (*)(void))JacobianMultTranspose));
@@ -321,10 +564,10 @@ static PetscErrorCode BatchSolverSetUp(TNBlockSolver bs, BatchSolver *c, PetscIn
     PetscCall(MatSetOption(c->Jb, MAT_ROW_ORIENTED, PETSC_TRUE));
   }
   PetscCall(ForwardSolverCreate(bs, c, bs->method, "block_", &c->snes));
-  PetscCall(AdjointSolverCreate(c, bs->method, "adjoint_", &c->ksp));
+  PetscCall(AdjointSolverCreate(bs, c, bs->method, "adjoint_", &c->ksp));
   if (bs->fallback) {
     PetscCall(ForwardSolverCreate(bs, c, TN_BLOCK_NEWTON, "block_fallback_", &c->snes_fb));
-    PetscCall(AdjointSolverCreate(c, TN_BLOCK_NEWTON, "adjoint_fallback_", &c->ksp_fb));
+    PetscCall(AdjointSolverCreate(bs, c, TN_BLOCK_NEWTON, "adjoint_fallback_", &c->ksp_fb));
   }
   PetscFunctionReturn(0);
 }
@@ -344,7 +587,8 @@ static PetscErrorCode BatchSolverDestroy(BatchSolver *c)
   PetscCall(KSPDestroy(&c->ksp));
   PetscCall(SNESDestroy(&c->snes_fb));
   PetscCall(KSPDestroy(&c->ksp_fb));
-  PetscCall(PetscFree6(c->Z, c->Fx, c->D, c->work, c->xlast, c->guess));
+  PetscCall(PetscFree6(c->Z, c->Fxown, c->Down, c->work, c->xlast, c->guess));
+  PetscCall(PetscFree4(c->sx, c->sz, c->errz, c->errnew));
   PetscCall(PetscMemzero(c, sizeof(*c)));
   PetscFunctionReturn(0);
 }
@@ -397,9 +641,11 @@ PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *out)
   PetscCheck(width > 0, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "block width must be positive, got %" PetscInt_FMT,
              width);
   PetscCall(PetscNew(&bs));
+  PetscCall(PetscMalloc1(width * width, &bs->Af));
   bs->n         = width;
   bs->requested = TN_BLOCK_AUTO;
   bs->guess     = TN_GUESS_EXPLICIT;
+  bs->precision = TN_PRECISION_MIXED;
   bs->atol      = TN_BLOCK_ATOL;
   Resolve(bs);
   *out = bs;
@@ -414,6 +660,11 @@ PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver bs)
                           TNBlockMethods, (PetscEnum)bs->requested, (PetscEnum *)&bs->requested, NULL));
   PetscCall(TNOptionsEnum("-block_guess", "Initial guess of a block solve", "TNBlockSolverSetFromOptions",
                           TNBlockGuesses, (PetscEnum)bs->guess, (PetscEnum *)&bs->guess, NULL));
+  PetscCall(TNOptionsEnum("-block_precision",
+                          "Products of the iterations' small corrections: mixed (single precision where a "
+                          "rounding bound shows the result unchanged at the tolerance) or double",
+                          "TNBlockSolverSetFromOptions", TNBlockPrecisions, (PetscEnum)bs->precision,
+                          (PetscEnum *)&bs->precision, NULL));
   PetscCall(TNOptionsReal("-block_atol", "Largest per-sample residual norm of a converged block",
                           "TNBlockSolverSetFromOptions", bs->atol, &bs->atol, NULL));
   PetscCall(
@@ -431,6 +682,7 @@ PetscErrorCode TNBlockSolverDestroy(TNBlockSolver *bs)
   PetscFunctionBegin;
   if (!*bs) PetscFunctionReturn(0);
   for (PetscInt i = 0; i < TN_BATCH_CACHE; i++) PetscCall(BatchSolverDestroy(&(*bs)->cache[i]));
+  PetscCall(PetscFree((*bs)->Af));
   PetscCall(PetscFree(*bs));
   PetscFunctionReturn(0);
 }
@@ -461,10 +713,11 @@ PetscErrorCode TNBlockSolverView(TNBlockSolver bs, PetscViewer viewer)
   if (bs->method == TN_BLOCK_NEWTON_ASSEMBLED) rtol = 0;
   PetscCall(PetscViewerASCIIPrintf(viewer,
                                    "TNBlockSolver: width %" PetscInt_FMT
-                                   ", -block_method %s%s%s, guess %s, per-sample atol %g, adjoint rtol %g (0: exact)\n",
+                                   ", -block_method %s%s%s, guess %s, precision %s, per-sample atol %g, adjoint rtol "
+                                   "%g (0: exact)\n",
                                    bs->n, TNBlockMethods[bs->method], bs->requested == TN_BLOCK_AUTO ? " (auto)" : "",
                                    bs->fallback ? " with a Newton-GMRES fallback" : "", TNBlockGuesses[bs->guess],
-                                   (double)bs->atol, (double)rtol));
+                                   TNBlockPrecisions[bs->precision], (double)bs->atol, (double)rtol));
   if (c) {
     PetscCall(PetscViewerASCIIPushTab(viewer));
     PetscCall(
@@ -484,6 +737,30 @@ PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
   PetscFunctionReturn(0);
 }
 
+/* The layer of the solves that follow, with A rounded to single precision and |A|_F for the
+   bounds of mixed precision. */
+static void LayerSet(TNBlockSolver bs, const TNBlockLayer *L)
+{
+  PetscReal ss = 0;
+
+  bs->layer = L;
+  if (bs->precision != TN_PRECISION_MIXED) return;
+  for (PetscInt i = 0; i < L->n * L->n; i++) {
+    bs->Af[i] = (float)L->A[i];
+    ss += L->A[i] * L->A[i];
+  }
+  bs->Anorm = PetscSqrtReal(ss);
+}
+
+/* The tolerance of the solve by ksp that follows, for the Neumann preconditioner. */
+static PetscErrorCode NeumannTarget(TNBlockSolver bs, KSP ksp)
+{
+  PetscFunctionBegin;
+  PetscCall(KSPGetTolerances(ksp, &bs->pc_rtol, NULL, NULL, NULL));
+  bs->pc_target = -1;
+  PetscFunctionReturn(0);
+}
+
 /* The paper's linearised estimate y_j + (I - h theta J_F(y_j))^{-1} h F(y_j), J_F(y_j) = D_j A. */
 static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, PetscScalar *y)
 {
@@ -498,6 +775,7 @@ static PetscErrorCode LinearizedGuess(TNBlockSolver bs, const PetscScalar *Fj, P
   if (c->Jb) PetscCall(AssembleBlocks(bs, c->Jb));
   PetscCall(VecGetArrayWrite(c->rhs, &rhs));
   for (PetscInt i = 0; i < N; i++) rhs[i] = h * Fj[i];
+  PetscCall(NeumannTarget(bs, c->ksp));
   PetscCall(VecRestoreArrayWrite(c->rhs, &rhs));
   PetscCall(KSPSolve(c->ksp, c->rhs, c->mu));
   PetscCall(KSPGetIterationNumber(c->ksp, &its));
@@ -541,16 +819,17 @@ static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscI
   PetscCheck(L->n == bs->n, PETSC_COMM_SELF, PETSC_ERR_ARG_SIZ,
              "block width %" PetscInt_FMT " != solver width %" PetscInt_FMT, L->n, bs->n);
   PetscCall(BatchSolverGet(bs, B, &c));
-  bs->cur       = c;
-  bs->layer     = L;
+  bs->cur = c;
+  LayerSet(bs, L);
   bs->r         = r;
   bs->have_last = PETSC_FALSE;
+  c->Fx         = Fn; /* the evaluations write F(y_{j+1}) where the caller wants it */
   /* explicit predictor y_j + h F(y_j), optionally refined by the linearised step */
-  if (bs->guess == TN_GUESS_LINEARIZED)
+  if (bs->guess == TN_GUESS_LINEARIZED) {
     PetscCall(LinearizedGuess(bs, Fj, y));
-  else
+    if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
+  } else
     for (PetscInt i = 0; i < N; i++) y[i] += L->h * Fj[i];
-  if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
   if (bs->rough_its) {
     PetscReal atol, rtol, stol;
     PetscInt maxit, maxf;
@@ -561,13 +840,16 @@ static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscI
   } else
     PetscCall(ForwardRun(bs, c, c->snes, y, &reason));
   if (reason <= 0 && bs->fallback && !bs->rough_its) {
-    PetscCall(PetscArraycpy(y, c->guess, N));
+    if (bs->guess == TN_GUESS_LINEARIZED)
+      PetscCall(PetscArraycpy(y, c->guess, N));
+    else /* the explicit predictor again: y_j + h F(y_j) = r + h theta F(y_j) */
+      for (PetscInt i = 0; i < N; i++) y[i] = r[i] + L->h * L->theta * Fj[i];
     PetscCall(ForwardRun(bs, c, c->snes_fb, y, &reason));
   }
   bs->solves++;
   /* F(y_{j+1}) is the last residual evaluation's when that was at the solution */
   LayerAt(bs, y);
-  PetscCall(PetscArraycpy(Fn, c->Fx, N));
+  c->Fx      = c->Fxown;
   *converged = reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   *residual  = bs->last_maxres;
   PetscFunctionReturn(0);
@@ -607,9 +889,10 @@ static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pets
 
   PetscFunctionBegin;
   PetscCall(BatchSolverGet(bs, B, &c));
-  bs->cur   = c;
-  bs->layer = L;
-  PetscCall(PetscArraycpy(c->D, D, B * L->n));
+  bs->cur = c;
+  LayerSet(bs, L);
+  PetscCall(NeumannTarget(bs, c->ksp));
+  c->D = (PetscScalar *)D; /* read only, until the solve ends */
   if (c->Jb) PetscCall(AssembleBlocks(bs, c->Jb));
   PetscCall(VecPlaceArray(c->lam, lambda));
   PetscCall(VecPlaceArray(c->mu, mu));
@@ -627,6 +910,7 @@ static PetscErrorCode BlockAdjoint(TNBlockSolver bs, const TNBlockLayer *L, Pets
   }
   PetscCall(VecResetArray(c->lam));
   PetscCall(VecResetArray(c->mu));
+  c->D       = c->Down;
   *converged = reason > 0 ? PETSC_TRUE : PETSC_FALSE;
   PetscFunctionReturn(0);
 }
@@ -651,10 +935,18 @@ PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver bs, PetscInt64 *newton, Pets
   PetscFunctionReturn(0);
 }
 
+PetscErrorCode TNBlockSolverGetProducts(TNBlockSolver bs, PetscInt64 *single, PetscInt64 *dbl)
+{
+  PetscFunctionBegin;
+  if (single) *single = bs->single;
+  if (dbl) *dbl = bs->dbl;
+  PetscFunctionReturn(0);
+}
+
 PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver bs)
 {
   PetscFunctionBegin;
-  bs->newton = bs->krylov = bs->solves = 0;
+  bs->newton = bs->krylov = bs->solves = bs->single = bs->dbl = 0;
   PetscFunctionReturn(0);
 }
 
@@ -674,9 +966,10 @@ PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver bs, const TNBlockLayer *L, Pe
 
   PetscFunctionBegin;
   PetscCall(BatchSolverGet(bs, B, &c));
-  bs->cur       = c;
-  bs->layer     = L;
+  bs->cur = c;
+  LayerSet(bs, L);
   bs->have_last = PETSC_FALSE;
+  bs->exact     = PETSC_TRUE; /* finite differences need every digit of G */
   PetscCall(PetscCalloc1(N, &r));
   bs->r = r; /* G(y) = y - h theta F(y): the explicit part does not enter the Jacobian */
   PetscCall(VecDuplicate(c->x, &v));
@@ -723,5 +1016,6 @@ PetscErrorCode TNBlockSolverSelfTest(TNBlockSolver bs, const TNBlockLayer *L, Pe
   PetscCall(VecDestroy(&Gp));
   PetscCall(VecDestroy(&Gm));
   PetscCall(PetscFree(r));
+  bs->exact = PETSC_FALSE;
   PetscFunctionReturn(0);
 }

@@ -17,6 +17,11 @@ PETSC_EXTERN const char *const TNBlockMethods[];
 
 typedef enum { TN_GUESS_EXPLICIT, TN_GUESS_LINEARIZED } TNBlockGuess;
 PETSC_EXTERN const char *const TNBlockGuesses[];
+/* Arithmetic of the iterations' corrections: mixed computes the products of small increments (a
+   fixed-point step's change of Z, an adjoint preconditioner's Neumann terms) in single precision
+   where a rounding bound shows the result is unchanged at the tolerance; double never does. */
+typedef enum { TN_PRECISION_MIXED, TN_PRECISION_DOUBLE } TNBlockPrecision;
+PETSC_EXTERN const char *const TNBlockPrecisions[];
 
 /* What one block solve sees of the layer: F(y) = s(A y + b) applied to rows of a batch. */
 typedef struct {
@@ -30,7 +35,7 @@ typedef struct {
 typedef struct _n_TNBlockSolver *TNBlockSolver;
 
 PETSC_EXTERN PetscErrorCode TNBlockSolverCreate(PetscInt width, TNBlockSolver *);
-/* Reads -block_method, -block_guess, -block_atol, -block_view and the SNES/KSP options (prefixes
+/* Reads -block_method, -block_guess, -block_precision, -block_atol, -block_view and the SNES/KSP options (prefixes
    block_, adjoint_) of the solvers it creates. Without it the defaults hold. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverSetFromOptions(TNBlockSolver);
 /* Creates the SNES and KSP for batches of B samples now (they are otherwise made on first use);
@@ -53,6 +58,8 @@ PETSC_EXTERN PetscErrorCode TNBlockSolverAdjoint(TNBlockSolver, const TNBlockLay
 /* Iterations since the last reset: nonlinear, linear (forward and adjoint), and forward solves. */
 PETSC_EXTERN PetscErrorCode TNBlockSolverGetCounts(TNBlockSolver, PetscInt64 *newton, PetscInt64 *krylov,
                                                    PetscInt64 *solves);
+/* Layer products over the batch (GEMMs) since the last reset, in single and in double precision. */
+PETSC_EXTERN PetscErrorCode TNBlockSolverGetProducts(TNBlockSolver, PetscInt64 *single, PetscInt64 *dbl);
 PETSC_EXTERN PetscErrorCode TNBlockSolverResetCounts(TNBlockSolver);
 /* its > 0: the following solves stop after its iterations without falling back (an MGRIT
    coarse step needs no more than a rough solve); 0: solves to tolerance again. */

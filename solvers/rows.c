@@ -1,7 +1,13 @@
 /* Batched row operations: each is one BLAS GEMM on the row-major batch, read as its column-major
    transpose; the flops are logged for -log_view. */
 #include "rows.h"
+#include <float.h>
 #include <petscblaslapack.h>
+
+/* single-precision GEMM of the same BLAS (not among PETSc's bindings, which follow PetscScalar) */
+extern void sgemm_(const char *, const char *, const PetscBLASInt *, const PetscBLASInt *, const PetscBLASInt *,
+                   const float *, const float *, const PetscBLASInt *, const float *, const PetscBLASInt *,
+                   const float *, float *, const PetscBLASInt *);
 
 void TNRowsApply(PetscInt B, PetscInt nout, PetscInt nin, const PetscScalar *Y, const PetscScalar *A,
                  const PetscScalar *bias, PetscScalar *Z)
@@ -24,6 +30,31 @@ void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, PetscScalar a
 
   BLASgemm_("N", "N", &M, &N, &K, &alpha, A, &M, U, &K, &beta, Out, &M);
   (void)PetscLogFlops(2.0 * M * N * K);
+}
+
+void TNRowsApplySingle(PetscInt B, PetscInt nout, PetscInt nin, const float *Y, const float *A, float *Z)
+{
+  PetscBLASInt M = (PetscBLASInt)nout, N = (PetscBLASInt)B, K = (PetscBLASInt)nin;
+  const float one = 1.0f, zero = 0.0f;
+
+  sgemm_("T", "N", &M, &N, &K, &one, A, &K, Y, &K, &zero, Z, &M);
+  (void)PetscLogFlops(2.0 * M * N * K);
+}
+
+void TNRowsApplyTransposeSingle(PetscInt B, PetscInt nout, PetscInt nin, const float *U, const float *A, float *Out)
+{
+  PetscBLASInt M = (PetscBLASInt)nin, N = (PetscBLASInt)B, K = (PetscBLASInt)nout;
+  const float one = 1.0f, zero = 0.0f;
+
+  sgemm_("N", "N", &M, &N, &K, &one, A, &M, U, &K, &zero, Out, &M);
+  (void)PetscLogFlops(2.0 * M * N * K);
+}
+
+PetscReal TNRowsSingleError(PetscInt k)
+{
+  /* k products and sums, plus the rounding of both factors (Higham, Accuracy and Stability, 3.5) */
+  const PetscReal ku = (PetscReal)(k + 2) * (FLT_EPSILON / 2);
+  return ku / (1 - ku);
 }
 
 void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U, const PetscScalar *Y,

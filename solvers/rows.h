@@ -14,6 +14,14 @@ PETSC_EXTERN void TNRowsApplyTranspose(PetscInt B, PetscInt nout, PetscInt nin, 
 /* G += alpha U^T Y: U is B x nu, Y B x ny, G nu x ny. */
 PETSC_EXTERN void TNRowsOuterAdd(PetscInt B, PetscInt nu, PetscInt ny, PetscScalar alpha, const PetscScalar *U,
                                  const PetscScalar *Y, PetscScalar *G);
+/* Single-precision Z = Y A^T and Out = U A, for corrections whose rounding error the caller
+   bounds: (nin + 2) u |A|_F |Y row|_2 per row of Z, u = 2^-24 (TNRowsSingleError). */
+PETSC_EXTERN void TNRowsApplySingle(PetscInt B, PetscInt nout, PetscInt nin, const float *Y, const float *A, float *Z);
+PETSC_EXTERN void TNRowsApplyTransposeSingle(PetscInt B, PetscInt nout, PetscInt nin, const float *U, const float *A,
+                                             float *Out);
+/* gamma with |fl(A y) - A y| <= gamma |A||y| for a single-precision product of inner length k,
+   counting the rounding of A and y to single precision */
+PETSC_EXTERN PetscReal TNRowsSingleError(PetscInt k);
 /* g += the column sums of U (B x n): a bias gradient. */
 PETSC_EXTERN void TNRowsColumnSums(PetscInt B, PetscInt n, const PetscScalar *U, PetscScalar *g);
 

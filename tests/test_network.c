@@ -158,7 +158,9 @@ static void test_jacobian_transpose(void **state)
 }
 
 /* Every method solves y1 = y0 + h[(1-theta)F(y0) + theta F(y1)] to -block_atol per sample,
-   checked here with the layer evaluated independently of the solver. */
+   checked here with the layer evaluated independently of the solver, in both precisions. F1 is
+   F(y1) to rounding in double; in mixed precision to the bound the solver allows its
+   single-precision increments, TN_MIXED_SHARE (0.1) of atol over h theta Lip(tanh) per sample. */
 static void test_block_residual(void **state)
 {
   const PetscReal thetas[]    = {0.25, 0.5, 1.0};
@@ -171,40 +173,157 @@ static void test_block_residual(void **state)
   RandomFill(b, n, 0.5, 42);
   RandomFill(y0, N, 1.0, 43);
   SetOption("-block_atol", "1e-11");
-  for (int t = 0; t < 3; t++)
-    for (int k = 0; k < 4; k++) {
-      TNBlockLayer L = {.n = n, .A = A, .b = b, .act = TN_ACT_TANH, .h = h, .theta = thetas[t]};
-      TNBlockSolver bs;
-      PetscBool ok;
-      PetscReal res, worst = 0;
-      SetOption("-block_method", methods[k]);
-      CHECK(TNBlockSolverCreate(n, &bs));
-      CHECK(TNBlockSolverSetFromOptions(bs));
-      TNRowsApply(B, n, n, y0, A, b, z);
-      TNActivate(TN_ACT_TANH, N, z, F0);
-      for (PetscInt i = 0; i < N; i++) {
-        r[i]  = y0[i] + h * (1 - thetas[t]) * F0[i];
-        y1[i] = y0[i];
-      }
-      CHECK(TNBlockSolverSolve(bs, &L, B, F0, r, y1, F1, &ok, &res));
-      assert_true(ok);
-      TNRowsApply(B, n, n, y1, A, b, z);
-      TNActivate(TN_ACT_TANH, N, z, z);
-      for (PetscInt s = 0; s < B; s++) {
-        PetscReal ss = 0;
-        for (PetscInt i = s * n; i < (s + 1) * n; i++) {
-          const PetscReal g = y1[i] - r[i] - h * thetas[t] * z[i];
-          ss += g * g;
-          assert_true(PetscAbsReal(F1[i] - z[i]) < 1e-14);
+  for (int p = 0; p < 2; p++)
+    for (int t = 0; t < 3; t++)
+      for (int k = 0; k < 4; k++) {
+        TNBlockLayer L       = {.n = n, .A = A, .b = b, .act = TN_ACT_TANH, .h = h, .theta = thetas[t]};
+        const PetscReal Ftol = p ? 1e-14 : 0.1 * atol / (h * thetas[t]);
+        TNBlockSolver bs;
+        PetscBool ok;
+        PetscReal res, worst = 0, Fworst = 0;
+        SetOption("-block_method", methods[k]);
+        SetOption("-block_precision", TNBlockPrecisions[p]);
+        CHECK(TNBlockSolverCreate(n, &bs));
+        CHECK(TNBlockSolverSetFromOptions(bs));
+        TNRowsApply(B, n, n, y0, A, b, z);
+        TNActivate(TN_ACT_TANH, N, z, F0);
+        for (PetscInt i = 0; i < N; i++) {
+          r[i]  = y0[i] + h * (1 - thetas[t]) * F0[i];
+          y1[i] = y0[i];
         }
-        worst = PetscMax(worst, PetscSqrtReal(ss));
+        CHECK(TNBlockSolverSolve(bs, &L, B, F0, r, y1, F1, &ok, &res));
+        assert_true(ok);
+        TNRowsApply(B, n, n, y1, A, b, z);
+        TNActivate(TN_ACT_TANH, N, z, z);
+        for (PetscInt s = 0; s < B; s++) {
+          PetscReal ss = 0, ff = 0;
+          for (PetscInt i = s * n; i < (s + 1) * n; i++) {
+            const PetscReal g = y1[i] - r[i] - h * thetas[t] * z[i];
+            ss += g * g;
+            ff += (F1[i] - z[i]) * (F1[i] - z[i]);
+          }
+          worst  = PetscMax(worst, PetscSqrtReal(ss));
+          Fworst = PetscMax(Fworst, PetscSqrtReal(ff));
+        }
+        print_message("%-6s theta %.2f %-16s residual %.2e, F(y1) off by %.2e\n", TNBlockPrecisions[p],
+                      (double)thetas[t], methods[k], (double)worst, (double)Fworst);
+        assert_true(worst <= atol);
+        assert_true(Fworst <= Ftol);
+        CHECK(TNBlockSolverDestroy(&bs));
       }
-      print_message("theta %.2f %-16s residual %.2e\n", (double)thetas[t], methods[k], (double)worst);
-      assert_true(worst <= atol);
-      CHECK(TNBlockSolverDestroy(&bs));
-    }
   CHECK(PetscOptionsClearValue(NULL, "-block_method"));
+  CHECK(PetscOptionsClearValue(NULL, "-block_precision"));
   SetOption("-block_atol", "1e-13");
+}
+
+/* Mixed precision at the default tolerances on a layer of training size: the forward solve
+   meets atol in double arithmetic with single-precision products in it, and lands within the
+   tolerances of the double-precision solve; the adjoint solve's true residual meets its rtol,
+   at the default and at 1e-13 (the Richardson iteration refines what the single-precision
+   preconditioner gives). */
+static void test_mixed_precision(void **state)
+{
+  const PetscInt n = 48, B = 40, N = B * n;
+  const PetscReal h = 1.0 / 16, theta = 0.5, atol = 1e-6, glorot = PetscSqrtReal(6.0 / (2 * n));
+  PetscScalar *A, *b, *y0, *F0, *r, *y1[2], *F1, *z, *D, *lam, *mu;
+  PetscInt64 single, dbl;
+  (void)state;
+  CHECK(PetscMalloc6(n * n, &A, n, &b, N, &y0, N, &F0, N, &r, N, &z));
+  CHECK(PetscMalloc6(N, &y1[0], N, &y1[1], N, &F1, N, &D, N, &lam, N, &mu));
+  RandomFill(A, n * n, glorot, 51);
+  RandomFill(b, n, 0.1, 52);
+  RandomFill(y0, N, 1.0, 53);
+  RandomFill(lam, N, 1.0, 54);
+  CHECK(PetscOptionsClearValue(NULL, "-block_atol"));
+  TNBlockLayer L = {.n = n, .A = A, .b = b, .act = TN_ACT_TANH, .h = h, .theta = theta};
+  TNRowsApply(B, n, n, y0, A, b, z);
+  TNActivate(TN_ACT_TANH, N, z, F0);
+  for (PetscInt i = 0; i < N; i++) r[i] = y0[i] + h * (1 - theta) * F0[i];
+  for (int p = 0; p < 2; p++) {
+    TNBlockSolver bs;
+    PetscBool ok;
+    PetscReal res, worst = 0;
+    SetOption("-block_precision", TNBlockPrecisions[p]);
+    CHECK(TNBlockSolverCreate(n, &bs));
+    CHECK(TNBlockSolverSetFromOptions(bs));
+    CHECK(PetscArraycpy(y1[p], y0, N));
+    CHECK(TNBlockSolverSolve(bs, &L, B, F0, r, y1[p], F1, &ok, &res));
+    assert_true(ok);
+    CHECK(TNBlockSolverGetProducts(bs, &single, &dbl));
+    TNRowsApply(B, n, n, y1[p], A, b, z);
+    TNActivate(TN_ACT_TANH, N, z, z);
+    for (PetscInt s = 0; s < B; s++) {
+      PetscReal ss = 0;
+      for (PetscInt i = s * n; i < (s + 1) * n; i++) ss += PetscSqr(y1[p][i] - r[i] - h * theta * z[i]);
+      worst = PetscMax(worst, PetscSqrtReal(ss));
+    }
+    print_message("%-6s forward: residual %.2e, products %lld single %lld double\n", TNBlockPrecisions[p],
+                  (double)worst, (long long)single, (long long)dbl);
+    assert_true(worst <= atol);
+    assert_true(p == 0 ? single > 0 : single == 0);
+    if (p == 1) /* two points within atol of the solution of a contraction (h theta |A| < 1/2) */
+      for (PetscInt i = 0; i < N; i++) assert_true(PetscAbsReal(y1[0][i] - y1[1][i]) <= 4 * atol);
+
+    /* adjoint at y1: (I - h theta A^T diag(D)) mu = lambda, residual computed here in double */
+    TNActivationDerivative(TN_ACT_TANH, N, z, D);
+    for (int k = 0; k < 2; k++) {
+      const PetscReal rtol = k ? 1e-13 : 1e-6;
+      PetscReal rr = 0, ll = 0;
+      SetOption("-adjoint_ksp_rtol", k ? "1e-13" : "1e-6");
+      CHECK(TNBlockSolverSetFromOptions(bs));
+      CHECK(TNBlockSolverResetCounts(bs));
+      CHECK(TNBlockSolverAdjoint(bs, &L, B, D, lam, mu, &ok, &res));
+      assert_true(ok);
+      CHECK(TNBlockSolverGetProducts(bs, &single, &dbl));
+      for (PetscInt i = 0; i < N; i++) z[i] = D[i] * mu[i];
+      CHECK(PetscArraycpy(F1, mu, N));
+      TNRowsApplyTranspose(B, n, n, -h * theta, z, A, 1.0, F1);
+      for (PetscInt i = 0; i < N; i++) {
+        rr += PetscSqr(lam[i] - F1[i]);
+        ll += PetscSqr(lam[i]);
+      }
+      print_message("%-6s adjoint rtol %.0e: relative residual %.2e, products %lld single %lld double\n",
+                    TNBlockPrecisions[p], (double)rtol, (double)PetscSqrtReal(rr / ll), (long long)single,
+                    (long long)dbl);
+      assert_true(PetscSqrtReal(rr / ll) <= rtol);
+      assert_true(p == 0 ? single > 0 : single == 0);
+      /* y1 is needed again for the next adjoint's derivative */
+      TNRowsApply(B, n, n, y1[p], A, b, z);
+      TNActivate(TN_ACT_TANH, N, z, z);
+      TNActivationDerivative(TN_ACT_TANH, N, z, D);
+    }
+    CHECK(TNBlockSolverDestroy(&bs));
+  }
+  CHECK(PetscOptionsClearValue(NULL, "-block_precision"));
+  SetOption("-block_atol", "1e-13");
+  SetOption("-adjoint_ksp_rtol", "1e-14");
+  CHECK(PetscFree6(A, b, y0, F0, r, z));
+  CHECK(PetscFree6(y1[0], y1[1], F1, D, lam, mu));
+}
+
+/* The tanh step by the addition theorem against tanh at the moved point, and its refusals. */
+static void test_activation_step(void **state)
+{
+  const PetscInt N = 4096;
+  PetscScalar z[4096], F[4096], G[4096];
+  float dz[4096];
+  PetscReal worst = 0;
+  (void)state;
+  RandomFill(z, N, 4.0, 61);
+  RandomFill(G, N, 0x1p-8, 62);
+  for (PetscInt i = 0; i < N; i++) dz[i] = (float)G[i];
+  TNActivate(TN_ACT_TANH, N, z, F);
+  assert_true(TNActivateStep(TN_ACT_TANH, N, dz, F));
+  for (PetscInt i = 0; i < N; i++) G[i] = z[i] + (PetscScalar)dz[i];
+  TNActivate(TN_ACT_TANH, N, G, G);
+  for (PetscInt i = 0; i < N; i++) worst = PetscMax(worst, PetscAbsReal(F[i] - G[i]));
+  print_message("tanh step: largest difference %.2e\n", (double)worst);
+  assert_true(worst <= 8 * PETSC_MACHINE_EPSILON);
+  dz[17] = 0x1p-7f; /* a step too long for the series: nothing written */
+  CHECK(PetscArraycpy(G, F, N));
+  assert_false(TNActivateStep(TN_ACT_TANH, N, dz, F));
+  assert_false(TNActivateStep(TN_ACT_SIGMOID, 1, dz, F));
+  for (PetscInt i = 0; i < N; i++) assert_true(F[i] == G[i]);
 }
 
 /* y' = tanh(A y + b): one TSTHETA step (endpoint form) equals one theta-block. */
@@ -324,6 +443,8 @@ int main(int argc, char **argv)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jacobian_transpose),
       cmocka_unit_test(test_block_residual),
+      cmocka_unit_test(test_mixed_precision),
+      cmocka_unit_test(test_activation_step),
       cmocka_unit_test(test_gradient),
       cmocka_unit_test(test_gradient_activations),
       cmocka_unit_test(test_tstheta),
