@@ -1,7 +1,9 @@
 /* Bucketed in-place sums by recursive doubling. With P ranks and p2 the largest power of two not
    above P, a rank r >= p2 first hands its values to r - p2, which adds them; the first p2 ranks
    then exchange with partner r ^ 2^k in rounds k = 0, 1, ... and add; finally r < P - p2 sends
-   the total to r + p2. Each element's sum is the same tree on every rank whatever the buckets. */
+   the total to r + p2. Each element's sum is the same tree on every rank whatever the buckets.
+   A bucket's values stay where they are in the buffer: its segments are sent and received in
+   place through an MPI datatype, and only the partner's values are held apart to be added. */
 #include "reducer.h"
 
 typedef enum { OP_SEND, OP_RECV_ADD, OP_EXCHANGE_ADD, OP_RECV_COPY } OpType;
@@ -14,7 +16,8 @@ typedef struct {
 typedef struct {
   PetscBool active;
   PetscInt nseg, start[2], len[2], n, cap, op;
-  PetscScalar *mine, *other;
+  PetscScalar *other;  /* the partner's values of the current operation */
+  MPI_Datatype values; /* the segments, relative to the buffer */
   MPI_Request req[2];
 } Bucket;
 
@@ -67,26 +70,24 @@ static PetscErrorCode Post(TNReducer R, PetscInt k, Bucket *b)
   PetscFunctionBegin;
   b->req[0] = b->req[1] = MPI_REQUEST_NULL;
   if (o->type == OP_SEND || o->type == OP_EXCHANGE_ADD)
-    PetscCallMPI(MPI_Isend(b->mine, n, MPIU_SCALAR, o->peer, tag, R->comm, &b->req[0]));
-  if (o->type != OP_SEND)
-    PetscCallMPI(
-        MPI_Irecv(o->type == OP_RECV_COPY ? b->mine : b->other, n, MPIU_SCALAR, o->peer, tag, R->comm, &b->req[1]));
+    PetscCallMPI(MPI_Isend(R->buf, 1, b->values, o->peer, tag, R->comm, &b->req[0]));
+  if (o->type == OP_RECV_COPY)
+    PetscCallMPI(MPI_Irecv(R->buf, 1, b->values, o->peer, tag, R->comm, &b->req[1]));
+  else if (o->type != OP_SEND)
+    PetscCallMPI(MPI_Irecv(b->other, n, MPIU_SCALAR, o->peer, tag, R->comm, &b->req[1]));
   PetscFunctionReturn(0);
 }
 
-/* The segments of buf <-> the bucket's contiguous values. */
-static void Pack(TNReducer R, Bucket *b, PetscBool in)
+/* segments += the partner's values */
+static void AddOther(TNReducer R, Bucket *b)
 {
-  PetscInt off = 0;
+  const PetscScalar *other = b->other;
 
-  for (PetscInt s = 0; s < b->nseg; off += b->len[s], s++) {
-    PetscScalar *seg = R->buf + b->start[s];
-    for (PetscInt i = 0; i < b->len[s]; i++) {
-      if (in)
-        b->mine[off + i] = seg[i];
-      else
-        seg[i] = b->mine[off + i];
-    }
+  for (PetscInt s = 0, off = 0; s < b->nseg; off += b->len[s], s++) {
+    PetscScalar *seg   = R->buf + b->start[s];
+    const PetscInt len = b->len[s];
+#pragma omp simd
+    for (PetscInt i = 0; i < len; i++) seg[i] += other[off + i];
   }
 }
 
@@ -106,14 +107,13 @@ static PetscErrorCode Advance(TNReducer R, PetscInt k, PetscBool wait)
     if (b->op < R->nops) {
       const OpType type = R->ops[b->op].type;
       /* addition commutes exactly: both partners of an exchange compute the same bits */
-      if (type == OP_RECV_ADD || type == OP_EXCHANGE_ADD)
-        for (PetscInt i = 0; i < b->n; i++) b->mine[i] += b->other[i];
+      if (type == OP_RECV_ADD || type == OP_EXCHANGE_ADD) AddOther(R, b);
       b->op++;
     }
     if (b->op < R->nops)
       PetscCall(Post(R, k, b));
     else {
-      Pack(R, b, PETSC_FALSE);
+      PetscCallMPI(MPI_Type_free(&b->values));
       b->active = PETSC_FALSE;
     }
   }
@@ -138,11 +138,20 @@ PetscErrorCode TNReducerStart(TNReducer R, PetscInt k, PetscInt nseg, const Pets
   }
   PetscCheck(b->n <= PETSC_MPI_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket of %" PetscInt_FMT, b->n);
   if (b->n > b->cap) {
-    PetscCall(PetscFree2(b->mine, b->other));
-    PetscCall(PetscMalloc2(b->n, &b->mine, b->n, &b->other));
+    PetscCall(PetscFree(b->other));
+    PetscCall(PetscMalloc1(b->n, &b->other));
     b->cap = b->n;
   }
-  Pack(R, b, PETSC_TRUE);
+  {
+    PetscMPIInt lens[2];
+    MPI_Aint displs[2];
+    for (PetscInt s = 0; s < nseg; s++) {
+      lens[s]   = (PetscMPIInt)len[s];
+      displs[s] = (MPI_Aint)(start[s] * (PetscInt)sizeof(PetscScalar));
+    }
+    PetscCallMPI(MPI_Type_create_hindexed((PetscMPIInt)nseg, lens, displs, MPIU_SCALAR, &b->values));
+    PetscCallMPI(MPI_Type_commit(&b->values));
+  }
   b->op     = 0;
   b->active = PETSC_TRUE;
   b->req[0] = b->req[1] = MPI_REQUEST_NULL;
@@ -182,7 +191,10 @@ PetscErrorCode TNReducerDestroy(TNReducer *Rp)
 
   PetscFunctionBegin;
   if (!R) PetscFunctionReturn(0);
-  for (PetscInt k = 0; k < R->nbuckets; k++) PetscCall(PetscFree2(R->bucket[k].mine, R->bucket[k].other));
+  for (PetscInt k = 0; k < R->nbuckets; k++) {
+    if (R->bucket[k].active) PetscCallMPI(MPI_Type_free(&R->bucket[k].values));
+    PetscCall(PetscFree(R->bucket[k].other));
+  }
   PetscCall(PetscFree(R->bucket));
   PetscCallMPI(MPI_Comm_free(&R->comm));
   PetscCall(PetscFree(R));

@@ -16,7 +16,8 @@ typedef struct _n_TNReducer *TNReducer;
 PETSC_EXTERN PetscErrorCode TNReducerCreate(MPI_Comm, PetscScalar *buf, PetscInt nbuckets, TNReducer *);
 /* Start bucket k (0 <= k < nbuckets) of this reduction: the nseg (1 or 2) segments
    buf[start[i] .. start[i] + len[i]). Every rank starts the same buckets with the same segments,
-   in any order. */
+   in any order. The segments are sent from and summed into in place: the caller leaves them
+   alone until TNReducerWait. */
 PETSC_EXTERN PetscErrorCode TNReducerStart(TNReducer, PetscInt k, PetscInt nseg, const PetscInt start[],
                                            const PetscInt len[]);
 /* Sum another buffer from the next reduction on (none may be under way). */
