@@ -17,7 +17,7 @@ typedef struct {
   PetscBool active;
   PetscInt nseg, start[2], len[2], n, cap, op;
   PetscScalar *other;  /* the partner's values of the current operation */
-  MPI_Datatype values; /* the segments, relative to the buffer */
+  MPI_Datatype values; /* the segments, relative to the buffer; kept while they stay the same */
   MPI_Request req[2];
 } Bucket;
 
@@ -47,6 +47,7 @@ PetscErrorCode TNReducerCreate(MPI_Comm comm, PetscScalar *buf, PetscInt nbucket
   R->buf      = buf;
   R->nbuckets = nbuckets;
   PetscCall(PetscCalloc1(nbuckets, &R->bucket));
+  for (PetscInt k = 0; k < nbuckets; k++) R->bucket[k].values = MPI_DATATYPE_NULL;
   while (2 * p2 <= size) p2 *= 2;
   /* this rank's schedule */
   if (rank >= p2) {
@@ -112,10 +113,8 @@ static PetscErrorCode Advance(TNReducer R, PetscInt k, PetscBool wait)
     }
     if (b->op < R->nops)
       PetscCall(Post(R, k, b));
-    else {
-      PetscCallMPI(MPI_Type_free(&b->values));
+    else
       b->active = PETSC_FALSE;
-    }
   }
   PetscFunctionReturn(0);
 }
@@ -123,34 +122,38 @@ static PetscErrorCode Advance(TNReducer R, PetscInt k, PetscBool wait)
 PetscErrorCode TNReducerStart(TNReducer R, PetscInt k, PetscInt nseg, const PetscInt start[], const PetscInt len[])
 {
   Bucket *b;
+  PetscBool same;
 
   PetscFunctionBegin;
   PetscCheck(k >= 0 && k < R->nbuckets, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket %" PetscInt_FMT, k);
   b = &R->bucket[k];
   PetscCheck(!b->active, PETSC_COMM_SELF, PETSC_ERR_ARG_WRONGSTATE, "bucket %" PetscInt_FMT " started twice", k);
   PetscCheck(nseg >= 1 && nseg <= 2, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "%" PetscInt_FMT " segments", nseg);
-  b->nseg = nseg;
-  b->n    = 0;
-  for (PetscInt s = 0; s < nseg; s++) {
-    b->start[s] = start[s];
-    b->len[s]   = len[s];
-    b->n += len[s];
-  }
-  PetscCheck(b->n <= PETSC_MPI_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket of %" PetscInt_FMT, b->n);
-  if (b->n > b->cap) {
-    PetscCall(PetscFree(b->other));
-    PetscCall(PetscMalloc1(b->n, &b->other));
-    b->cap = b->n;
-  }
-  {
+  /* the bucket's segments are the same from one step to the next: the datatype is made once */
+  same = b->values != MPI_DATATYPE_NULL && b->nseg == nseg ? PETSC_TRUE : PETSC_FALSE;
+  for (PetscInt s = 0; s < nseg; s++)
+    if (b->start[s] != start[s] || b->len[s] != len[s]) same = PETSC_FALSE;
+  if (!same) {
     PetscMPIInt lens[2];
     MPI_Aint displs[2];
+    b->nseg = nseg;
+    b->n    = 0;
     for (PetscInt s = 0; s < nseg; s++) {
+      b->start[s] = start[s];
+      b->len[s]   = len[s];
+      b->n += len[s];
       lens[s]   = (PetscMPIInt)len[s];
       displs[s] = (MPI_Aint)(start[s] * (PetscInt)sizeof(PetscScalar));
     }
+    PetscCheck(b->n <= PETSC_MPI_INT_MAX, PETSC_COMM_SELF, PETSC_ERR_ARG_OUTOFRANGE, "bucket of %" PetscInt_FMT, b->n);
+    if (b->values != MPI_DATATYPE_NULL) PetscCallMPI(MPI_Type_free(&b->values));
     PetscCallMPI(MPI_Type_create_hindexed((PetscMPIInt)nseg, lens, displs, MPIU_SCALAR, &b->values));
     PetscCallMPI(MPI_Type_commit(&b->values));
+    if (b->n > b->cap) {
+      PetscCall(PetscFree(b->other));
+      PetscCall(PetscMalloc1(b->n, &b->other));
+      b->cap = b->n;
+    }
   }
   b->op     = 0;
   b->active = PETSC_TRUE;
@@ -192,7 +195,7 @@ PetscErrorCode TNReducerDestroy(TNReducer *Rp)
   PetscFunctionBegin;
   if (!R) PetscFunctionReturn(0);
   for (PetscInt k = 0; k < R->nbuckets; k++) {
-    if (R->bucket[k].active) PetscCallMPI(MPI_Type_free(&R->bucket[k].values));
+    if (R->bucket[k].values != MPI_DATATYPE_NULL) PetscCallMPI(MPI_Type_free(&R->bucket[k].values));
     PetscCall(PetscFree(R->bucket[k].other));
   }
   PetscCall(PetscFree(R->bucket));
