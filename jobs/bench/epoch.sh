@@ -5,7 +5,9 @@
 # leading dimensions, distinct per-block buffers and order) measured in the same run; and the
 # 2-rank theta-0 run again with the gradient summed in one bucket after the backward pass
 # (-allreduce_bucket_kb 0), to measure the allreduce time the buckets hide (/timing/allreduce:
-# the wait after the backward pass); and theta 0.5 on 1 rank with -block_precision double, whose
+# the wait after the backward pass); two 1-rank theta-0 runs of half the batch at once, the
+# whole epoch's 2-rank ceiling without communication (each takes twice the optimiser steps of a
+# 2-rank rank, so the figure is if anything low); and theta 0.5 on 1 rank with -block_precision double, whose
 # model `thetanet evaluate` scores against the mixed-precision model's on the training set.
 # The theta 0 and 0.5 runs repeat EPOCH_REPS times (default 2), interleaved, and each
 # configuration counts its fastest repeat (the machine may be shared). Prints figures and the
@@ -18,8 +20,8 @@ trap 'rm -rf "$work"' EXIT
 "$THETANET_PYTHON" "$THETANET_ROOT/jobs/bench/make_dataset.py" "$work/synth.h5" 16384 32 8
 
 n=128 L=32 B=256 epochs=3 reps=${EPOCH_REPS:-2}
-run() { # RANKS THETA NAME [options]: NAME.h5, NAME.log
-  mpiexec --oversubscribe -n "$1" "$THETANET_BUILD/thetanet" train -train "$work/synth.h5" -width $n -layers $L \
+run() { # RANKS THETA NAME [options]: NAME.h5, NAME.log (MPIEXEC_BIND: mpiexec's binding options)
+  mpiexec --oversubscribe ${MPIEXEC_BIND:-} -n "$1" "$THETANET_BUILD/thetanet" train -train "$work/synth.h5" -width $n -layers $L \
     -batch $B -epochs $epochs -theta "$2" -T 1 -output "$work/$3.h5" "${@:4}" > "$work/$3.log"
   grep '^summary' "$work/$3.log" | awk -v name="$3" '{printf "%-14s", name; for (i = 2; i <= NF; i++) if ($i ~ /^(samples_per_s|newton_its|krylov_its)$/) printf " %s %s", $i, $(i+1); print ""}'
 }
@@ -28,6 +30,10 @@ for k in $(seq "$reps"); do
   run 1 0.5 "r1_t05.$k" "$@"
   run 2 0 "r2_t0.$k" "$@"
   run 2 0.5 "r2_t05.$k" "$@"
+  # two launches at once: each would bind its rank to the first core
+  MPIEXEC_BIND="--bind-to none" run 1 0 "half_a.$k" -batch $((B / 2)) "$@" &
+  MPIEXEC_BIND="--bind-to none" run 1 0 "half_b.$k" -batch $((B / 2)) "$@"
+  wait
 done
 run 1 0.5 r1_t05_double -block_precision double "$@"
 run 2 0 r2_t0_one -allreduce_bucket_kb 0 "$@"
@@ -52,7 +58,9 @@ def sps(name):
             return float(dict(zip(w[::2], w[1::2]))["samples_per_s"])
 # each repeated configuration by its fastest repeat
 best = {}
-for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05"):
+for i in range(1, reps + 1):  # the pair of half-batch processes counts as one run
+    open(f"{work}/pair.{i}.log", "w").write(f"summary samples_per_s {sps(f'half_a.{i}') + sps(f'half_b.{i}')}\n")
+for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05", "pair"):
     runs = {f"{k}.{i}": sps(f"{k}.{i}") for i in range(1, reps + 1)}
     best[k] = max(runs, key=runs.get)
     if reps > 1:
@@ -60,7 +68,7 @@ for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05"):
 def get(name):
     with h5py.File(f"{work}/{best.get(name, name)}.h5", "r") as f:
         return {k: f["timing"][k][()] for k in f["timing"]}
-s = {k: sps(best.get(k, k)) for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05", "r2_t0_one", "r1_t05_double")}
+s = {k: sps(best.get(k, k)) for k in ("r1_t0", "r1_t05", "r2_t0", "r2_t05", "r2_t0_one", "r1_t05_double", "pair")}
 # theta = 0: forward 2n^2 per block, backward 4n^2 (lambda and dA), plus the opening and closing layers
 flops = 6 * L * n * n + 4 * n * d + 6 * n * m
 g = s["r1_t0"] * flops * 1e-9
@@ -75,6 +83,8 @@ for name in ("r1_t05.1", "r1_t05_double"):
     e = dict(zip(w[::2], w[1::2]))
     print(f"  model of {name.split('.')[0]}{' (mixed)' if name.endswith('.1') else ''}: evaluate loss {e['loss']} accuracy {e['accuracy']}")
 print(f"  ceiling of the GEMMs alone: two processes of B {256 // 2} together {pair:.2f} GFLOP/s = {pair / gemm:.2f}x one of B 256")
+print(f"  ceiling of the whole epoch without communication: two 1-rank runs of batch {256 // 2} at once "
+      f"{s['pair'] / s['r1_t0']:.2f}x one rank; 2 ranks reach {s['r2_t0'] / s['pair']:.2f} of it")
 for name in ("r1_t0", "r2_t0", "r1_t05", "r2_t05"):
     t = get(name)
     print(f"  {name} s/epoch (rank mean): " + ", ".join(f"{k} {t[k].mean() / epochs:.3f}" for k in ("forward", "backward", "allreduce", "update")))
