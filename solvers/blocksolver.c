@@ -156,8 +156,8 @@ static LayerUpdate LayerProduct(TNBlockSolver bs, const PetscScalar *xa)
 
 /* Z = A x + b and Fx = F(x) from the product, row by row (a row stays in cache from Z to F);
    with g also the residual G(x) = x - r - h theta F(x), and the largest over samples of |G|_2 plus
-   the bound of its rounding: a sample counts as converged only when its residual with double-precision products is
-   within atol. */
+   the bound of its rounding: a sample counts as converged only when its residual with
+   double-precision products is within atol. */
 static void LayerRows(TNBlockSolver bs, LayerUpdate how, const PetscScalar *xa, PetscScalar *ga)
 {
   BatchSolver *c        = bs->cur;
