@@ -741,13 +741,17 @@ PetscErrorCode TNBlockSolverSetRough(TNBlockSolver bs, PetscInt its)
    bounds of mixed precision. */
 static void LayerSet(TNBlockSolver bs, const TNBlockLayer *L)
 {
-  PetscReal ss = 0;
+  const PetscScalar *A = L->A;
+  float *Af            = bs->Af;
+  const PetscInt nn    = L->n * L->n;
+  PetscReal ss         = 0;
 
   bs->layer = L;
   if (bs->precision != TN_PRECISION_MIXED) return;
-  for (PetscInt i = 0; i < L->n * L->n; i++) {
-    bs->Af[i] = (float)L->A[i];
-    ss += L->A[i] * L->A[i];
+#pragma omp simd reduction(+ : ss)
+  for (PetscInt i = 0; i < nn; i++) {
+    Af[i] = (float)A[i];
+    ss += A[i] * A[i];
   }
   bs->Anorm = PetscSqrtReal(ss);
 }
@@ -828,8 +832,10 @@ static PetscErrorCode BlockSolve(TNBlockSolver bs, const TNBlockLayer *L, PetscI
   if (bs->guess == TN_GUESS_LINEARIZED) {
     PetscCall(LinearizedGuess(bs, Fj, y));
     if (bs->fallback) PetscCall(PetscArraycpy(c->guess, y, N));
-  } else
-    for (PetscInt i = 0; i < N; i++) y[i] += L->h * Fj[i];
+  } else {
+    const PetscReal h = L->h;
+    for (PetscInt i = 0; i < N; i++) y[i] += h * Fj[i];
+  }
   if (bs->rough_its) {
     PetscReal atol, rtol, stol;
     PetscInt maxit, maxf;
