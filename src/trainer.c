@@ -121,6 +121,11 @@ PetscErrorCode TNTrainerSetFromOptions(TNTrainer t)
                          "Size of the gradient buckets reduced over the data ranks while the backward pass goes on "
                          "(0: one reduction after it)",
                          "", t->bucket_kb, &t->bucket_kb, NULL));
+  PetscCall(TNOptionsEnum("-allreduce_algorithm",
+                          "How the ranks share a bucket's sum (the same bits either way): doubling (whole bucket "
+                          "each round), halving (reduce-scatter then allgather), auto (halving for large buckets)",
+                          "", TNReducerAlgorithms, (PetscEnum)t->reduce_algorithm, (PetscEnum *)&t->reduce_algorithm,
+                          NULL));
   PetscCall(TNOptionsInt("-mgrit_exact_epochs",
                          "Under -depth_solver mgrit, the last this many epochs train with the layer-serial "
                          "propagation (converged solves: the exact gradient) (0: none)",
@@ -423,6 +428,7 @@ PetscErrorCode TNTrainerSetUp(TNTrainer t)
     t->nbuckets = t->bucket_kb ? 2 + (nloc + t->group - 1) / t->group : 1;
     PetscCall(PetscCalloc1(t->nbuckets, &t->started));
     PetscCall(TNReducerCreate(t->grid.data, t->reduce, t->nbuckets, &t->reducer));
+    PetscCall(TNReducerSetAlgorithm(t->reducer, t->reduce_algorithm));
     PetscCall(TNNetworkSetGradientReady(t->net, GradientReady, t));
   }
   PetscCall(PetscMalloc6(Bloc * t->cfg.d, &t->Xb, Bloc * t->cfg.m, &t->Yb, Bloc * t->cfg.m, &t->out, Bloc * t->cfg.m,

@@ -10,6 +10,7 @@
 #include "optimizer.h"
 #include "problems.h"
 #include "schedule.h"
+#include "reducer.h"
 
 /* The per-epoch record, kept on every rank, written by rank 0 as /history: one column per field
    of DESIGN.md §4 (names in history.c); columns from TN_HISTORY_REQUIRED on may be missing in
@@ -118,6 +119,7 @@ struct _n_TNTrainer {
   PetscInt64 mgrit_nfactor;
   /* the gradient's bucketed reduction over the data ranks */
   PetscInt bucket_kb, group, nbuckets; /* -allreduce_bucket_kb; blocks per bucket; buckets */
+  TNReducerAlgorithm reduce_algorithm; /* -allreduce_algorithm */
   PetscBool *started;                  /* the buckets of this step started so far */
   struct _n_TNReducer *reducer;
   /* per-step buffers */

@@ -85,8 +85,9 @@ def case_data_parallel_explicit(tmp):
 def case_buckets(tmp):
     """The gradient reduction in buckets overlapped with the backward pass: the trained model is
     the same to the last bit for every bucket size (one bucket after the pass, one block per
-    bucket, a few blocks, the default), on 2, 3 (not a power of two) and 4 data ranks and on a
-    2 x 2 grid; the losses equal one rank's to 1e-8 (as cli_data_parallel_implicit)."""
+    bucket, a few blocks, the default) and algorithm (recursive doubling, halving), on 2, 3 (not
+    a power of two) and 4 data ranks and on a 2 x 2 grid; the losses equal one rank's to 1e-8 (as
+    cli_data_parallel_implicit)."""
     opts = ["-problem", "spirals", "-theta", "0.5", "-epochs", "2", "-batch", "60", "-width", "12", "-layers", "9",
             "-block_atol", "1e-13"]
     def model(path):
@@ -95,15 +96,17 @@ def case_buckets(tmp):
     one = history(train(tmp, "one", 1, opts)[0])["train_loss"]
     for ranks, extra in ((2, []), (3, []), (4, []), (4, ["-depth_ranks", "2"])):
         ref = None
-        for kb in (0, 1, 3, 512):
-            out = train(tmp, f"r{ranks}{len(extra)}_{kb}", ranks, opts + extra + ["-allreduce_bucket_kb", str(kb)])[0]
+        for kb, alg in ((0, "auto"), (0, "halving"), (1, "halving"), (3, "doubling"), (3, "halving"), (512, "auto")):
+            out = train(tmp, f"r{ranks}{len(extra)}_{kb}_{alg}", ranks,
+                        opts + extra + ["-allreduce_bucket_kb", str(kb), "-allreduce_algorithm", alg])[0]
             if ref is None:
                 ref = model(out)
                 d = rel_diff(history(out)["train_loss"], one)
                 check(d < 1e-8, f"{ranks} ranks {extra}: losses differ from 1 rank's by {d:.1e}")
             else:
-                check(np.array_equal(model(out), ref), f"{ranks} ranks {extra}: bucket {kb} KB changes the result")
-        print(f"ok: {ranks} ranks {' '.join(extra)}: buckets of 0, 1, 3, 512 KB give the same bits; losses = 1 rank's to {d:.1e}")
+                check(np.array_equal(model(out), ref), f"{ranks} ranks {extra}: bucket {kb} KB, {alg} changes the result")
+        print(f"ok: {ranks} ranks {' '.join(extra)}: buckets of 0, 1, 3, 512 KB, doubling and halving give the same "
+              f"bits; losses = 1 rank's to {d:.1e}")
 
 
 def case_data_parallel_implicit(tmp):
