@@ -75,8 +75,12 @@ void TNBlasSelectKernel(char **argv)
 /* The "model name" of /proc/cpuinfo, and the vector extensions of its flags. */
 static void CPUDescribe(TNBlasInfo *info)
 {
-  static const char *const wanted[] = {"sse3",     "avx",      "fma",      "avx2",       "avx512f",
-                                       "avx512dq", "avx512bw", "avx512vl", "avx512_bf16"};
+  /* as /proc/cpuinfo names them (Linux calls SSE3 "pni"), and as printed */
+  static const struct {
+    const char *flag, *name;
+  } wanted[] = {{"pni", "sse3"},          {"avx", "avx"},           {"fma", "fma"},
+                {"avx2", "avx2"},         {"avx512f", "avx512f"},   {"avx512dq", "avx512dq"},
+                {"avx512bw", "avx512bw"}, {"avx512vl", "avx512vl"}, {"avx512_bf16", "avx512_bf16"}};
   char line[8192];
   FILE *f   = fopen("/proc/cpuinfo", "r");
   int model = 0, flags = 0;
@@ -92,13 +96,18 @@ static void CPUDescribe(TNBlasInfo *info)
       info->cpu[strcspn(info->cpu, "\n")] = 0;
       model                               = 1;
     } else if (!flags && !strncmp(line, "flags", 5)) {
+      /* the line ends in a space, so that the last flag matches " flag " too */
+      const size_t end = strcspn(line, "\n");
+      if (end + 1 < sizeof line) {
+        line[end]     = ' ';
+        line[end + 1] = 0;
+      }
       for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
         char word[32];
-        snprintf(word, sizeof word, " %s ", wanted[i]);
-        line[strcspn(line, "\n")] = ' ';
+        snprintf(word, sizeof word, " %s ", wanted[i].flag);
         if (strstr(colon, word)) {
           size_t used = strlen(info->flags);
-          snprintf(info->flags + used, sizeof info->flags - used, "%s%s", used ? " " : "", wanted[i]);
+          snprintf(info->flags + used, sizeof info->flags - used, "%s%s", used ? " " : "", wanted[i].name);
         }
       }
       flags = 1;

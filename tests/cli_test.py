@@ -588,6 +588,16 @@ def case_blas(tmp):
     os.environ.update(clean)
     info = system_info({})
     print("this machine:", info["cpu"], "|", info["vector_extensions"], "|", info["blas"])
+    # the extensions shown are those of /proc/cpuinfo's flags (SSE3 is "pni" there)
+    with open("/proc/cpuinfo") as f:
+        cpuflags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    if cpuflags is not None:
+        names = {"pni": "sse3", "avx": "avx", "fma": "fma", "avx2": "avx2", "avx512f": "avx512f",
+                 "avx512dq": "avx512dq", "avx512bw": "avx512bw", "avx512vl": "avx512vl", "avx512_bf16": "avx512_bf16"}
+        want = [names[k] for k in names if k in cpuflags]
+        shown = info.get("vector_extensions", "").split()
+        check(shown == want, f"vector extensions {shown}, /proc/cpuinfo's flags say {want}")
+        print("ok: the vector extensions shown are /proc/cpuinfo's")
     if not info["blas_kernel"] or info["blas_kernel"] == "-":
         check("not OpenBLAS" in info["blas"], f"no kernel and not said why: {info}")
         print("ok: another BLAS than OpenBLAS, left alone")
