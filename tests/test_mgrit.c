@@ -155,7 +155,7 @@ static void test_inexact(void **state)
     CHECK(TNMGRITSetParameters(mg, 4, 2, max_it, 0));
     CHECK(TNMGRITGetOwnership(mg, &lo, &hi));
     CHECK(PetscMalloc1((hi - lo + 1) * K, &u));
-    for (PetscInt p = 0; p <= (hi - lo) * K; p++) u[p] = 0.5;
+    for (PetscInt p = 0; p < (hi - lo + 1) * K; p++) u[p] = 0.5;
     CHECK(TNMGRITSolve(mg, u0, u, &its, max_it == 1 ? &r1 : &r2));
     assert_int_equal(its, max_it);
     CHECK(PetscFree(u));
@@ -190,7 +190,7 @@ static void test_parameters_after_setup(void **state)
   for (PetscInt run = 0; run < 2; run++) {
     const PetscInt want = run ? 3 : 8;
     CHECK(TNMGRITSetParameters(mg, 2, 2, want, 0));
-    for (PetscInt p = 0; p <= (hi - lo) * K; p++) u[p] = 0.25;
+    for (PetscInt p = 0; p < (hi - lo + 1) * K; p++) u[p] = 0.25;
     CHECK(TNMGRITSolve(mg, u0, u, &its, &res));
     CHECK(TNMGRITGetResidualHistory(mg, &nh, &hist));
     print_message("max_it %d after set-up: %d iterations, history of %d, last %.1e\n", (int)want, (int)its, (int)nh,
